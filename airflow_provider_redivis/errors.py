@@ -50,7 +50,16 @@ class RedivisAPIError(RedivisError):
         # Keep the keyword arguments when the error crosses a process boundary (triggerer, Celery).
         return (
             _rebuild_api_error,
-            (type(self), self.status, self.message, self.code, self.method, self.path, self.retry_after, self.hint),
+            (
+                type(self),
+                self.status,
+                self.message,
+                self.code,
+                self.method,
+                self.path,
+                self.retry_after,
+                self.hint,
+            ),
         )
 
 
@@ -93,7 +102,9 @@ class SourceChangedError(RedivisError):
 class UploadFailedError(RedivisError):
     """Redivis finished processing the upload with status ``failed``; carries its ``errorMessage``."""
 
-    def __init__(self, message: str, *, upload_uri: str | None = None, error_message: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, upload_uri: str | None = None, error_message: str | None = None
+    ) -> None:
         self.upload_uri = upload_uri
         self.error_message = error_message
         super().__init__(message)

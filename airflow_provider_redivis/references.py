@@ -21,7 +21,9 @@ def encode_reference(ref: str) -> str:
 
 def _check(ref: object, kind: str, pattern: re.Pattern[str], example: str) -> re.Match[str]:
     if not isinstance(ref, str) or not ref.strip():
-        raise RedivisConfigError(f"A Redivis {kind} reference must be a non-empty string like {example!r}, got {ref!r}.")
+        raise RedivisConfigError(
+            f"A Redivis {kind} reference must be a non-empty string like {example!r}, got {ref!r}."
+        )
     match = pattern.match(ref.strip())
     if match is None:
         raise RedivisConfigError(

@@ -1,0 +1,113 @@
+"""The one retry policy: what is worth retrying, how long to wait, when to give up.
+
+Plain Python (tenacity, requests): the hook and the resumable-upload engine both build their
+retries here, so a change of policy has one home.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+import tenacity
+
+from airflow_provider_redivis.errors import RedivisAPIError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
+
+#: Statuses worth another try: request timeout, rate limit, and the server-side failures.
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    """Connection errors, timeouts and the statuses above; never any other 4xx."""
+    if isinstance(exc, RedivisAPIError):
+        return is_retryable_status(exc.status)
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return is_retryable_status(exc.response.status_code)
+    # ConnectionError covers resets and refused connections; Timeout covers connect and read timeouts;
+    # ChunkedEncodingError is a body cut off mid-stream.
+    return isinstance(
+        exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded in attempts and in total time; exponential backoff with full jitter."""
+
+    max_attempts: int = 6
+    max_total_seconds: float = 300.0
+    initial_wait: float = 1.0
+    max_wait: float = 60.0
+    #: A server's Retry-After is honoured up to this many seconds.
+    max_retry_after: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.max_total_seconds <= 0 or self.initial_wait < 0 or self.max_wait < 0:
+            raise ValueError("retry waits and the total time must be positive")
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep after failed attempt number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        ceiling = min(self.max_wait, self.initial_wait * (2 ** (attempt - 1)))
+        # Full jitter: spreads the retries of many workers hitting the same outage.
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = exc.retry_after if isinstance(exc, RedivisAPIError) else None
+        return self.backoff(retry_state.attempt_number, retry_after)
+
+    def retry_args(
+        self,
+        predicate: Callable[[BaseException], bool] = is_retryable_error,
+        before_sleep: Callable[[tenacity.RetryCallState], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Keyword arguments for ``tenacity.Retrying``; callers may override any of them."""
+        args: dict[str, Any] = {
+            "retry": tenacity.retry_if_exception(predicate),
+            "stop": tenacity.stop_after_attempt(self.max_attempts)
+            | tenacity.stop_after_delay(self.max_total_seconds),
+            "wait": self._wait,
+            "reraise": True,
+        }
+        if before_sleep is not None:
+            args["before_sleep"] = before_sleep
+        return args
+
+    def call(self, fn: Callable[[], T], **overrides: Any) -> T:
+        """Run ``fn`` under this policy."""
+        args = self.retry_args()
+        args.update(overrides)
+        return tenacity.Retrying(**args)(fn)
