@@ -209,7 +209,7 @@ class ResumableSession:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _put(self, data: bytes | memoryview, range_header: str) -> SessionStatus:
+    def _put(self, data: bytes, range_header: str) -> SessionStatus:
         response = self.http.put(
             self.url,
             data=data,

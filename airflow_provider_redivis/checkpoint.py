@@ -1,0 +1,117 @@
+"""The checkpoint a retried upload resumes from: one dataclass, one JSON format. Plain Python.
+
+It holds the session id and URL, the offset the server acknowledged, the source's fingerprint and
+the phase, never a Redivis token. The session URL is a credential of its own: the checkpoint lives
+in Airflow's task state store (or a Variable below Airflow 3.3), never in XCom or a log line.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_redivis.errors import RedivisError
+from airflow_provider_redivis.sources import SourceFingerprint
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+CHECKPOINT_FORMAT = 1
+#: Redivis expires a resumable session 24 hours after it was created.
+SESSION_LIFETIME = timedelta(hours=24)
+#: A session this close to its end is not worth resuming: a new one starts instead.
+SESSION_SAFETY_MARGIN = timedelta(minutes=30)
+
+
+class UploadPhase(str, enum.Enum):
+    """Where the upload stands; decides what a new try does."""
+
+    #: Bytes are being sent to the session URL.
+    TRANSFERRING = "transferring"
+    #: The server holds every byte and the checksums matched; the upload is not created yet.
+    TRANSFERRED = "transferred"
+    #: upload.post was sent; its answer may have been lost, so a retry looks for the upload first.
+    CREATING = "creating"
+    #: The upload exists (``upload_uri``); what is left is waiting for it.
+    CREATED = "created"
+
+
+class CheckpointUnreadableError(RedivisError):
+    """A stored checkpoint of another format or damaged: the upload starts over from byte 0."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class UploadCheckpoint:
+    table: str
+    upload_name: str
+    session_id: str
+    session_url: str
+    total_size: int
+    fingerprint: SourceFingerprint
+    offset: int = 0
+    phase: UploadPhase = UploadPhase.TRANSFERRING
+    created_at: datetime = field(default_factory=_now)
+    upload_uri: str | None = None
+
+    def advanced(self, **changes: Any) -> UploadCheckpoint:
+        return replace(self, **changes)
+
+    def session_expired(self, now: datetime | None = None) -> bool:
+        return (now or _now()) >= self.created_at + SESSION_LIFETIME - SESSION_SAFETY_MARGIN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "table": self.table,
+            "upload_name": self.upload_name,
+            "session_id": self.session_id,
+            "session_url": self.session_url,
+            "total_size": self.total_size,
+            "offset": self.offset,
+            "phase": self.phase.value,
+            "created_at": self.created_at.isoformat(),
+            "upload_uri": self.upload_uri,
+            "fingerprint": self.fingerprint.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> UploadCheckpoint:
+        if not isinstance(data, dict):
+            raise CheckpointUnreadableError(
+                f"a checkpoint must be a JSON object, found {type(data).__name__}"
+            )
+        if data.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointUnreadableError(
+                f"checkpoint format {data.get('format')!r}, expected {CHECKPOINT_FORMAT}"
+            )
+        try:
+            created_at = datetime.fromisoformat(data["created_at"])
+            if created_at.tzinfo is None:
+                created_at = created_at.replace(tzinfo=timezone.utc)
+            return cls(
+                table=str(data["table"]),
+                upload_name=str(data["upload_name"]),
+                session_id=str(data["session_id"]),
+                session_url=str(data["session_url"]),
+                total_size=int(data["total_size"]),
+                offset=int(data["offset"]),
+                phase=UploadPhase(data["phase"]),
+                created_at=created_at,
+                upload_uri=data.get("upload_uri"),
+                fingerprint=SourceFingerprint.from_json(data["fingerprint"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointUnreadableError(f"damaged checkpoint ({type(exc).__name__}: {exc})") from None
+
+    def __repr__(self) -> str:
+        # The session URL is a credential: never in a repr.
+        return (
+            f"UploadCheckpoint(table={self.table!r}, upload_name={self.upload_name!r}, session_id={self.session_id!r}, "
+            f"offset={self.offset}, total_size={self.total_size}, phase={self.phase.value!r})"
+        )
