@@ -415,29 +415,8 @@ class RedivisResumableUploadOperator(BaseOperator):
                 )
             ti.xcom_push(key=XCOM_SESSION_ID, value=checkpoint.session_id)
             ti.xcom_push(key=XCOM_OFFSET, value=offset)
-            progress = _Progress(checkpoint.total_size, offset)
-            current = checkpoint
-
-            def acknowledged(held: int, _total: int | None) -> None:
-                nonlocal current
-                if held == current.offset:
-                    return
-                current = current.advanced(offset=held)
-                store.save(current.to_json())
-                ti.xcom_push(key=XCOM_OFFSET, value=held)
-                progress.update(held)
-
-            session = self._session_for(hook, checkpoint)
-            self._session = session
             try:
-                with source.open() as reader:
-                    session.upload(
-                        reader,
-                        offset,
-                        digest=StreamingMD5(),
-                        on_progress=acknowledged,
-                        check_source=source.check_unchanged,
-                    )
+                current = self._send(ti, hook, store, checkpoint, offset, source)
             except ResumableSessionExpiredError:
                 if attempt == 2:
                     raise
@@ -448,13 +427,47 @@ class RedivisResumableUploadOperator(BaseOperator):
                 store.delete()
                 checkpoint = None
                 continue
-            finally:
-                self._session = None
             done = current.advanced(offset=checkpoint.total_size, phase=UploadPhase.TRANSFERRED)
             store.save(done.to_json())
             log.info("All %d bytes are with Redivis and their md5 matches the source", done.total_size)
             return done
         raise ResumableSessionExpiredError("Two upload sessions in a row expired; run the task again.")
+
+    def _send(
+        self,
+        ti: Any,
+        hook: RedivisHook,
+        store: CheckpointStore,
+        checkpoint: UploadCheckpoint,
+        offset: int,
+        source: UploadSource,
+    ) -> UploadCheckpoint:
+        """Send from ``offset`` to the end, checkpointing after every chunk the server acknowledges."""
+        progress = _Progress(checkpoint.total_size, offset)
+        current = checkpoint
+
+        def acknowledged(held: int, _total: int | None) -> None:
+            nonlocal current
+            if held == current.offset:
+                return
+            current = current.advanced(offset=held)
+            store.save(current.to_json())
+            ti.xcom_push(key=XCOM_OFFSET, value=held)
+            progress.update(held)
+
+        self._session = self._session_for(hook, checkpoint)
+        try:
+            with source.open() as reader:
+                self._session.upload(
+                    reader,
+                    offset,
+                    digest=StreamingMD5(),
+                    on_progress=acknowledged,
+                    check_source=source.check_unchanged,
+                )
+        finally:
+            self._session = None
+        return current
 
     def _session_for(self, hook: RedivisHook, checkpoint: UploadCheckpoint) -> ResumableSession:
         return ResumableSession(
