@@ -43,6 +43,24 @@ def is_retryable_error(exc: BaseException) -> bool:
     )
 
 
+#: Statuses that prove the server refused the request before acting on it: only these make a
+#: non-idempotent call (creating an upload, a version, a table) safe to send again.
+REFUSED_STATUSES = frozenset({429, 503})
+
+
+def is_refused_request(exc: BaseException) -> bool:
+    """For non-idempotent calls: retry only a 429/503 answer, never a connection error or timeout.
+
+    A request that got no answer may have been carried out, so sending it again could create a
+    second upload; the caller has to look before it tries again.
+    """
+    if isinstance(exc, RedivisAPIError):
+        return exc.status in REFUSED_STATUSES
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code in REFUSED_STATUSES
+    return False
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -97,8 +115,10 @@ class RetryPolicy:
         """Keyword arguments for ``tenacity.Retrying``; callers may override any of them."""
         args: dict[str, Any] = {
             "retry": tenacity.retry_if_exception(predicate),
+            # stop_before_delay (tenacity >= 8.3) counts the coming sleep, so a long Retry-After ends the
+            # retries at once instead of overrunning max_total_seconds; older tenacity falls back.
             "stop": tenacity.stop_after_attempt(self.max_attempts)
-            | tenacity.stop_after_delay(self.max_total_seconds),
+            | getattr(tenacity, "stop_before_delay", tenacity.stop_after_delay)(self.max_total_seconds),
             "wait": self._wait,
             "reraise": True,
         }
