@@ -13,7 +13,8 @@ import sys
 def main() -> int:
     dag_file, dag_id = sys.argv[1], sys.argv[2]
     spec = importlib.util.spec_from_file_location("dag_under_test", dag_file)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(obj for obj in vars(module).values() if getattr(obj, "dag_id", None) == dag_id)

@@ -33,8 +33,10 @@ class DagRunResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.returncode == 0 and "DAGRUN_STATE=" in self.output and "DAGRUN_STATE=success" in self.output.replace(
-            "DagRunState.SUCCESS", "success"
+        return (
+            self.returncode == 0
+            and "DAGRUN_STATE=" in self.output
+            and "DAGRUN_STATE=success" in self.output.replace("DagRunState.SUCCESS", "success")
         )
 
 
@@ -70,7 +72,12 @@ class AirflowHome:
             return
         airflow = str(Path(self.python).parent / "airflow")
         proc = subprocess.run(
-            [airflow, "db", "migrate"], env=self.env(), capture_output=True, text=True, timeout=300, check=False
+            [airflow, "db", "migrate"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout}\n{proc.stderr}")

@@ -1,0 +1,284 @@
+"""The upload operator in real Airflow (metadata database, ``dag.test()``, real retries) against the emulator.
+
+Each test writes a DAG file into a fresh AIRFLOW_HOME's DAGs folder, runs it in a subprocess, and then
+asks the emulator what it received and stored: the table must end up with the source's exact bytes,
+in exactly one upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from airflow_provider_redivis.resumable import CHUNK_UNIT
+from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+TABLE = "test_owner.test_dataset.test_table"
+CHUNK = 4 * CHUNK_UNIT  # 1 MiB: many chunks from a small file
+#: Small limits so that a try gives up quickly once the network is gone.
+CONN_EXTRA = {"max_attempts": 3, "max_retry_seconds": 20, "read_timeout": 2, "connect_timeout": 2}
+
+DAG_TEMPLATE = '''
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import datetime, timedelta
+
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+
+ADMIN = {admin!r}
+
+
+def _admin(method, path, body=None):
+    request = urllib.request.Request(ADMIN + path, method=method, data=None if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the test's emulator on 127.0.0.1
+        return json.loads(response.read() or b"null")
+
+
+def between_tries(context):
+    """Runs when try 1 has failed: {between_tries_doc}"""
+{between_tries_body}
+
+
+COMMON = dict(
+    table={table!r},
+    chunk_size={chunk},
+    poll_interval=0.2,
+    deferrable=False,
+    retries=1,
+    retry_delay=timedelta(seconds=1),
+    on_retry_callback=between_tries,
+)
+
+with DAG(dag_id={dag_id!r}, schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+    {task}
+'''
+
+CLEAR_FAULTS = "    _admin('DELETE', '/_emulator/faults')"
+EXPIRE_SESSIONS = """    _admin('DELETE', '/_emulator/faults')
+    for session_id in _admin('GET', '/_emulator/sessions'):
+        _admin('POST', f'/_emulator/sessions/{session_id}/expire')"""
+
+
+def write_source(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def emulator(tmp_path: Path):
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05) as emu:
+        yield emu
+
+
+def run_dag(
+    home: AirflowHome,
+    emu: RedivisEmulator,
+    *,
+    dag_id: str = "upload_dag",
+    operator_kwargs: str,
+    between_tries: str = CLEAR_FAULTS,
+    mapped_sources: list[str] | None = None,
+    conn_extra: dict[str, object] | None = None,
+):
+    dag_file = home.write_dag(
+        dag_id,
+        DAG_TEMPLATE.format(
+            admin=emu.base_url,
+            dag_id=dag_id,
+            table=TABLE,
+            chunk=CHUNK,
+            between_tries_body=between_tries,
+            between_tries_doc="change the world as the test needs",
+            task=(
+                f"RedivisResumableUploadOperator(task_id='upload', **COMMON, {operator_kwargs})"
+                if mapped_sources is None
+                else f"RedivisResumableUploadOperator.partial(task_id='upload', **COMMON, {operator_kwargs})"
+                f".expand(source={mapped_sources!r})"
+            ),
+        ),
+    )
+    connection = redivis_connection(emu.base_url, emu.token, **(conn_extra or CONN_EXTRA))
+    return home.dag_test(dag_file, dag_id, connections={"redivis_default": connection})
+
+
+def assert_one_exact_upload(emu: RedivisEmulator, name: str, source: Path) -> None:
+    uploads = [u for u in emu.list_uploads(TABLE) if u["name"] == name]
+    assert len(uploads) == 1, uploads
+    assert uploads[0]["status"] == "completed", uploads[0]
+    assert md5_of(emu.upload_bytes_path(TABLE, name)) == md5_of(source)
+
+
+def drop_everything_after(fraction: float, size: int) -> Fault:
+    """Every request to the session from ``fraction`` of the file on is cut, until try 1 has failed."""
+    return Fault("reset", origin="session", at_offset=int(size * fraction), times=None)
+
+
+def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path) -> str:
+    size = 20 * CHUNK + 4321
+    source = write_source(tmp_path / "sales.csv", size)
+    emu.add_fault(drop_everything_after(0.6, size))
+    result = run_dag(home, emu, operator_kwargs=f"source={str(source)!r}, upload_type='stream'")
+    assert result.succeeded, result.output[-6000:]
+    assert "Resuming Redivis upload session" in result.output
+    assert f"of {size}" in result.output
+    assert emu.bytes_received("session") <= size + CHUNK
+    assert_one_exact_upload(emu, "sales.csv", source)
+    return result.output
+
+
+def test_retry_resumes_after_the_network_drops_at_60_percent_airflow3(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    output = _interrupted_resume(AirflowHome(tmp_path / "airflow"), emulator, tmp_path)
+    assert emulator.token not in output
+
+
+def test_retry_resumes_on_airflow2_with_the_variable_store(tmp_path: Path, emulator: RedivisEmulator) -> None:
+    python = airflow2_python()
+    if python is None:
+        pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    output = _interrupted_resume(AirflowHome(tmp_path / "airflow2", python=python), emulator, tmp_path)
+    assert "Variable" in output or "variable" in output
+
+
+@pytest.mark.parametrize(
+    ("fault", "what"),
+    [
+        (
+            Fault("reset", origin="session", method="PUT", nth=3, after_bytes=CHUNK // 2 + 777),
+            "connection reset",
+        ),
+        (Fault("status", origin="session", method="PUT", nth=3, status=503), "503 on a chunk"),
+        (Fault("partial", origin="session", method="PUT", nth=2, keep_bytes=CHUNK_UNIT), "308 keeping part"),
+        (
+            Fault("status", origin="session", method="PUT", nth=2, status=429, headers={"Retry-After": "1"}),
+            "429 with Retry-After",
+        ),
+        (Fault("stall", origin="session", method="PUT", nth=2, seconds=4.0), "stall past the read timeout"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_network_faults_leave_the_exact_bytes_once(
+    tmp_path: Path, emulator: RedivisEmulator, fault: Fault, what: str
+) -> None:
+    size = 6 * CHUNK + 99
+    source = write_source(tmp_path / "f.csv", size)
+    emulator.add_fault(fault)
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+    )
+    assert result.succeeded, f"{what}:\n{result.output[-6000:]}"
+    assert_one_exact_upload(emulator, "f.csv", source)
+    assert emulator.bytes_received("session") <= size + CHUNK
+
+
+def test_session_expiring_between_tries_starts_a_new_one(tmp_path: Path, emulator: RedivisEmulator) -> None:
+    size = 10 * CHUNK
+    source = write_source(tmp_path / "g.csv", size)
+    emulator.add_fault(drop_everything_after(0.5, size))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        between_tries=EXPIRE_SESSIONS,
+    )
+    assert result.succeeded, result.output[-6000:]
+    assert "Starting a new upload session from byte 0" in result.output
+    assert "gone on the server" in result.output
+    assert_one_exact_upload(emulator, "g.csv", source)
+
+
+def test_source_changed_between_tries_is_uploaded_whole_and_new(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    size = 10 * CHUNK
+    source = write_source(tmp_path / "h.csv", size)
+    replacement = tmp_path / "replacement.bin"
+    replacement.write_bytes(os.urandom(size + 5000))
+    rewrite = f"    _admin('DELETE', '/_emulator/faults')\n    import shutil\n    shutil.copyfile({str(replacement)!r}, {str(source)!r})"
+    emulator.add_fault(drop_everything_after(0.5, size))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        between_tries=rewrite,
+    )
+    assert result.succeeded, result.output[-6000:]
+    assert "the source changed since the last try" in result.output
+    # No splice: the table holds the new file, whole.
+    assert_one_exact_upload(emulator, "h.csv", replacement)
+
+
+def test_lost_answer_to_upload_creation_attaches_instead_of_creating_twice(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    size = 3 * CHUNK + 10
+    source = write_source(tmp_path / "i.csv", size)
+    emulator.add_fault(Fault("drop_response", origin="api", method="POST", path_contains="/uploads"))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+    )
+    assert result.succeeded, result.output[-6000:]
+    assert "attaching" in result.output
+    assert_one_exact_upload(emulator, "i.csv", source)
+
+
+def test_failed_processing_fails_the_task_with_redivis_message(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    source = tmp_path / "j.csv"
+    source.write_text("a,b\n1,2\n")
+    emulator.add_fault(Fault("fail_processing", message="Row 7 has 3 columns, expected 2"))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, has_header_row=True",
+    )
+    assert not result.succeeded
+    assert "Row 7 has 3 columns, expected 2" in result.output
+    uploads = emulator.list_uploads(TABLE)
+    assert [u["status"] for u in uploads] == ["failed"]
+
+
+def test_mapped_upload_resumes_only_the_file_that_failed(tmp_path: Path, emulator: RedivisEmulator) -> None:
+    sizes = {"a.csv": 4 * CHUNK, "b.csv": 12 * CHUNK + 5, "c.csv": 3 * CHUNK + 1}
+    sources = {name: write_source(tmp_path / name, size) for name, size in sizes.items()}
+    # Only b.csv's session is cut after half its bytes.
+    emulator.add_fault(
+        Fault(
+            "reset",
+            origin="session",
+            at_offset=6 * CHUNK,
+            times=None,
+            predicate=lambda request: request.session_size == sizes["b.csv"],
+        )
+    )
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs="upload_type='stream'",
+        mapped_sources=[str(p) for p in sources.values()],
+    )
+    assert result.succeeded, result.output[-6000:]
+    for name, path in sources.items():
+        assert_one_exact_upload(emulator, name, path)
+    assert result.output.count("Resuming Redivis upload session") == 1
+    assert emulator.bytes_received("session") <= sum(sizes.values()) + CHUNK

@@ -1,0 +1,229 @@
+"""The protocol engine against the emulator over 127.0.0.1: every failure ends with the exact bytes, once."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+import requests
+
+from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    ResumableSessionExpiredError,
+    SourceChangedError,
+    UploadIntegrityError,
+)
+from airflow_provider_redivis.resumable import CHUNK_UNIT, ResumableSession, StreamingMD5
+from airflow_provider_redivis.retry import RetryPolicy
+
+TABLE = "test_owner.test_dataset.test_table"
+CHUNK = 4 * CHUNK_UNIT  # 1 MiB
+FAST = RetryPolicy(max_attempts=5, max_total_seconds=30, initial_wait=0.01, max_wait=0.05)
+
+
+@pytest.fixture
+def emulator(tmp_path: Path):
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator") as emu:
+        yield emu
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "source.bin"
+    path.write_bytes(os.urandom(5 * CHUNK + 12345))
+    return path
+
+
+def new_session(emu: RedivisEmulator, size: int) -> dict[str, str]:
+    response = requests.post(
+        f"{emu.base_url}/api/v1/tables/{TABLE}/resumableUpload",
+        params={"size": size},
+        headers={"Authorization": f"Bearer {emu.token}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def engine(
+    emu: RedivisEmulator, session: dict[str, str], total: int | None, **kwargs: object
+) -> ResumableSession:
+    waits: list[float] = []
+    engine = ResumableSession(
+        requests.Session(),
+        session["url"],
+        total,
+        chunk_size=kwargs.pop("chunk_size", CHUNK),  # type: ignore[arg-type]
+        timeout=kwargs.pop("timeout", (5.0, 10.0)),  # type: ignore[arg-type]
+        retry_policy=kwargs.pop("retry_policy", FAST),  # type: ignore[arg-type]
+        sleep=waits.append,
+    )
+    engine.waits = waits  # type: ignore[attr-defined]
+    return engine
+
+
+def stored_md5(emu: RedivisEmulator, session_id: str) -> str:
+    return hashlib.md5(Path(emu.sessions[session_id].path).read_bytes()).hexdigest()
+
+
+def upload(emu: RedivisEmulator, src: Path, eng: ResumableSession, start: int = 0) -> dict:
+    with open(src, "rb") as fh:
+        return dict(eng.upload(fh, start))
+
+
+def assert_exact(emu: RedivisEmulator, session: dict[str, str], src: Path, metadata: dict) -> None:
+    assert int(metadata["size"]) == src.stat().st_size
+    assert stored_md5(emu, session["id"]) == hashlib.md5(src.read_bytes()).hexdigest()
+
+
+def test_clean_upload_sends_each_byte_once(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    metadata = upload(emulator, source, engine(emulator, session, size))
+    assert_exact(emulator, session, source, metadata)
+    assert emulator.bytes_received("session") == size
+    puts = [r for r in emulator.requests if r.origin == "session"]
+    assert all(r.body_bytes % CHUNK_UNIT == 0 for r in puts[:-1])
+
+
+def test_connection_reset_mid_chunk_resumes_from_what_the_server_kept(
+    emulator: RedivisEmulator, source: Path
+) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("reset", origin="session", method="PUT", nth=2, after_bytes=CHUNK // 2 + 1000))
+    metadata = upload(emulator, source, engine(emulator, session, size))
+    assert_exact(emulator, session, source, metadata)
+    # At most the part of the cut chunk that the server did not keep goes again.
+    assert emulator.bytes_received("session") <= size + CHUNK
+
+
+def test_503_on_a_chunk_is_followed_by_a_status_query(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("status", origin="session", method="PUT", nth=3, status=503))
+    metadata = upload(emulator, source, engine(emulator, session, size))
+    assert_exact(emulator, session, source, metadata)
+    puts = [r for r in emulator.requests if r.origin == "session"]
+    failed_at = next(i for i, r in enumerate(puts) if r.status == 503)
+    assert puts[failed_at + 1].content_range == f"bytes */{size}"
+
+
+def test_308_that_keeps_part_of_a_chunk_continues_from_the_server_range(
+    emulator: RedivisEmulator, source: Path
+) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("partial", origin="session", method="PUT", nth=2, keep_bytes=CHUNK_UNIT))
+    metadata = upload(emulator, source, engine(emulator, session, size))
+    assert_exact(emulator, session, source, metadata)
+    third = [r for r in emulator.requests if r.origin == "session"][2]
+    assert third.content_range.startswith(f"bytes {CHUNK + CHUNK_UNIT}-")
+
+
+def test_429_retry_after_is_honoured(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(
+        Fault("status", origin="session", method="PUT", nth=2, status=429, headers={"Retry-After": "3"})
+    )
+    eng = engine(emulator, session, size)
+    metadata = upload(emulator, source, eng)
+    assert_exact(emulator, session, source, metadata)
+    assert 3.0 in eng.waits  # type: ignore[attr-defined]
+
+
+def test_stalled_request_past_the_read_timeout(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("stall", origin="session", method="PUT", nth=2, seconds=2.0))
+    metadata = upload(emulator, source, engine(emulator, session, size, timeout=(2.0, 0.5)))
+    assert_exact(emulator, session, source, metadata)
+
+
+def test_resume_from_a_later_offset_in_a_new_engine(emulator: RedivisEmulator, source: Path) -> None:
+    """What a new try does: ask the server, then send only the rest, hashing the prefix locally."""
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("reset", origin="session", method="PUT", nth=3, after_bytes=0, times=None))
+    with pytest.raises(RedivisAPIError, match="gave up"):
+        upload(emulator, source, engine(emulator, session, size))
+    emulator.clear_faults()
+    before = emulator.bytes_received("session")
+    second = engine(emulator, session, size)
+    held = second.query_status().offset
+    assert held == 2 * CHUNK
+    metadata = upload(emulator, source, second, start=held)
+    assert_exact(emulator, session, source, metadata)
+    assert emulator.bytes_received("session") - before == size - held
+
+
+def test_unknown_total_sends_star_until_the_end(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    metadata = upload(emulator, source, engine(emulator, session, None))
+    assert_exact(emulator, session, source, metadata)
+    ranges = [r.content_range for r in emulator.requests if r.origin == "session"]
+    assert ranges[0].endswith("/*")
+    assert ranges[-1].endswith(f"/{size}")
+
+
+def test_expired_session_is_a_distinct_error(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.expire_session(session["id"])
+    with pytest.raises(ResumableSessionExpiredError):
+        upload(emulator, source, engine(emulator, session, size))
+
+
+def test_bytes_that_differ_when_sent_again_fail_the_integrity_check(
+    emulator: RedivisEmulator, tmp_path: Path
+) -> None:
+    """A reader that changes under a re-sent range: the server's md5 is not the source's, nothing is accepted."""
+    data = bytearray(os.urandom(3 * CHUNK))
+    size = len(data)
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("partial", origin="session", method="PUT", nth=1, keep_bytes=CHUNK_UNIT))
+
+    class Shifty(io.BytesIO):
+        reads = 0
+
+        def read(self, n: int | None = -1) -> bytes:
+            Shifty.reads += 1
+            if Shifty.reads == 2:
+                self.getbuffer()[CHUNK_UNIT : CHUNK_UNIT + 10] = b"X" * 10
+            return super().read(n)
+
+    eng = engine(emulator, session, size)
+    with pytest.raises(UploadIntegrityError, match="md5"):
+        eng.upload(Shifty(bytes(data)), 0, digest=StreamingMD5())
+
+
+def test_source_shorter_than_announced(emulator: RedivisEmulator, tmp_path: Path) -> None:
+    path = tmp_path / "short.bin"
+    path.write_bytes(os.urandom(CHUNK + 100))
+    session = new_session(emulator, CHUNK + 5000)
+    with pytest.raises(SourceChangedError, match="fewer"):
+        upload(emulator, path, engine(emulator, session, CHUNK + 5000))
+
+
+def test_source_longer_than_announced(emulator: RedivisEmulator, tmp_path: Path) -> None:
+    path = tmp_path / "long.bin"
+    path.write_bytes(os.urandom(CHUNK + 100))
+    session = new_session(emulator, CHUNK + 50)
+    with pytest.raises(SourceChangedError):
+        upload(emulator, path, engine(emulator, session, CHUNK + 50))
+
+
+def test_bounded_when_the_server_never_recovers(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("status", origin="session", method="PUT", status=503, times=None))
+    eng = engine(emulator, session, size)
+    with pytest.raises(RedivisAPIError, match="gave up"):
+        upload(emulator, source, eng)
+    assert len([r for r in emulator.requests if r.origin == "session"]) <= 5 * 6
