@@ -1,0 +1,253 @@
+"""RedivisUploadSensor: wait until Redivis has processed an upload (poke, reschedule or deferred)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
+from airflow_provider_redivis.references import validate_table_reference
+from airflow_provider_redivis.retry import is_retryable_error
+from airflow_provider_redivis.triggers.upload import (
+    DEFAULT_CONN_ID,
+    REASON_FAILED,
+    REASON_REJECTED,
+    REASON_TIMEOUT,
+    RedivisUploadTrigger,
+    UploadTarget,
+    describe_error,
+    describe_upload_state,
+    iso_time,
+    timeout_message,
+    utc_now,
+)
+from airflow_provider_redivis.upload_status import (
+    UploadOutcome,
+    summarize_upload,
+    upload_failure,
+    upload_outcome,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+log = logging.getLogger(__name__)
+
+#: The triggerer's own deadline is a backstop behind the trigger's: room for its last status check.
+DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=5)
+
+
+def _is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def upload_uri_from(value: object) -> str:
+    """The ``uri`` in what the upload operator returned: its dict, that dict rendered as text, or the uri itself.
+
+    A template such as ``"{{ ti.xcom_pull('upload') }}"`` renders a dict as its Python repr unless the
+    DAG sets ``render_template_as_native_obj=True``; both forms are read here (as literals, never run).
+    """
+    parsed: object = value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        text = value.strip()
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                parsed = None
+    uri = parsed.get("uri") if isinstance(parsed, Mapping) else parsed
+    if not isinstance(uri, str) or not uri.strip() or uri.strip().startswith("{"):
+        raise RedivisConfigError(
+            f"upload must be the upload operator's result (a dict with 'uri') or an upload uri such as "
+            f"'/tables/owner.dataset:3.table:7/uploads/789'; got {value!r}."
+        )
+    return uri.strip()
+
+
+class RedivisUploadSensor(BaseSensorOperator):
+    """Wait until Redivis has processed an upload: succeed on ``completed``, fail at once on ``failed``.
+
+    Give the upload either as ``upload`` (the upload operator's XCom result, e.g. its ``.output``, or
+    that result rendered from a template) or as ``table`` plus ``upload_name``. Looked up by name, an
+    upload that does not exist yet is waited for; a table that does not exist fails the task.
+
+    ``queued``, ``running`` and a null status keep it waiting, and so do transient API errors
+    (connection errors, 429, 5xx), until ``timeout``. A ``failed`` upload fails the task without
+    retries, with Redivis's ``errorMessage``; the timeout says what was seen last, and when.
+
+    :param table: ``owner.dataset:next.table``. Templated.
+    :param upload_name: the upload's name in the table. Templated.
+    :param upload: instead of table and name: the upload operator's result or an upload ``uri``. Templated.
+    :param redivis_conn_id: the Redivis connection.
+    :param deferrable: wait in the triggerer (no worker slot is held); ``poke_interval`` is the first
+        polling interval and it backs off up to ``max_poll_interval``. Default:
+        ``[operators] default_deferrable``.
+    :param max_poll_interval: the cap of the deferred polling backoff (default 60 s or ``poke_interval``).
+
+    Returns (XCom) the upload's summary: ``uri``, ``name``, ``status``, ``numRows``, ``size``, ``type``.
+    """
+
+    template_fields: Sequence[str] = ("table", "upload_name", "upload")
+    ui_color = "#9fc5e8"
+
+    def __init__(
+        self,
+        *,
+        table: str | None = None,
+        upload_name: str | None = None,
+        upload: Any = None,
+        redivis_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_poll_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.upload_name = upload_name
+        self.upload = upload
+        self.redivis_conn_id = redivis_conn_id
+        self.deferrable = deferrable
+        self.max_poll_interval = max_poll_interval
+        self._last_seen: str | None = None
+        if upload is not None and (table is not None or upload_name is not None):
+            raise RedivisConfigError(
+                "Give the upload either as upload (the upload operator's result) or as table and upload_name, "
+                "not both."
+            )
+        if upload is None and (table is None or upload_name is None):
+            raise RedivisConfigError(
+                "RedivisUploadSensor needs table and upload_name, or upload (the upload operator's result)."
+            )
+        if table is not None and not _is_template(table):
+            validate_table_reference(table)
+        if isinstance(upload, (str, Mapping)) and not _is_template(upload):
+            upload_uri_from(upload)
+        if max_poll_interval is not None and max_poll_interval <= 0:
+            raise RedivisConfigError("max_poll_interval must be a positive number of seconds.")
+
+    @cached_property
+    def hook(self) -> RedivisHook:
+        from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+        return RedivisHook(redivis_conn_id=self.redivis_conn_id)
+
+    def _target(self) -> UploadTarget:
+        """What to look at, from the rendered fields."""
+        if self.upload is not None:
+            return UploadTarget(upload_uri=upload_uri_from(self.upload))
+        return UploadTarget(table=validate_table_reference(str(self.table)), upload_name=self.upload_name)
+
+    # -- poke and reschedule ---------------------------------------------------------------------
+
+    def execute(self, context: Any) -> Any:
+        try:
+            target = self._target()
+        except RedivisConfigError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if self.deferrable:
+            return self._execute_deferrable(context, target)
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            # Airflow's own message says only how long; this one says what Redivis answered last.
+            raise AirflowSensorTimeout(
+                timeout_message(
+                    target, self.timeout, self._last_seen or "never: no status check has succeeded"
+                )
+            ) from exc
+
+    def poke(self, context: Any) -> bool | PokeReturnValue:
+        target = self._target()
+        checked_at = utc_now()
+        try:
+            upload = target.fetch(self.hook)
+        except (RedivisAPIError, RedivisConfigError) as exc:
+            if not is_retryable_error(exc):
+                # 400, 401, 403, a missing table or upload: waiting longer cannot change the answer.
+                raise AirflowFailException(str(exc)) from exc
+            self._last_seen = f"answering with an error ({describe_error(exc)}) at {iso_time(checked_at)}"
+            self.log.warning("Status check of upload %s failed, still waiting: %s", target.describe(), exc)
+            return False
+        except Exception as exc:
+            if not is_retryable_error(exc):
+                raise
+            self._last_seen = f"unreachable ({describe_error(exc)}) at {iso_time(checked_at)}"
+            self.log.warning("Status check of upload %s failed, still waiting: %s", target.describe(), exc)
+            return False
+        self._last_seen = f"{describe_upload_state(upload)} at {iso_time(checked_at)}"
+        if upload is None:
+            self.log.info("Upload %s is not created yet; waiting", target.describe())
+            return False
+        outcome = upload_outcome(upload)
+        if outcome is UploadOutcome.COMPLETED:
+            self.log.info("Upload %s completed: %s rows", target.describe(), upload.get("numRows"))
+            return PokeReturnValue(is_done=True, xcom_value=summarize_upload(upload))
+        if outcome is UploadOutcome.FAILED:
+            # The same file would fail the same way: no retry.
+            raise AirflowFailException(str(upload_failure(upload)))
+        self.log.info("Upload %s: %s; waiting", target.describe(), describe_upload_state(upload))
+        return False
+
+    # -- deferrable ------------------------------------------------------------------------------
+
+    def _execute_deferrable(self, context: Any, target: UploadTarget) -> Any:
+        # One look first: an upload that is already processed needs no trip through the triggerer.
+        try:
+            done = self.poke(context)
+        except AirflowFailException as exc:
+            # What BaseSensorOperator.execute does for a poke that fails, since this path bypasses it.
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
+                ) from exc
+            raise
+        if isinstance(done, PokeReturnValue):
+            return done.xcom_value
+        self.defer(
+            trigger=RedivisUploadTrigger(
+                upload_uri=target.upload_uri,
+                table=target.table,
+                upload_name=target.upload_name,
+                redivis_conn_id=self.redivis_conn_id,
+                poll_interval=self.poke_interval,
+                max_poll_interval=self.max_poll_interval,
+                timeout=self.timeout,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFERRAL_TIMEOUT_MARGIN,
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        """Resumes after the trigger fired: its one event decides."""
+        upload = event.get("upload")
+        message = str(event.get("message") or "the trigger gave no message")
+        if event.get("status") == "success" and upload and upload_outcome(upload) is UploadOutcome.COMPLETED:
+            self.log.info("%s", message)
+            return summarize_upload(upload)
+        reason = event.get("reason")
+        if reason == REASON_TIMEOUT:
+            raise AirflowSensorTimeout(message)
+        if reason in (REASON_FAILED, REASON_REJECTED) or (
+            upload and upload_outcome(upload) is UploadOutcome.FAILED
+        ):
+            raise AirflowFailException(message)
+        # Unexpected trouble in the triggerer: the task's retries may do better.
+        raise RedivisError(f"Waiting for the Redivis upload ended without success: {message}")
