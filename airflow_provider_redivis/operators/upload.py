@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
+from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
 from airflow_provider_redivis.checkpoint_store import checkpoint_store_for
 from airflow_provider_redivis.errors import (
@@ -164,6 +165,9 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param deferrable: wait in the triggerer rather than a worker slot.
     :param poll_interval: seconds between status checks while waiting.
     :param wait_timeout: seconds to wait for processing before failing.
+
+    The table's ``redivis://owner/dataset/table`` asset is declared as an outlet unless ``outlets``
+    is given, so a downstream DAG can be scheduled on the table being loaded.
     """
 
     template_fields: Sequence[str] = (
@@ -205,6 +209,11 @@ class RedivisResumableUploadOperator(BaseOperator):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if not _is_template(table):
+            validate_table_reference(table)
+            if "outlets" not in kwargs:
+                # Downstream DAGs can be scheduled on the table being loaded.
+                kwargs["outlets"] = [asset_for_table(table)]
         super().__init__(**kwargs)
         self.source = source
         self.table = table
@@ -235,8 +244,6 @@ class RedivisResumableUploadOperator(BaseOperator):
             )
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
-        if not _is_template(table):
-            validate_table_reference(table)
         if upload_name is not None and not _is_template(upload_name):
             validate_upload_name(upload_name)
         self._session: ResumableSession | None = None
