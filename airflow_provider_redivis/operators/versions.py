@@ -1,0 +1,276 @@
+"""Recurring loads: open the dataset's next version before the uploads, release it after them.
+
+A recurring load is: create (or reuse) the unreleased ``next`` version, upload into its tables, wait
+until Redivis has processed every upload, release. Only ``next`` accepts uploads, and a dataset has
+at most one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import requests
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConfigError,
+    RedivisConflictError,
+    RedivisError,
+    RedivisNotFoundError,
+)
+from airflow_provider_redivis.references import validate_dataset_reference
+from airflow_provider_redivis.retry import is_retryable_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+DEFAULT_CONN_ID = "redivis_default"
+#: Redivis's version ``status`` while a release is under way.
+RELEASE_PENDING_STATUSES = frozenset({"queued", "running"})
+
+
+def summarize_version(version: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """The part of a version resource that goes to XCom."""
+    summary = {key: version.get(key) for key in ("uri", "tag", "status", "isReleased")}
+    summary.update(extra)
+    return summary
+
+
+def _fail_fast(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Errors another try would meet again fail the task at once, with the message that says what to do."""
+    try:
+        return fn()
+    except RedivisConfigError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    except RedivisAPIError as exc:
+        if exc.status in (400, 401, 403, 404):
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+class RedivisCreateNextVersionOperator(BaseOperator):
+    """Create the dataset's unreleased ``next`` version, the one uploads go to.
+
+    :param dataset: ``owner.dataset``. Templated.
+    :param if_not_exists: when a next version exists already, return it (default); with False, fail.
+        True suits a daily load whose re-run should reuse the version its first run opened.
+    :param redivis_conn_id: the Redivis connection.
+
+    Returns (XCom) ``{"uri", "tag", "status", "isReleased", "dataset", "created"}``.
+    """
+
+    template_fields: Sequence[str] = ("dataset",)
+    ui_color = "#b6d7a8"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        if_not_exists: bool = True,
+        redivis_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.if_not_exists = if_not_exists
+        self.redivis_conn_id = redivis_conn_id
+        if "{{" not in dataset and "{%" not in dataset:
+            validate_dataset_reference(dataset)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return _fail_fast(self._execute)
+
+    def _execute(self) -> dict[str, Any]:
+        from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+        dataset = validate_dataset_reference(self.dataset)
+        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
+        existing = _next_version(hook, dataset)
+        if existing is not None:
+            return self._reuse(dataset, existing)
+        try:
+            version = hook.create_next_version(dataset)
+        except RedivisAPIError as exc:
+            # "An error if one exists already": 409, or 400 from a server that words it as a bad request.
+            if not isinstance(exc, RedivisConflictError) and exc.status not in (400, 409):
+                raise
+            # Someone opened it between our look and our create (another run, a person in the web app).
+            existing = _next_version(hook, dataset)
+            if existing is None:
+                raise
+            return self._reuse(dataset, existing)
+        except (requests.ConnectionError, requests.Timeout):
+            # The create may have reached Redivis: look before anyone posts again.
+            existing = _next_version(hook, dataset)
+            if existing is None:
+                raise
+            self.log.info("The answer to creating the next version of %s was lost, but it exists", dataset)
+            version = existing
+        self.log.info("Created the next version of %s: %s", dataset, version.get("tag") or version.get("uri"))
+        return summarize_version(version, dataset=dataset, created=True)
+
+    def _reuse(self, dataset: str, version: dict[str, Any]) -> dict[str, Any]:
+        if not self.if_not_exists:
+            raise AirflowFailException(
+                f"Dataset {dataset} already has an unreleased next version ({version.get('tag') or version.get('uri')}). "
+                "Release it (RedivisReleaseVersionOperator) or delete it in Redivis first, or set if_not_exists=True "
+                "to load into it."
+            )
+        self.log.info(
+            "Dataset %s already has a next version (%s); if_not_exists=True reuses it",
+            dataset,
+            version.get("tag") or version.get("uri"),
+        )
+        return summarize_version(version, dataset=dataset, created=False)
+
+
+class RedivisReleaseVersionOperator(BaseOperator):
+    """Release the dataset's ``next`` version and wait until Redivis has finished releasing it.
+
+    Redivis releases only a version whose ``canRelease`` is true: not while an upload in it is
+    queued or running, nor while one has failed. That is checked first, and the task fails with
+    what to do. A release that Redivis ends ``failed`` fails the task with its ``releaseErrorMessage``.
+    A retried task whose earlier try already started the release waits for that release.
+
+    :param dataset: ``owner.dataset``. Templated.
+    :param release_notes: the version's release notes. Templated.
+    :param wait_for_release: poll the version until the release has finished (default True).
+    :param poll_interval: seconds between polls.
+    :param timeout: seconds to wait for the release to finish.
+    :param redivis_conn_id: the Redivis connection.
+
+    Returns (XCom) ``{"uri", "tag", "status", "isReleased", "dataset"}``.
+    """
+
+    template_fields: Sequence[str] = ("dataset", "release_notes")
+    ui_color = "#b6d7a8"
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        release_notes: str | None = None,
+        wait_for_release: bool = True,
+        poll_interval: float = 10.0,
+        timeout: float = 3600.0,
+        redivis_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.release_notes = release_notes
+        self.wait_for_release = wait_for_release
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.redivis_conn_id = redivis_conn_id
+        if poll_interval <= 0 or timeout <= 0:
+            raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
+        if "{{" not in dataset and "{%" not in dataset:
+            validate_dataset_reference(dataset)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        return _fail_fast(self._execute)
+
+    def _execute(self) -> dict[str, Any]:
+        from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+        dataset = validate_dataset_reference(self.dataset)
+        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
+        try:
+            version = hook.get_version(dataset, "next")
+        except RedivisNotFoundError as exc:
+            raise AirflowFailException(
+                f"Dataset {dataset} has no unreleased next version to release ({exc.message}). Create one with "
+                "RedivisCreateNextVersionOperator before the uploads; if an earlier run released it already, there "
+                "is nothing left to do."
+            ) from exc
+
+        if version.get("status") in RELEASE_PENDING_STATUSES:
+            # An earlier try (or someone else) started this release: wait for it rather than start another.
+            self.log.info(
+                "The release of %s's next version is already %s; waiting for it", dataset, version["status"]
+            )
+        else:
+            if not version.get("canRelease"):
+                raise RedivisError(_cannot_release_message(dataset, version))
+            version = self._release(hook, dataset)
+        if not self.wait_for_release:
+            return summarize_version(version, dataset=dataset)
+        return summarize_version(self._wait(hook, dataset, version), dataset=dataset)
+
+    def _release(self, hook: RedivisHook, dataset: str) -> dict[str, Any]:
+        try:
+            version = hook.release_version(dataset, release_notes=self.release_notes)
+        except (requests.ConnectionError, requests.Timeout):
+            # The release may have started: look before anyone posts again.
+            version = hook.get_version(dataset, "next")
+            if version.get("status") not in RELEASE_PENDING_STATUSES and not version.get("isReleased"):
+                raise
+            self.log.info("The answer to the release of %s was lost, but the release has started", dataset)
+        self.log.info(
+            "Releasing the next version of %s (%s)", dataset, version.get("tag") or version.get("uri")
+        )
+        return version
+
+    def _wait(self, hook: RedivisHook, dataset: str, version: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if version.get("status") == "failed":
+                raise AirflowFailException(
+                    f"Redivis could not release the next version of {dataset}: "
+                    f"{version.get('releaseErrorMessage') or 'no releaseErrorMessage given'}. Fix what it names "
+                    "(in the Redivis web app or with new uploads) and run this task again."
+                )
+            if version.get("isReleased") and version.get("status") not in RELEASE_PENDING_STATUSES:
+                self.log.info("Released %s as %s", dataset, version.get("tag") or version.get("uri"))
+                return version
+            if time.monotonic() >= deadline:
+                raise RedivisError(
+                    f"The release of {dataset}'s next version was still {version.get('status')!r} after "
+                    f"{self.timeout:.0f} s. It goes on in Redivis: run this task again to keep waiting, or raise "
+                    "timeout."
+                )
+            time.sleep(self.poll_interval)
+            try:
+                version = _poll_version(hook, dataset, version)
+            except (RedivisAPIError, requests.RequestException) as exc:
+                if not is_retryable_error(exc):
+                    raise
+                self.log.warning("Checking the release of %s failed, still waiting: %s", dataset, exc)
+
+
+def _next_version(hook: RedivisHook, dataset: str) -> dict[str, Any] | None:
+    """The dataset's unreleased version, or None (the dataset itself must exist)."""
+    if not hook.get_dataset(dataset).get("nextVersion"):
+        return None
+    try:
+        return hook.get_version(dataset, "next")
+    except RedivisNotFoundError:
+        return None
+
+
+def _poll_version(hook: RedivisHook, dataset: str, version: Mapping[str, Any]) -> dict[str, Any]:
+    """The version being released, found again by its own tag; once released it is no longer ``next``."""
+    tag = version.get("tag")
+    if tag and tag != "next":
+        return hook.get_version(dataset, str(tag))
+    try:
+        return hook.get_version(dataset, "next")
+    except RedivisNotFoundError:
+        current = hook.get_version(dataset, "current")
+        if version.get("uri") and current.get("uri") != version.get("uri"):
+            raise
+        return current
+
+
+def _cannot_release_message(dataset: str, version: Mapping[str, Any]) -> str:
+    return (
+        f"Redivis will not release the next version of {dataset} yet (canRelease is false"
+        + (f"; version status {version.get('status')!r}" if version.get("status") else "")
+        + "). This happens while an upload in it is still queued or running, or after one has failed: wait "
+        "for the uploads (RedivisUploadSensor), delete or replace any failed upload, then run this task again."
+    )
