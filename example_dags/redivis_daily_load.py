@@ -114,6 +114,9 @@ with DAG(
         if_exists="replace",
         # The sensors below wait, deferred; the upload task ends as soon as Redivis has the bytes.
         wait_for_completion=False,
+        # Every chunk Redivis acknowledges is checkpointed and logged as progress. Smaller than the
+        # 64 MiB default for more frequent progress; any multiple of 256 KiB works.
+        chunk_size=16 * 1024 * 1024,
     ).expand(source=files)
 
     processed = RedivisUploadSensor.partial(
