@@ -1,0 +1,671 @@
+"""The benchmark runner: ``python -m benchmarks [--quick]`` (or ``benchmarks/run``).
+
+It starts the emulator on 127.0.0.1 in this process, writes the source files into a temporary
+directory, and drives one :mod:`benchmarks.worker` subprocess per group of runs. Every figure is a
+ratio or a shape whose parts come from the same run of this command, measured side by side
+(interleaved), so a busy machine slows both sides alike rather than skewing the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from airflow_provider_redivis.resumable import CHUNK_UNIT, DEFAULT_CHUNK_SIZE
+from benchmarks import report
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+#: Quick runs are for development: their results go here (ignored by git), not over the real ones.
+QUICK_RESULTS = REPO / "benchmarks" / "work" / "quick"
+TABLE = "bench_owner.bench_dataset:next.bench_table"
+TABLE_ON_EMULATOR = "bench_owner.bench_dataset.bench_table"
+#: The load average above which a full run waits before starting (the machine has other users).
+MAX_LOAD = 1.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How big and how many: the quick plan checks that everything works, the full one measures."""
+
+    name: str
+    sweep_sizes: tuple[int, ...]
+    chunk_sizes: tuple[int, ...]
+    sweep_reps: int
+    checkpoint_size: int
+    checkpoint_pairs: int
+    memory_sizes: tuple[int, ...]
+    interrupt_size: int
+    interrupt_points: int
+    triggers: int
+    processing_seconds: float
+    poll_interval: float
+
+
+QUICK = Plan(
+    name="quick",
+    sweep_sizes=(32 * MiB, 64 * MiB),
+    chunk_sizes=(8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB),
+    sweep_reps=2,
+    checkpoint_size=64 * MiB,
+    checkpoint_pairs=4,
+    memory_sizes=(16 * MiB, 32 * MiB, 64 * MiB),
+    interrupt_size=32 * MiB,
+    interrupt_points=10,
+    triggers=200,
+    processing_seconds=12.0,
+    poll_interval=10.0,
+)
+FULL = Plan(
+    name="full",
+    sweep_sizes=(256 * MiB, 1 * GiB),
+    chunk_sizes=(8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB, 256 * MiB),
+    sweep_reps=3,
+    checkpoint_size=256 * MiB,
+    checkpoint_pairs=10,
+    memory_sizes=(64 * MiB, 256 * MiB, 1 * GiB),
+    interrupt_size=256 * MiB,
+    interrupt_points=50,
+    triggers=200,
+    processing_seconds=60.0,
+    poll_interval=10.0,
+)
+FIGURES = ("throughput", "checkpoint", "memory", "interrupt", "triggers")
+
+
+def mib(n: float) -> str:
+    return f"{n / MiB:g} MiB" if n < GiB else f"{n / GiB:g} GiB"
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    import redivis
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB, 1),
+        "requests": requests.__version__,
+        "redivis_client": redivis.__version__,
+        "commit": commit,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def wait_for_quiet_machine(limit_seconds: float) -> list[float]:
+    """Wait (bounded) until the 1-minute load average is at most MAX_LOAD; return the load at start."""
+    deadline = time.monotonic() + limit_seconds
+    while True:
+        load = load_average()
+        if not load or load[0] <= MAX_LOAD or time.monotonic() >= deadline:
+            if load and load[0] > MAX_LOAD:
+                say(f"load average still {load[0]} after waiting; measuring anyway (noted in the results)")
+            return load
+        say(f"load average {load[0]} > {MAX_LOAD}: waiting 30 s for the machine to quieten")
+        time.sleep(30)
+
+
+# -- files and the emulator -----------------------------------------------------------------------
+
+
+def make_source(directory: Path, size: int) -> Path:
+    """A CSV of ``size`` bytes (valid rows, so the emulator's processing is as for a real load)."""
+    path = directory / f"source_{size}.csv"
+    if path.exists() and path.stat().st_size == size:
+        return path
+    rng = random.Random(size)
+    header = b"id,amount,label\n"
+    rows = b"".join(
+        b"%d,%d.%02d,%s\n"
+        % (i, rng.randrange(10**6), rng.randrange(100), bytes(rng.choices(b"abcdefgh", k=12)))
+        for i in range(40_000)
+    )
+    block = rows[: len(rows) - len(rows) % CHUNK_UNIT] or rows
+    with open(path, "wb") as out:
+        out.write(header)
+        left = size - len(header)
+        while left > 0:
+            piece = block[:left]
+            out.write(piece)
+            left -= len(piece)
+    return path
+
+
+class Emulator:
+    """The emulator for one group of measurements, and the bookkeeping the figures need."""
+
+    def __init__(self, directory: Path, *, processing_delay: float = 0.05) -> None:
+        self.data_dir = directory
+        self.emu = RedivisEmulator(
+            host="127.0.0.1",
+            port=0,
+            tables=(TABLE_ON_EMULATOR,),
+            data_dir=directory,
+            processing_delay=processing_delay,
+        )
+        self.freed: set[str] = set()
+
+    def __enter__(self) -> Emulator:
+        self.emu.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.emu.__exit__(*exc)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.emu.base_url}/api/v1"
+
+    def worker_env(self, home: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REDIVIS", "PYTEST"))}
+        env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__UNIT_TEST_MODE="False",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+            AIRFLOW_CONN_REDIVIS_DEFAULT=json.dumps(
+                {"conn_type": "redivis", "host": self.emu.base_url, "password": self.emu.token}
+            ),
+            REDIVIS_API_ENDPOINT=self.api_url,
+            REDIVIS_API_TOKEN=self.emu.token,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
+            NO_PROXY="*",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def wait_until_processed(self, upload_uri: str) -> None:
+        for upload in self.emu.list_uploads(TABLE_ON_EMULATOR):
+            if upload.get("uri") == upload_uri:
+                self.emu.wait_for_processing(TABLE_ON_EMULATOR, upload["name"], timeout=300)
+
+    def free_finished(self) -> None:
+        """Drop the stored bytes of every finished session: a full run would otherwise fill the disk."""
+        for session_id, session in self.emu.sessions.items():
+            if session_id not in self.freed:
+                Path(session.path).unlink(missing_ok=True)
+                self.freed.add(session_id)
+
+    def request_count(self, origin: str | None = None) -> int:
+        return sum(1 for r in self.emu.requests if origin is None or r.origin == origin)
+
+
+class Worker:
+    """A :mod:`benchmarks.worker` subprocess: send a run, read its result."""
+
+    def __init__(self, env: dict[str, str], job: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker"],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._send(job)
+        if job.get("kind") != "triggers":
+            self.read()  # "ready": imports and the hook are done before anything is timed
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def read(self) -> Any:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT ") :])
+        code = self.proc.wait(timeout=60)
+        raise RuntimeError(f"the benchmark worker ended (exit code {code}) without a result; see its stderr")
+
+    def run(self, run: dict[str, Any]) -> dict[str, Any]:
+        self._send(run)
+        result: dict[str, Any] = self.read()
+        return result
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the figures ----------------------------------------------------------------------------------
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str, Any]:
+    result = worker.run(run)
+    if result.get("upload_uri"):
+        # Processing reads the stored bytes: let it finish before they go.
+        emu.wait_until_processed(result["upload_uri"])
+    emu.free_finished()
+    return result
+
+
+def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
+    """Operator path vs one streamed PUT vs the official client, per file size and chunk size."""
+    out: dict[str, Any] = {"sizes": {}}
+    rng = random.Random(1)
+    for size in plan.sweep_sizes:
+        path = str(files[size])
+        runs: list[dict[str, Any]] = []
+        with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
+            for rep in range(plan.sweep_reps):
+                say(f"throughput {mib(size)}: repetition {rep + 1}/{plan.sweep_reps}")
+                middle = [{"kind": "operator", "chunk_size": c} for c in plan.chunk_sizes]
+                middle += [
+                    {"kind": "client"},
+                    {"kind": "operator_execute", "chunk_size": DEFAULT_CHUNK_SIZE},
+                ]
+                rng.shuffle(middle)
+                order = [{"kind": "ceiling"}, *middle, {"kind": "ceiling"}]
+                for run in order:
+                    result = run_and_free(emu, worker, {**run, "path": path, "size": size, "rep": rep})
+                    runs.append(result)
+        out["sizes"][str(size)] = summarize_throughput(runs, size, plan)
+    return out
+
+
+def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> dict[str, Any]:
+    reps = sorted({r["rep"] for r in runs})
+    ceiling_by_rep = {
+        rep: statistics.mean(r["seconds"] for r in runs if r["rep"] == rep and r["kind"] == "ceiling")
+        for rep in reps
+    }
+
+    def seconds(kind: str, rep: int, chunk: int | None = None, key: str = "seconds") -> float:
+        for r in runs:
+            if r["kind"] == kind and r["rep"] == rep and (chunk is None or r.get("chunk_size") == chunk):
+                return float(r[key])
+        raise KeyError((kind, rep, chunk))
+
+    chunks: dict[str, Any] = {}
+    for chunk in plan.chunk_sizes:
+        ratios = [ceiling_by_rep[rep] / seconds("operator", rep, chunk) for rep in reps]
+        times = [seconds("operator", rep, chunk) for rep in reps]
+        chunks[str(chunk)] = {
+            "ratio_to_ceiling": median(ratios),
+            "ratios": ratios,
+            "mib_per_s": size / MiB / median(times),
+            "seconds": times,
+        }
+    client_transfer = [seconds("client", rep, key="transfer_seconds") for rep in reps]
+    client_total = [seconds("client", rep) for rep in reps]
+    ours = (
+        [seconds("operator", rep, DEFAULT_CHUNK_SIZE) for rep in reps]
+        if DEFAULT_CHUNK_SIZE in plan.chunk_sizes
+        else []
+    )
+    execute = [seconds("operator_execute", rep) for rep in reps]
+    return {
+        "ceiling_mib_per_s": size / MiB / median(list(ceiling_by_rep.values())),
+        "ceiling_seconds": list(ceiling_by_rep.values()),
+        "chunks": chunks,
+        "client": {
+            "transfer_seconds": client_transfer,
+            "create_seconds": client_total,
+            "mib_per_s": size / MiB / median(client_transfer),
+            "ratio_transfer": median([c / o for c, o in zip(client_transfer, ours, strict=True)])
+            if ours
+            else None,
+            "ratio_end_to_end": median([c / e for c, e in zip(client_total, execute, strict=True)]),
+            "operator_execute_seconds": execute,
+        },
+        "runs": runs,
+    }
+
+
+def checkpoint_cost(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
+    """The operator's path with and without the per-chunk checkpoint, pairs in alternating order."""
+    size = plan.checkpoint_size
+    path = str(files[size])
+    pairs: list[dict[str, float]] = []
+    with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
+        for i in range(plan.checkpoint_pairs):
+            say(f"checkpoint cost {mib(size)}: pair {i + 1}/{plan.checkpoint_pairs}")
+            kinds = ("engine", "operator") if i % 2 == 0 else ("operator", "engine")
+            pair: dict[str, float] = {}
+            for kind in kinds:
+                result = run_and_free(
+                    emu, worker, {"kind": kind, "chunk_size": DEFAULT_CHUNK_SIZE, "path": path, "size": size}
+                )
+                pair[kind] = result["seconds"]
+                if kind == "operator":
+                    pair["state_writes"] = result.get("state_writes", 0)
+            pairs.append(pair)
+    costs = [p["operator"] / p["engine"] - 1 for p in pairs]
+    return {
+        "size": size,
+        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "pairs": pairs,
+        "cost_median": median(costs),
+        "cost_of_medians": median([p["operator"] for p in pairs]) / median([p["engine"] for p in pairs]) - 1,
+        "costs": costs,
+    }
+
+
+def memory(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
+    """Peak RSS over the pre-upload baseline, one fresh process per upload."""
+    rows: list[dict[str, Any]] = []
+    for size in plan.memory_sizes:
+        for kind in ("operator", "client", "ceiling"):
+            say(f"memory: {kind} {mib(size)}")
+            with Worker(emu.worker_env(home), {"table": TABLE, "memory": True}) as worker:
+                run = {"kind": kind, "chunk_size": DEFAULT_CHUNK_SIZE, "path": str(files[size]), "size": size}
+                result = run_and_free(emu, worker, run)
+            rows.append(
+                {
+                    "kind": kind,
+                    "size": size,
+                    "baseline_mib": result["baseline_kib"] / 1024,
+                    "peak_mib": result["peak_kib"] / 1024,
+                    "over_baseline_mib": result["peak_over_baseline_kib"] / 1024,
+                    "peak_reset": result["peak_reset"],
+                }
+            )
+    ours = [r["over_baseline_mib"] for r in rows if r["kind"] == "operator"]
+    return {
+        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "limit_mib": DEFAULT_CHUNK_SIZE / MiB + 32,
+        "rows": rows,
+        "operator_max_over_baseline_mib": max(ours),
+        "operator_spread_mib": max(ours) - min(ours),
+    }
+
+
+def parse_range(content_range: str | None) -> tuple[int, int] | None:
+    """(first, last) of ``bytes a-b/n``; None for a status query or no header."""
+    if not content_range or "*" in content_range.split("/", 1)[0]:
+        return None
+    first, last = content_range.split(" ", 1)[1].split("/", 1)[0].split("-")
+    return int(first), int(last)
+
+
+def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan, seed: int) -> dict[str, Any]:
+    """A connection reset at a random byte of each upload: what was sent again vs what the server lost."""
+    size = plan.interrupt_size
+    rng = random.Random(seed)
+    trials: list[dict[str, Any]] = []
+    with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
+        for i in range(plan.interrupt_points):
+            point = rng.randrange(1, size)
+            say(f"interruption {i + 1}/{plan.interrupt_points} at byte {point}")
+            start = len(emu.emu.requests)
+            fault = emu.emu.add_fault(
+                Fault("reset", method="PUT", origin="session", at_offset=point, times=1)
+            )
+            result = run_and_free(
+                emu,
+                worker,
+                {
+                    "kind": "operator",
+                    "chunk_size": DEFAULT_CHUNK_SIZE,
+                    "path": str(files[size]),
+                    "size": size,
+                },
+            )
+            emu.emu.clear_faults()
+            puts = [r for r in emu.emu.requests[start:] if r.origin == "session" and r.method == "PUT"]
+            sent = sum(r.body_bytes for r in puts)
+            cut_index = next((k for k, r in enumerate(puts) if r.status is None), None)
+            trial: dict[str, Any] = {"point": point, "fired": fault.fired, "seconds": result["seconds"]}
+            if cut_index is not None:
+                first = parse_range(puts[cut_index].content_range)
+                reached = (first[0] if first else 0) + puts[cut_index].body_bytes
+                resumed = next(
+                    (
+                        parse_range(r.content_range)
+                        for r in puts[cut_index + 1 :]
+                        if parse_range(r.content_range)
+                    ),
+                    None,
+                )
+                held_after = resumed[0] if resumed else size
+                trial.update(
+                    reached=reached,
+                    held_after_cut=held_after,
+                    unkept=reached - held_after,
+                    resent=sent - size,
+                    excess=(sent - size) - (reached - held_after),
+                )
+            trials.append(trial)
+    measured = [t for t in trials if "excess" in t]
+    return {
+        "size": size,
+        "chunk_size": DEFAULT_CHUNK_SIZE,
+        "seed": seed,
+        "trials": trials,
+        "cuts": len(measured),
+        "resent_total": sum(t["resent"] for t in measured),
+        "unkept_total": sum(t["unkept"] for t in measured),
+        "max_excess": max((t["excess"] for t in measured), default=None),
+        "max_resent": max((t["resent"] for t in measured), default=None),
+        "within": sum(1 for t in measured if t["excess"] <= 0),
+    }
+
+
+def create_waiting_uploads(emu: Emulator, count: int) -> list[str]:
+    """``count`` small uploads, created back to back so that all are processing when the wait starts."""
+    body = b"id,amount,label\n1,2.00,x\n"
+    table = quote(TABLE, safe="")
+    uris = []
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {emu.emu.token}"
+        for i in range(count):
+            created = http.post(
+                f"{emu.api_url}/tables/{table}/resumableUpload", params={"size": len(body)}, timeout=30
+            )
+            created.raise_for_status()
+            session = created.json()
+            sent = requests.put(
+                session["url"],
+                data=body,
+                headers={"Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}"},
+                timeout=30,
+            )
+            if sent.status_code not in (200, 201):
+                raise RuntimeError(f"the emulator answered {sent.status_code} to a small upload")
+            upload = http.post(
+                f"{emu.api_url}/tables/{table}/uploads",
+                json={"name": f"waiting_{i}.csv", "type": "delimited", "resumableUploadId": session["id"]},
+                timeout=30,
+            )
+            upload.raise_for_status()
+            uris.append(upload.json()["uri"])
+    return uris
+
+
+def triggers(home: Path, scratch: Path, plan: Plan) -> dict[str, Any]:
+    """N deferred waits in one event loop: CPU time of that process and the request rate it causes."""
+    with Emulator(scratch / "emulator-triggers", processing_delay=plan.processing_seconds) as emu:
+        say(f"triggers: creating {plan.triggers} uploads that process for {plan.processing_seconds:g} s")
+        created_at = time.monotonic()
+        uris = create_waiting_uploads(emu, plan.triggers)
+        creation_seconds = time.monotonic() - created_at
+        before = emu.request_count("api")
+        say(f"triggers: {plan.triggers} triggers waiting in one event loop")
+        job = {
+            "kind": "triggers",
+            "upload_uris": uris,
+            "poll_interval": plan.poll_interval,
+            "timeout": plan.processing_seconds * 10 + 600,
+        }
+        with Worker(emu.worker_env(home), job) as worker:
+            result: dict[str, Any] = worker.read()
+        api_requests = emu.request_count("api") - before
+    stamps = sorted(result.pop("request_seconds"))
+    window_peak = 0
+    left = 0
+    for right, at in enumerate(stamps):
+        while at - stamps[left] > 60.0:
+            left += 1
+        window_peak = max(window_peak, right - left + 1)
+    wall = result["wall_seconds"]
+    return {
+        **result,
+        "processing_seconds": plan.processing_seconds,
+        "creation_seconds": creation_seconds,
+        "poll_interval": plan.poll_interval,
+        "emulator_api_requests": api_requests,
+        "client_requests": len(stamps),
+        "requests_per_minute": api_requests / (wall / 60.0),
+        "peak_requests_in_60s": window_peak,
+        "cpu_percent_of_one_core": 100.0 * result["cpu_seconds"] / wall,
+        "cpu_ms_per_status_check": 1000.0 * result["cpu_seconds"] / max(1, len(stamps)),
+    }
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def command_line(argv: list[str]) -> str:
+    return " ".join(["python -m benchmarks", *map(shlex.quote, argv)])
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure the provider's upload and wait paths against the local Redivis emulator.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small files, few repetitions (for development)")
+    mode.add_argument(
+        "--full", action="store_true", help="256 MiB and 1 GiB files, all repetitions (default)"
+    )
+    parser.add_argument(
+        "--only", action="append", choices=FIGURES, help="measure only these figures (repeatable)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results directory (default: benchmarks/results, quick: benchmarks/work/quick)",
+    )
+    parser.add_argument(
+        "--tmp", type=Path, help="where the source files and the emulator's bytes go (default: a temp dir)"
+    )
+    parser.add_argument("--seed", type=int, default=20261124, help="seed of the interruption points")
+    parser.add_argument(
+        "--max-load-wait", type=float, default=600.0, help="seconds to wait for load <= 1.5 first"
+    )
+    parser.add_argument(
+        "--plot-python", help="an interpreter with matplotlib for the chart, if this one has none"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    figures = tuple(args.only or FIGURES)
+    info = machine_info()
+    info["load_before"] = wait_for_quiet_machine(args.max_load_wait if plan is FULL else 0)
+    results: dict[str, Any] = {
+        "command": command_line(argv),
+        "plan": asdict(plan),
+        "default_chunk_size": DEFAULT_CHUNK_SIZE,
+        "machine": info,
+    }
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="redivis-bench-", dir=args.tmp) as tmp:
+        scratch = Path(tmp)
+        home = scratch / "airflow-home"
+        home.mkdir()
+        sizes = set()
+        if "throughput" in figures:
+            sizes |= set(plan.sweep_sizes)
+        if "checkpoint" in figures:
+            sizes.add(plan.checkpoint_size)
+        if "memory" in figures:
+            sizes |= set(plan.memory_sizes)
+        if "interrupt" in figures:
+            sizes.add(plan.interrupt_size)
+        files = {}
+        for size in sorted(sizes):
+            say(f"writing a {mib(size)} source file")
+            files[size] = make_source(scratch, size)
+        with Emulator(scratch / "emulator") as emu:
+            if "throughput" in figures:
+                results["throughput"] = throughput(emu, home, files, plan)
+            if "checkpoint" in figures:
+                results["checkpoint"] = checkpoint_cost(emu, home, files, plan)
+            if "memory" in figures:
+                results["memory"] = memory(emu, home, files, plan)
+            if "interrupt" in figures:
+                results["interrupt"] = interruptions(emu, home, files, plan, args.seed)
+        if "triggers" in figures:
+            results["triggers"] = triggers(home, scratch, plan)
+    info["load_after"] = load_average()
+    info["duration_seconds"] = round(time.monotonic() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    report.write(results, out, plot_python=args.plot_python or os.environ.get("REDIVIS_BENCH_PLOT_PYTHON"))
+    say(f"results in {out}")
+    return 0

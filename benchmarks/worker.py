@@ -1,0 +1,347 @@
+"""One client under measurement, in a process of its own: ``python -m benchmarks.worker``.
+
+The runner starts the emulator and drives this process over its stdin: a first JSON line (the job),
+then one JSON line per run; each run is answered with one line ``RESULT {json}`` on stdout. Keeping the client out of the emulator's process means
+the two never share a GIL, and a fresh process per memory figure means its peak belongs to one upload.
+
+What each kind of run does:
+
+``ceiling``        a fresh session and one streamed ``PUT`` of the whole file (``requests`` reading the
+                   file object): the most this machine moves through the emulator in one request.
+``operator``       the operator's own ``_send``: ``ResumableSession.upload`` with the md5, the source
+                   check and, after every acknowledged chunk, the operator's checkpoint save and XCom
+                   push, here into :class:`DurableStateStore` (a committed SQLite row each, like a metadata DB).
+``engine``         ``ResumableSession.upload`` alone, no callback: the operator's path without checkpoints.
+``client``         the official ``redivis`` client's ``table.upload(name).create(path, wait_for_finish=False)``;
+                   the transfer is timed around its ``perform_resumable_upload``.
+``operator_execute`` the whole ``execute()`` (exists check, session, transfer, upload creation), no wait.
+``triggers``       N ``RedivisUploadTrigger.run()`` coroutines in one event loop; CPU time and request times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+#: Linux lets a process reset its peak RSS (VmHWM) by writing "5" here (proc(5), clear_refs).
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def memory_kib() -> dict[str, int]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process, in KiB."""
+    text = _STATUS.read_text()
+    found = {}
+    for key in ("VmRSS", "VmHWM"):
+        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+        found[key] = int(match.group(1)) if match else -1
+    return found
+
+
+def reset_peak_memory() -> bool:
+    """Start the peak over from the current RSS; False where the kernel does not allow it."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class DurableStateStore:
+    """Stands in for Airflow's task state store and XCom table: every write is a committed SQLite row.
+
+    In a task both are writes to the metadata database (through the API server on Airflow 3), so a
+    JSON document committed to disk is the closest thing that runs without Airflow's services.
+    WAL with ``synchronous=FULL`` makes each commit wait for the disk, like a database's commit.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)")
+        self.writes = 0
+
+    # The accessor interface of ``context["task_state_store"]``.
+    def get(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set(self, key: str, value: Any, retention: Any = None) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+        self.writes += 1
+
+    def delete(self, key: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+
+class XComRecorder:
+    """The one thing the operator asks of its task instance: ``xcom_push``, stored like a state write."""
+
+    dag_id = "bench"
+    run_id = "bench"
+    task_id = "upload"
+    map_index = -1
+
+    def __init__(self, store: DurableStateStore) -> None:
+        self.store = store
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.store.set(f"xcom:{key}", value)
+
+
+class Client:
+    """Everything one worker needs, built once: the hook, the state store, a counter for unique names."""
+
+    def __init__(self, job: dict[str, Any], scratch: Path) -> None:
+        from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+        self.table: str = job["table"]
+        self.hook = RedivisHook()
+        self.state = DurableStateStore(scratch / "state.sqlite")
+        self.ti = XComRecorder(self.state)
+        self.counter = 0
+
+    def unique_name(self, stem: str) -> str:
+        self.counter += 1
+        return f"{stem}_{os.getpid()}_{self.counter}_{time.monotonic_ns()}.csv"
+
+    # -- the kinds of run: each returns (prepare, measured) so that memory is taken around the second
+
+    def ceiling(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        path = run["path"]
+        size = os.path.getsize(path)
+        created = self.hook.create_resumable_upload(self.table, size)
+        info: dict[str, Any] = {"session_id": created["id"]}
+
+        def measured() -> None:
+            with open(path, "rb") as body, requests.Session() as http:
+                response = http.put(
+                    created["url"],
+                    data=body,
+                    headers={"Content-Range": f"bytes 0-{size - 1}/{size}"},
+                    timeout=(10, 3600),
+                )
+                if response.status_code not in (200, 201):
+                    raise RuntimeError(f"the single PUT was answered {response.status_code}")
+            info["requests"] = 1
+
+        return info, measured
+
+    def operator(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        from airflow_provider_redivis.checkpoint_store import TaskStateCheckpointStore
+        from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+        from airflow_provider_redivis.sources import open_source
+
+        name = self.unique_name("op")
+        operator = RedivisResumableUploadOperator(
+            task_id="upload",
+            source=run["path"],
+            table=self.table,
+            upload_name=name,
+            chunk_size=run["chunk_size"],
+        )
+        source = open_source(run["path"])
+        store = TaskStateCheckpointStore(self.state)
+        checkpoint = operator._new_session(self.hook, store, self.table, name, source)
+        info: dict[str, Any] = {"session_id": checkpoint.session_id}
+
+        def measured() -> None:
+            before = self.state.writes
+            operator._send(self.ti, self.hook, store, checkpoint, 0, source)
+            info["state_writes"] = self.state.writes - before
+
+        return info, measured
+
+    def engine(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        from airflow_provider_redivis.resumable import ResumableSession, StreamingMD5
+        from airflow_provider_redivis.sources import open_source
+
+        source = open_source(run["path"])
+        created = self.hook.create_resumable_upload(self.table, source.size)
+        session = ResumableSession(
+            self.hook.session,
+            created["url"],
+            source.size,
+            chunk_size=run["chunk_size"],
+            timeout=self.hook.timeout,
+            retry_policy=self.hook.retry_policy,
+        )
+        info: dict[str, Any] = {"session_id": created["id"]}
+
+        def measured() -> None:
+            with source.open() as reader:
+                session.upload(reader, 0, digest=StreamingMD5(), check_source=source.check_unchanged)
+
+        return info, measured
+
+    def operator_execute(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+
+        operator = RedivisResumableUploadOperator(
+            task_id="upload",
+            source=run["path"],
+            table=self.table,
+            upload_name=self.unique_name("exec"),
+            chunk_size=run["chunk_size"],
+            wait_for_completion=False,
+        )
+        context = {"ti": self.ti, "task_state_store": self.state}
+        info: dict[str, Any] = {}
+
+        def measured() -> None:
+            info["upload_uri"] = operator.execute(context)["uri"]
+
+        return info, measured
+
+    def client(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        import redivis
+        import redivis.classes.Upload as upload_module
+
+        original = upload_module.perform_resumable_upload
+        info: dict[str, Any] = {"transfer_seconds": None}
+
+        def timed_transfer(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                info["transfer_seconds"] = time.perf_counter() - started
+
+        upload = redivis.table(self.table).upload(self.unique_name("client"))
+
+        def measured() -> None:
+            upload_module.perform_resumable_upload = timed_transfer
+            try:
+                upload.create(run["path"], type="delimited", wait_for_finish=False, progress=False)
+            finally:
+                upload_module.perform_resumable_upload = original
+            info["upload_uri"] = upload.uri
+            if info["transfer_seconds"] is None:
+                raise RuntimeError(
+                    "the redivis client did not take its resumable path: is the file < 32 MiB?"
+                )
+
+        return info, measured
+
+    def run_one(self, run: dict[str, Any], *, memory: bool) -> dict[str, Any]:
+        info, measured = getattr(self, run["kind"])(run)
+        result: dict[str, Any] = {**run, **info}
+        if memory:
+            baseline = memory_kib()["VmRSS"]
+            result["peak_reset"] = reset_peak_memory()
+        started = time.perf_counter()
+        measured()
+        result["seconds"] = time.perf_counter() - started
+        if memory:
+            peak = memory_kib()["VmHWM"]
+            result["baseline_kib"] = baseline
+            result["peak_kib"] = peak
+            result["peak_over_baseline_kib"] = peak - baseline
+        result.update(info)
+        return result
+
+
+# -- the waiting side ----------------------------------------------------------------------------
+
+
+class RequestClock:
+    """Records when each HTTP request leaves this process: the rate the emulator sees, over time."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._original = requests.Session.send
+
+    def __enter__(self) -> RequestClock:
+        clock = self
+
+        def send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+            clock.times.append(time.monotonic())
+            return clock._original(session, request, **kwargs)
+
+        requests.Session.send = send  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        requests.Session.send = self._original  # type: ignore[method-assign]
+
+
+def wait_with_triggers(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
+
+    # A triggerer writes each trigger's log lines to a file: pay the same formatting and writing.
+    handler = logging.FileHandler(scratch / "triggers.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+    triggers = [
+        RedivisUploadTrigger(upload_uri=uri, poll_interval=job["poll_interval"], timeout=job["timeout"])
+        for uri in job["upload_uris"]
+    ]
+
+    async def first_event(trigger: RedivisUploadTrigger) -> tuple[dict[str, Any], float]:
+        async for event in trigger.run():
+            return event.payload, time.monotonic()
+        raise RuntimeError("the trigger ended without an event")
+
+    async def all_of_them() -> list[tuple[dict[str, Any], float]]:
+        return list(await asyncio.gather(*(first_event(t) for t in triggers)))
+
+    with RequestClock() as clock:
+        cpu_started, wall_started = time.process_time(), time.monotonic()
+        events = asyncio.run(all_of_them())
+        cpu, wall = time.process_time() - cpu_started, time.monotonic() - wall_started
+    reasons: dict[str, int] = {}
+    for payload, _ in events:
+        reasons[payload.get("reason", "?")] = reasons.get(payload.get("reason", "?"), 0) + 1
+    return {
+        "kind": "triggers",
+        "triggers": len(triggers),
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+        "reasons": reasons,
+        "event_seconds": sorted(at - wall_started for _, at in events),
+        "request_seconds": [at - wall_started for at in clock.times],
+        "threads_default_executor": min(32, (os.cpu_count() or 1) + 4),
+    }
+
+
+def main() -> int:
+    """The first stdin line is the job; for uploads, each further line is one run, answered at once."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    job = json.loads(sys.stdin.readline())
+    with tempfile.TemporaryDirectory(prefix="redivis-bench-worker-") as tmp:
+        scratch = Path(tmp)
+        if job.get("kind") == "triggers":
+            _answer(wait_with_triggers(job, scratch))
+            return 0
+        client = Client(job, scratch)
+        _answer({"ready": True})
+        # One run at a time: between two runs the runner frees the emulator's disk and reads its logs.
+        for line in sys.stdin:
+            if line.strip():
+                _answer(client.run_one(json.loads(line), memory=job.get("memory", False)))
+    return 0
+
+
+def _answer(result: Any) -> None:
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
