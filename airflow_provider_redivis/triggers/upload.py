@@ -24,7 +24,7 @@ from airflow_provider_redivis.upload_status import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from airflow_provider_redivis.hooks.redivis import RedivisHook
 
@@ -40,6 +40,14 @@ REASON_FAILED = "failed"  # Redivis could not process it: another try meets the 
 REASON_TIMEOUT = "timeout"  # still pending at the deadline
 REASON_REJECTED = "rejected"  # Redivis refused the request (401, 403, 404, ...): waiting cannot fix it
 REASON_ERROR = "error"  # anything unexpected: a new try may do better
+
+
+def poll_intervals(first: float, cap: float) -> Iterator[float]:
+    """Seconds between status checks: ``first``, then 1.5x longer each time, never more than ``cap``."""
+    interval = min(first, cap)
+    while True:
+        yield interval
+        interval = min(interval * BACKOFF_FACTOR, cap)
 
 
 def utc_now() -> datetime:
@@ -135,6 +143,8 @@ class RedivisUploadTrigger(BaseTrigger):
         super().__init__()
         if poll_interval <= 0 or timeout <= 0:
             raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
+        if max_poll_interval is not None and max_poll_interval <= 0:
+            raise RedivisConfigError("max_poll_interval must be a positive number of seconds.")
         self.target = UploadTarget(upload_uri=upload_uri, table=table, upload_name=upload_name)
         self.redivis_conn_id = redivis_conn_id
         self.poll_interval = float(poll_interval)
@@ -178,11 +188,11 @@ class RedivisUploadTrigger(BaseTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         hook = await asyncio.to_thread(self._make_hook)
-        interval = self.poll_interval
+        intervals = poll_intervals(self.poll_interval, self.max_poll_interval)
         last: dict[str, Any] | None = None
         last_seen = "never: no status check has succeeded"
         while True:
-            delay = interval
+            delay = next(intervals)
             checked_at = utc_now()
             try:
                 upload = await asyncio.to_thread(self.target.fetch, hook)
@@ -220,7 +230,6 @@ class RedivisUploadTrigger(BaseTrigger):
                     "error", REASON_TIMEOUT, last, timeout_message(self.target, self.timeout, last_seen)
                 )
             await asyncio.sleep(min(delay, left))
-            interval = min(interval * BACKOFF_FACTOR, self.max_poll_interval)
 
     def _make_hook(self) -> RedivisHook:
         from airflow_provider_redivis.hooks.redivis import RedivisHook
