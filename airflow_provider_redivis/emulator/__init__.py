@@ -1,0 +1,75 @@
+"""A local Redivis emulator: the API, Cloud Storage's resumable sessions, and faults on demand.
+
+Nothing in this project can reach the real service, so every test, benchmark and demo runs against
+this emulator. It follows ``redivis-api.md`` (the subset of the Redivis REST API this provider and
+the official ``redivis`` client use) and Cloud Storage's resumable-upload rules. It needs only the
+standard library -- no Airflow.
+
+Three ways to run it
+--------------------
+
+From the command line (prints its base URL as the first line, runs until SIGTERM/SIGINT)::
+
+    python -m airflow_provider_redivis.emulator --port 0 --table me.sales.daily \\
+        --token test-token --fault "reset:origin=session,after_bytes=1048576,nth=2"
+
+From Python::
+
+    from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+
+    with RedivisEmulator(tables=["me.sales.daily"]) as emu:
+        emu.base_url                  # "http://127.0.0.1:PORT"; the API is at base_url + "/api/v1"
+        emu.session_base_url          # resumable-session URLs live on this second origin
+        emu.token                     # "test-token" (every scope)
+        emu.add_fault(Fault("reset", origin="session", after_bytes=1 << 20))
+        ...                           # point the code under test at emu.base_url
+        emu.requests                  # what arrived: method, origin, path, headers, body_bytes, status
+        emu.list_uploads("me.sales.daily")
+        emu.wait_for_processing("me.sales.daily", "file.csv", timeout=30)
+
+From pytest (add ``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` to the
+root ``conftest.py``, or import the fixture): the function-scoped ``redivis_emulator`` fixture
+has one table, ``test_owner.test_dataset.test_table``, and the token ``test-token``.
+
+What it serves
+--------------
+
+- API origin: ``/api/v1/...`` -- users, datasets, versions (create next, release asynchronously),
+  tables (append / replace), ``resumableUpload``, ``tempUploads``, uploads (create, get, HEAD by
+  name, list with paging, delete) and their processing (``queued`` -> ``running`` -> ``completed``
+  or ``failed``; delimited files are parsed for real). Errors come as
+  ``{"error": {"status", "message"}}``, ``insufficient_scope`` in Redivis's OAuth-like shape, and
+  on HEAD in the URL-encoded ``X-REDIVIS-ERROR-PAYLOAD`` header. Name conflicts are 409.
+- Session origin (a second port): ``/upload/resumable/{token}`` with Cloud Storage's rules: 308 and
+  ``Range``, status queries, resent bytes ignored, gaps refused with 400, 256 KiB multiples, unknown
+  totals, 200 with ``size``/``md5Hash`` metadata on completion, 404 once expired, 410 once cancelled.
+  The object metadata carries ``crc32c`` only when the ``google_crc32c`` module is installed (a
+  pure-Python crc32c would be far too slow for GiB files).
+- ``/_emulator/...`` on the API origin, for scripts driving an emulator in another process:
+  ``GET requests``, ``DELETE requests``, ``GET sessions``, ``POST sessions/{id}/expire``,
+  ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``, ``GET health``.
+
+Bytes stream to files under ``data_dir`` in 1 MiB pieces; md5 is computed while they stream.
+Faults: see :class:`Fault` and :func:`parse_fault_spec`.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
+from airflow_provider_redivis.emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
+from airflow_provider_redivis.emulator.recording import RecordedRequest
+from airflow_provider_redivis.emulator.server import RedivisEmulator
+from airflow_provider_redivis.emulator.sessions import SessionInfo
+from airflow_provider_redivis.emulator.wire import HAS_CRC32C
+
+__all__ = [
+    "ALL_SCOPES",
+    "FAULT_KINDS",
+    "HAS_CRC32C",
+    "Fault",
+    "RecordedRequest",
+    "RedivisEmulator",
+    "RequestInfo",
+    "SessionInfo",
+    "parse_fault_spec",
+]

@@ -1,0 +1,121 @@
+"""``python -m airflow_provider_redivis.emulator``: run the emulator until SIGTERM or SIGINT.
+
+The first line on stdout is the base URL (the API is under ``/api/v1``); nothing else goes to
+stdout, and no token is ever printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
+from airflow_provider_redivis.emulator.faults import Fault, parse_fault_spec
+from airflow_provider_redivis.emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
+
+
+def _token(value: str) -> tuple[str, list[str] | None]:
+    token, sep, scopes = value.partition("=")
+    if not token:
+        raise argparse.ArgumentTypeError("--token needs a value: TOKEN or TOKEN=scope,scope")
+    return token, [s for s in scopes.split(",") if s] if sep else None
+
+
+def _fault(value: str) -> Fault:
+    try:
+        return parse_fault_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_redivis.emulator",
+        description="Run a local Redivis API emulator (with Cloud Storage resumable sessions on a second port).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="API port; 0 picks a free one (default)")
+    parser.add_argument("--session-port", type=int, default=0, help="session-origin port; 0 picks a free one")
+    parser.add_argument(
+        "--token",
+        action="append",
+        type=_token,
+        default=[],
+        metavar="TOKEN[=SCOPE,...]",
+        help="an accepted API token, with every scope unless listed (repeatable; default: test-token)",
+    )
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="OWNER.DATASET.TABLE",
+        help="create the owner, dataset, its next version and the table (repeatable)",
+    )
+    parser.add_argument("--data-dir", default=None, help="where uploaded bytes go (default: a temporary directory)")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        type=_fault,
+        default=[],
+        metavar="KIND[:key=value,...]",
+        help="e.g. reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1 (repeatable)",
+    )
+    parser.add_argument("--processing-delay", type=float, default=0.05, help="seconds per processing step")
+    parser.add_argument("--session-ttl", type=float, default=DEFAULT_SESSION_TTL, help="session lifetime, seconds")
+    parser.add_argument(
+        "--on-name-conflict", choices=("error", "rename"), default="error", help="duplicate upload names"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    tokens = None
+    if args.token:
+        tokens = {token: scopes if scopes is not None else list(ALL_SCOPES) for token, scopes in args.token}
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator = RedivisEmulator(
+        host=args.host,
+        port=args.port,
+        tokens=tokens,
+        tables=args.table,
+        data_dir=args.data_dir,
+        processing_delay=args.processing_delay,
+        session_ttl=args.session_ttl,
+        session_port=args.session_port,
+        faults=args.fault,
+        on_name_conflict=args.on_name_conflict,
+    )
+    try:
+        emulator.start()
+    except (OSError, ValueError) as exc:
+        print(f"Redivis emulator could not start: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(emulator.base_url, flush=True)
+        print(
+            f"Redivis emulator: API {emulator.api_url}, sessions {emulator.session_base_url}, "
+            f"{len(emulator.tokens)} token(s), {len(args.table)} table(s), {len(args.fault)} fault(s). "
+            "Stop with SIGTERM or Ctrl-C.",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

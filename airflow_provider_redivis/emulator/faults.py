@@ -1,0 +1,303 @@
+"""Fault injection: what can go wrong on the wire, as objects a test adds and the server consults.
+
+A :class:`Fault` is matched against a :class:`RequestInfo` (method, origin, path, the session it
+targets, ...) as soon as the request's headers have arrived. The same faults can be written on the
+command line (:func:`parse_fault_spec`) or posted as JSON to ``/_emulator/faults``
+(:func:`fault_from_mapping`).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+#: What a fault can do; see :class:`Fault`.
+FAULT_KINDS = ("reset", "status", "partial", "stall", "drop_response", "fail_processing")
+#: Faults that change how the request is answered; at most one of them fires per request.
+TRANSPORT_KINDS = frozenset({"reset", "status", "partial", "stall", "drop_response"})
+ORIGINS = ("api", "session")
+
+_INT_FIELDS = ("nth", "times", "after_bytes", "at_offset", "status", "keep_bytes")
+_FLOAT_FIELDS = ("seconds",)
+_STR_FIELDS = ("method", "origin", "path_contains", "message", "body")
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a fault's filters and predicate see of a request, before its body is read."""
+
+    method: str
+    origin: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    content_range: str | None = None
+    content_length: int | None = None
+    #: The resumable session the request targets (session origin only).
+    session_id: str | None = None
+    #: That session's total size, when known (declared at creation or by an earlier Content-Range).
+    session_size: int | None = None
+    #: Bytes that session held when the request arrived.
+    session_held: int | None = None
+    #: First and last byte of the chunk this request carries (session PUTs with bytes only).
+    chunk_first: int | None = None
+    chunk_last: int | None = None
+    #: True for ``POST .../uploads`` and ``POST .../versions/next/release``: requests that start work.
+    starts_processing: bool = False
+
+    @property
+    def carries_chunk(self) -> bool:
+        return self.chunk_first is not None and self.chunk_last is not None
+
+
+@dataclass(eq=False)
+class Fault:
+    """One thing to go wrong, for the requests it matches.
+
+    Kinds:
+
+    ``reset``
+        Read ``after_bytes`` of the request body (0 if unset), or -- with ``at_offset`` -- read the
+        session chunk up to that absolute offset, then reset the TCP connection (RST). A session
+        keeps what Cloud Storage would: the bytes before the cut floored to 256 KiB units, or
+        ``keep_bytes`` of the chunk when given. ``at_offset`` only matches session chunks that reach it.
+    ``status``
+        Read the body, store nothing, answer ``status`` (with ``headers`` and ``body``; a JSON error
+        body shaped for the origin by default).
+    ``partial``
+        Session chunk PUTs only: read the whole chunk, keep only ``keep_bytes`` of it (default: one
+        256 KiB unit short of all of it), answer 308 with the shorter ``Range``.
+    ``stall``
+        Handle the request, then sleep ``seconds`` before answering; with ``after_bytes``, sleep once
+        that much of the body has been read instead, then carry on.
+    ``drop_response``
+        Handle the request fully (an upload is created, bytes are kept), then close the connection
+        without answering.
+    ``fail_processing``
+        Only matches requests that start work (``POST .../uploads``, ``POST .../release``): the upload's
+        processing, or the release, ends ``failed`` with ``message``.
+
+    Matching: ``method``, ``origin``, ``path_contains`` (case-sensitive, on the path without query)
+    and ``predicate(RequestInfo)`` must all hold. The ``nth`` matching request fires first; the
+    fault keeps firing on the following matches until it has fired ``times`` times (``None``: no
+    limit). At most one transport fault (all kinds but ``fail_processing``) fires per request: the
+    first added that is due.
+    """
+
+    kind: str
+    _: KW_ONLY
+    method: str | None = None
+    origin: str | None = None
+    path_contains: str | None = None
+    predicate: Callable[[RequestInfo], bool] | None = None
+    nth: int = 1
+    times: int | None = 1
+    after_bytes: int | None = None
+    at_offset: int | None = None
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    body: str | bytes | Mapping[str, Any] | None = None
+    keep_bytes: int | None = None
+    seconds: float | None = None
+    message: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
+    matched: int = field(default=0, init=False)
+    fired: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"Unknown fault kind {self.kind!r}: use one of {', '.join(FAULT_KINDS)}.")
+        if self.origin is not None and self.origin not in ORIGINS:
+            raise ValueError(f"Fault origin must be 'api' or 'session', got {self.origin!r}.")
+        if self.method is not None:
+            self.method = self.method.upper()
+        if isinstance(self.nth, bool) or not isinstance(self.nth, int) or self.nth < 1:
+            raise ValueError(f"Fault nth counts matching requests from 1, got {self.nth!r}.")
+        if self.times is not None and (
+            isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 1
+        ):
+            raise ValueError(f"Fault times must be a positive integer or None (no limit), got {self.times!r}.")
+        for name in ("after_bytes", "at_offset", "keep_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"Fault {name} must be a non-negative integer, got {value!r}.")
+        if self.seconds is not None and self.seconds < 0:
+            raise ValueError(f"Fault seconds must not be negative, got {self.seconds!r}.")
+        if self.kind == "status" and (self.status is None or not 100 <= self.status <= 599):
+            raise ValueError("A 'status' fault needs status=<HTTP status between 100 and 599>.")
+        if self.kind == "stall" and self.seconds is None:
+            self.seconds = 5.0
+        if self.kind == "reset" and self.after_bytes is not None and self.at_offset is not None:
+            raise ValueError("A 'reset' fault cuts after after_bytes or at at_offset, not both.")
+
+    def applies_to(self, info: RequestInfo) -> bool:
+        """The filters, and the scope some kinds imply (see the class docstring)."""
+        if self.method is not None and info.method != self.method:
+            return False
+        if self.origin is not None and info.origin != self.origin:
+            return False
+        if self.path_contains is not None and self.path_contains not in info.path:
+            return False
+        if self.kind == "partial" and not info.carries_chunk:
+            return False
+        if self.kind == "fail_processing" and not info.starts_processing:
+            return False
+        if self.kind == "reset" and self.at_offset is not None:
+            # Only a chunk that reaches the offset can be cut there.
+            if not info.carries_chunk or (info.chunk_last or 0) < self.at_offset:
+                return False
+        return self.predicate is None or bool(self.predicate(info))
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.fired >= self.times
+
+    def to_dict(self) -> dict[str, Any]:
+        body = self.body
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "method": self.method,
+            "origin": self.origin,
+            "path_contains": self.path_contains,
+            "predicate": None if self.predicate is None else repr(self.predicate),
+            "nth": self.nth,
+            "times": self.times,
+            "after_bytes": self.after_bytes,
+            "at_offset": self.at_offset,
+            "status": self.status,
+            "headers": dict(self.headers or {}),
+            "body": body,
+            "keep_bytes": self.keep_bytes,
+            "seconds": self.seconds,
+            "message": self.message,
+            "matched": self.matched,
+            "fired": self.fired,
+        }
+
+
+class FaultBook:
+    """The faults in force, and the counting that decides which fire. Thread-safe."""
+
+    def __init__(self, faults: Iterable[Fault] = ()) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[Fault] = list(faults)
+
+    def add(self, fault: Fault) -> Fault:
+        if not isinstance(fault, Fault):
+            raise TypeError(f"add_fault wants a Fault, got {type(fault).__name__}.")
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def snapshot(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def select(self, info: RequestInfo) -> tuple[Fault | None, Fault | None]:
+        """(transport fault, fail_processing fault) that fire for this request; counts matches."""
+        transport: Fault | None = None
+        processing: Fault | None = None
+        with self._lock:
+            for fault in self._faults:
+                if fault.exhausted:
+                    continue
+                try:
+                    applies = fault.applies_to(info)
+                except Exception:  # a broken predicate must not take the server down
+                    applies = False
+                if not applies:
+                    continue
+                fault.matched += 1
+                if fault.matched < fault.nth:
+                    continue
+                if fault.kind == "fail_processing":
+                    if processing is None:
+                        processing = fault
+                        fault.fired += 1
+                elif transport is None:
+                    transport = fault
+                    fault.fired += 1
+        return transport, processing
+
+
+def fault_from_mapping(data: Mapping[str, Any]) -> Fault:
+    """A Fault from JSON-like data (``/_emulator/faults``); unknown keys are an error."""
+    if not isinstance(data, Mapping):
+        raise ValueError("A fault is a JSON object like {\"kind\": \"reset\", \"after_bytes\": 1048576}.")
+    allowed = {"kind", "headers", *_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown fault field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
+    if "kind" not in data:
+        raise ValueError("A fault needs a 'kind'.")
+    kwargs: dict[str, Any] = {}
+    for name in _INT_FIELDS:
+        if data.get(name) is not None:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"Fault field {name} must be an integer, got {value!r}.")
+            kwargs[name] = value
+        elif name == "times" and "times" in data:
+            kwargs["times"] = None
+    for name in _FLOAT_FIELDS:
+        if data.get(name) is not None:
+            kwargs[name] = float(data[name])
+    for name in _STR_FIELDS:
+        if data.get(name) is not None:
+            kwargs[name] = str(data[name])
+    if data.get("headers") is not None:
+        headers = data["headers"]
+        if not isinstance(headers, Mapping):
+            raise ValueError("Fault field headers must be an object of header name to value.")
+        kwargs["headers"] = {str(k): str(v) for k, v in headers.items()}
+    return Fault(str(data["kind"]), **kwargs)
+
+
+def parse_fault_spec(spec: str) -> Fault:
+    """``KIND[:key=value,key=value...]``, as ``--fault`` takes it.
+
+    Keys are the :class:`Fault` fields (``method``, ``origin``, ``path_contains``, ``nth``, ``times``,
+    ``after_bytes``, ``at_offset``, ``status``, ``keep_bytes``, ``seconds``, ``message``, ``body``);
+    ``times=none`` means no limit; ``header.NAME=VALUE`` adds a response header. Example:
+    ``reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1``.
+    """
+    kind, _, rest = spec.strip().partition(":")
+    data: dict[str, Any] = {"kind": kind.strip()}
+    headers: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"Fault option {item!r} in {spec!r} is not key=value.")
+        if key.startswith("header."):
+            headers[key[len("header.") :]] = value
+        elif key in _INT_FIELDS:
+            if key == "times" and value.strip().lower() in ("none", "unlimited", "inf"):
+                data["times"] = None
+                continue
+            try:
+                data[key] = int(value)
+            except ValueError:
+                raise ValueError(f"Fault option {key} in {spec!r} needs an integer, got {value!r}.") from None
+        elif key in _FLOAT_FIELDS:
+            try:
+                data[key] = float(value)
+            except ValueError:
+                raise ValueError(f"Fault option {key} in {spec!r} needs a number, got {value!r}.") from None
+        elif key in _STR_FIELDS:
+            data[key] = value
+        else:
+            raise ValueError(f"Unknown fault option {key!r} in {spec!r}.")
+    if headers:
+        data["headers"] = headers
+    return fault_from_mapping(data)

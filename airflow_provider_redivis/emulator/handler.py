@@ -1,0 +1,698 @@
+"""HTTP for both origins: routing, auth, error shapes, fault application and the request log.
+
+The API origin serves ``/api/v1/...`` (Redivis), ``/tempUploads/{token}`` (the temp-upload URLs the
+official client uses) and ``/_emulator/...`` (admin, unauthenticated, not logged). The session
+origin serves only resumable-session URLs, ``/upload/resumable/{token}``, with Cloud Storage's
+rules; it never needs a token, and records when one arrives anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from airflow_provider_redivis.emulator.catalog import (
+    EDIT_SCOPE,
+    ApiError,
+    InsufficientScopeError,
+    UploadSource,
+)
+from airflow_provider_redivis.emulator.faults import Fault, RequestInfo, fault_from_mapping
+from airflow_provider_redivis.emulator.recording import RecordedRequest
+from airflow_provider_redivis.emulator.sessions import (
+    ConnectionGone,
+    ContentRange,
+    ResetConnection,
+    SessionReply,
+    gcs_error,
+    parse_content_range,
+    reply_bytes,
+)
+from airflow_provider_redivis.emulator.wire import (
+    BodyCut,
+    BodyError,
+    BodyReader,
+    ClientDisconnected,
+    floor_unit,
+    stream_body_to_file,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_redivis.emulator.server import RedivisEmulator
+
+log = logging.getLogger("airflow_provider_redivis.emulator")
+
+ERROR_PAYLOAD_HEADER = "X-REDIVIS-ERROR-PAYLOAD"
+SESSION_PREFIX = "/upload/resumable/"
+TEMP_PREFIX = "/tempUploads/"
+API_PREFIX = "/api/v1/"
+ADMIN_PREFIX = "/_emulator/"
+MAX_MULTIPART_BODY = 64 * 1024 * 1024
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    #: For HEAD errors: the JSON that goes into X-REDIVIS-ERROR-PAYLOAD.
+    error_payload: dict[str, Any] | None = None
+
+
+def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
+
+
+def api_error_reply(error: ApiError) -> Reply:
+    reply = json_reply(error.status, error.payload(), error.headers)
+    reply.error_payload = error.payload()
+    return reply
+
+
+def session_reply(reply: SessionReply) -> Reply:
+    headers = dict(reply.headers)
+    if reply.body is not None:
+        headers["Content-Type"] = "application/json; charset=UTF-8"
+    return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
+
+
+def redact_path(path: str) -> str:
+    """Session and temp-upload URLs carry credentials: log only their prefix."""
+    for prefix in (SESSION_PREFIX, TEMP_PREFIX):
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path
+
+
+def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:
+    """``multipart/form-data`` (the official client's small-file path): part name -> bytes."""
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if match is None:
+        raise ApiError(400, "multipart/form-data without a boundary.")
+    delimiter = b"--" + match.group(1).encode("latin-1")
+    parts: dict[str, bytes] = {}
+    for raw in data.split(delimiter)[1:]:
+        if raw.startswith(b"--"):
+            break
+        raw = raw.removeprefix(b"\r\n")
+        head, sep, content = raw.partition(b"\r\n\r\n")
+        if not sep:
+            raise ApiError(400, "Malformed multipart body: a part has no header/content separator.")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name is None:
+            raise ApiError(400, "Malformed multipart body: a part has no name.")
+        parts[name.group(1).decode("utf-8", "replace")] = content.removesuffix(b"\r\n")
+    return parts
+
+
+class EmulatorHTTPServer(ThreadingHTTPServer):
+    """One origin. Tracks open connections so that stop() can end them."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], emulator: RedivisEmulator, origin: str) -> None:
+        self.emulator = emulator
+        self.origin = origin
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, EmulatorRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Dropped(Exception):
+    """Close the connection without answering (FIN)."""
+
+
+class EmulatorRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "RedivisEmulator/1"
+    sys_version = ""
+    #: Idle keep-alive connections and stuck clients end after this long.
+    timeout = 300
+    server: EmulatorHTTPServer
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        # Never the whole path: session URLs are credentials.
+        log.debug("%s %s", self.command, redact_path(urlsplit(self.path).path))
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    @property
+    def emulator(self) -> RedivisEmulator:
+        return self.server.emulator
+
+    def _reset(self) -> None:
+        """A real TCP reset: SO_LINGER 0, then close."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        try:
+            self.rfile.close()
+        except OSError:
+            pass
+        self.connection.close()
+
+    def _send(self, reply: Reply, record: RecordedRequest) -> None:
+        head = self.command == "HEAD"
+        body = reply.body
+        headers = dict(reply.headers)
+        if head and reply.status >= 400 and reply.error_payload is not None:
+            # HEAD has no body: Redivis puts the error JSON, URL-encoded, in a header.
+            headers[ERROR_PAYLOAD_HEADER] = quote(json.dumps(reply.error_payload), safe="")
+        self.send_response(reply.status, reply.reason)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0" if head and reply.status >= 400 else str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if not head and body:
+            self.wfile.write(body)
+        record.status = reply.status
+
+    def _sleep(self, seconds: float | None) -> None:
+        self.emulator._stop.wait(seconds or 0)
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        emu = self.emulator
+        origin = self.server.origin
+        split = urlsplit(self.path)
+        raw_path, query = split.path, split.query
+        method = self.command.upper()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if origin == "api" and raw_path.startswith(ADMIN_PREFIX):
+            self._admin(method, raw_path, query, headers)
+            return
+
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        content_length: int | None = None
+        if not chunked and "content-length" in headers:
+            try:
+                content_length = int(headers["content-length"])
+                if content_length < 0:
+                    raise ValueError
+            except ValueError:
+                self.close_connection = True
+                self.send_error(400, "Invalid Content-Length")
+                return
+
+        session = None
+        content_range: ContentRange | None = None
+        range_error: str | None = None
+        if origin == "session" and raw_path.startswith(SESSION_PREFIX):
+            session = emu.catalog.session_by_token(raw_path[len(SESSION_PREFIX) :])
+            if method == "PUT":
+                content_range, range_error = self._content_range(headers, content_length)
+        info = RequestInfo(
+            method=method,
+            origin=origin,
+            path=raw_path,
+            query=query,
+            headers=headers,
+            content_range=headers.get("content-range"),
+            content_length=content_length,
+            session_id=session.id if session else None,
+            session_size=session.total if session else None,
+            session_held=session.held if session else None,
+            chunk_first=content_range.first if content_range and session else None,
+            chunk_last=content_range.last if content_range and session else None,
+            starts_processing=method == "POST"
+            and raw_path.startswith(API_PREFIX)
+            and (raw_path.endswith("/uploads") or raw_path.endswith("/release")),
+        )
+        transport, processing = emu.faults.select(info)
+        record = RecordedRequest(
+            method=method,
+            origin=origin,
+            path=raw_path,
+            query=query,
+            headers=headers,
+            content_range=headers.get("content-range"),
+            started_at=time.time(),
+            faults=tuple(f.kind for f in (transport, processing) if f is not None),
+            session_id=session.id if session else None,
+        )
+        emu.log.append(record)
+        if session is not None and "authorization" in headers:
+            session.authorization_seen = True
+
+        body = BodyReader(self.rfile, content_length=content_length, chunked=chunked)
+        kind = transport.kind if transport is not None else None
+        if transport is not None and kind == "reset":
+            if transport.at_offset is not None and content_range is not None and content_range.first is not None:
+                body.cut_at = max(0, transport.at_offset - content_range.first)
+            else:
+                body.cut_at = transport.after_bytes or 0
+        stall_pending = False
+        if transport is not None and kind == "stall":
+            if transport.after_bytes is not None:
+                stall_pending = True
+                seconds = transport.seconds
+
+                def pause() -> None:
+                    nonlocal stall_pending
+                    stall_pending = False
+                    self._sleep(seconds)
+
+                body.pause_at = transport.after_bytes
+                body._pause = pause
+        started = time.monotonic()
+        try:
+            if kind == "reset" and body.cut_at == 0 and body.finished:
+                raise ResetConnection()  # nothing to read before the cut: reset at once
+            if kind == "status":
+                assert transport is not None
+                body.drain()
+                reply = self._fault_status_reply(transport, origin)
+            else:
+                reply = self._handle(method, origin, raw_path, query, headers, body, session,
+                                     content_range, range_error, transport, processing)
+                if not body.finished and not self.close_connection:
+                    try:
+                        body.drain()
+                    except BodyError:
+                        self.close_connection = True
+            if kind == "reset":
+                raise ResetConnection()  # the body ended before the cut: handled, then reset
+            if kind == "drop_response":
+                raise _Dropped()
+            if kind == "stall" and (transport is not None and (transport.after_bytes is None or stall_pending)):
+                self._sleep(transport.seconds)
+            self._send(reply, record)
+        except (ResetConnection, BodyCut):
+            self._reset()
+        except (ConnectionGone, ClientDisconnected, _Dropped):
+            self.close_connection = True
+        except BodyError as exc:
+            self.close_connection = True
+            if origin == "session":
+                self._safe_send(session_reply(gcs_error(exc.status, str(exc))), record)
+            else:
+                self._safe_send(api_error_reply(ApiError(exc.status, str(exc))), record)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:
+            log.exception("Redivis emulator: %s %s failed", method, redact_path(raw_path))
+            self.close_connection = True
+            self._safe_send(api_error_reply(ApiError(500, f"Emulator error: {type(exc).__name__}: {exc}")), record)
+        finally:
+            record.body_bytes = body.bytes_read
+            record.duration = time.monotonic() - started
+
+    def _safe_send(self, reply: Reply, record: RecordedRequest) -> None:
+        try:
+            self._send(reply, record)
+        except OSError:
+            self.close_connection = True
+
+    @staticmethod
+    def _content_range(headers: dict[str, str], content_length: int | None) -> tuple[ContentRange | None, str | None]:
+        value = headers.get("content-range")
+        if value is None:
+            # No Content-Range: the whole object in this one request (Cloud Storage's single-request upload).
+            if content_length is None:
+                return None, "A PUT to a resumable session needs Content-Range (or Content-Length for the whole object)."
+            if content_length == 0:
+                return ContentRange(None, None, 0), None
+            return ContentRange(0, content_length - 1, content_length), None
+        try:
+            return parse_content_range(value), None
+        except ValueError as exc:
+            return None, str(exc)
+
+    def _fault_status_reply(self, fault: Fault, origin: str) -> Reply:
+        status = fault.status or 500
+        headers = dict(fault.headers or {})
+        message = fault.message or f"Emulated {status} (fault injection)."
+        if fault.body is not None:
+            body = fault.body
+            if isinstance(body, dict):
+                data = json.dumps(body).encode()
+                headers.setdefault("Content-Type", "application/json")
+            elif isinstance(body, str):
+                data = body.encode()
+            else:
+                data = bytes(body)  # type: ignore[arg-type]
+            reply = Reply(status, data, headers)
+            if origin == "api":
+                reply.error_payload = {"error": {"status": status, "message": message}}
+            return reply
+        if origin == "session":
+            reply = session_reply(gcs_error(status, message))
+            reply.headers.update(headers)
+            return reply
+        reply = api_error_reply(ApiError(status, message, headers=headers))
+        return reply
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def _handle(
+        self,
+        method: str,
+        origin: str,
+        raw_path: str,
+        query: str,
+        headers: dict[str, str],
+        body: BodyReader,
+        session: Any,
+        content_range: ContentRange | None,
+        range_error: str | None,
+        transport: Fault | None,
+        processing: Fault | None,
+    ) -> Reply:
+        if origin == "session":
+            return self._session(method, raw_path, body, session, content_range, range_error, transport)
+        if raw_path.startswith(TEMP_PREFIX):
+            return self._temp_upload(method, raw_path[len(TEMP_PREFIX) :], headers, body)
+        if not raw_path.startswith(API_PREFIX):
+            return api_error_reply(ApiError(404, f"No such endpoint: {method} {raw_path}. The API is under /api/v1."))
+        try:
+            self._authorize(method, headers)
+            segments = [unquote(s) for s in raw_path[len(API_PREFIX) :].split("/")]
+            params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+            fail_message = None
+            if processing is not None:
+                fail_message = processing.message or "Processing failed (emulated fault)."
+            return self._api(method, segments, params, headers, body, fail_message)
+        except ApiError as error:
+            return api_error_reply(error)
+
+    def _authorize(self, method: str, headers: dict[str, str]) -> None:
+        value = headers.get("authorization", "")
+        scheme, _, token = value.partition(" ")
+        scopes = self.emulator.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if scopes is None:
+            raise ApiError(
+                401,
+                "Missing or invalid API token: send 'Authorization: Bearer <token>' with a valid Redivis API token.",
+                headers={"WWW-Authenticate": 'Bearer realm="Redivis"'},
+            )
+        if method in _WRITE_METHODS and EDIT_SCOPE not in scopes:
+            raise InsufficientScopeError(EDIT_SCOPE)
+
+    def _json_body(self, body: BodyReader) -> dict[str, Any]:
+        data = body.read_all()
+        if not data.strip():
+            return {}
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "The request body is not valid JSON.") from None
+        if not isinstance(parsed, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        return parsed
+
+    def _api(
+        self,
+        method: str,
+        seg: list[str],
+        params: dict[str, str],
+        headers: dict[str, str],
+        body: BodyReader,
+        fail_message: str | None,
+    ) -> Reply:
+        cat = self.emulator.catalog
+        n = len(seg)
+        read = method in ("GET", "HEAD")
+        page = (params.get("maxResults"), params.get("pageToken"))
+
+        def allowed(*methods: str) -> None:
+            if method not in methods and not (method == "HEAD" and "GET" in methods):
+                raise ApiError(405, f"{method} is not supported here; use {' or '.join(methods)}.")
+
+        if n == 2 and seg[0] == "users" and seg[1] == "me":
+            allowed("GET")
+            return json_reply(200, cat.me())
+        if seg and seg[0] in ("users", "organizations") and n in (2, 3):
+            if n == 2:
+                allowed("GET")
+                return json_reply(200, cat.get_user(seg[1]))
+            if seg[2] == "datasets":
+                allowed("GET", "POST")
+                if read:
+                    return json_reply(200, cat.list_datasets(seg[1], *page))
+                kind = "user" if seg[0] == "users" else "organization"
+                return json_reply(200, cat.create_dataset(seg[1], kind, self._json_body(body)))
+        if seg and seg[0] == "datasets" and n >= 2:
+            ref = seg[1]
+            if n == 2:
+                allowed("GET")
+                return json_reply(200, cat.get_dataset(ref))
+            if seg[2] == "versions":
+                if n == 3:
+                    allowed("GET", "POST")
+                    if read:
+                        return json_reply(200, cat.list_versions(ref, *page))
+                    return json_reply(200, cat.create_next_version(ref))
+                if n == 4:
+                    allowed("GET")
+                    return json_reply(200, cat.get_version(ref, seg[3]))
+                if n == 5 and seg[4] == "release":
+                    allowed("POST")
+                    version, resource = cat.start_release(ref, seg[3], self._json_body(body))
+                    self.emulator.processor.start_release(version, fail_message)
+                    return json_reply(200, resource)
+            if seg[2] == "tables" and n == 3:
+                allowed("GET", "POST")
+                if read:
+                    return json_reply(200, cat.list_tables(ref, *page))
+                return json_reply(200, cat.create_table(ref, self._json_body(body)))
+        if seg and seg[0] == "tables" and n >= 2:
+            ref = seg[1]
+            if n == 2:
+                allowed("GET", "PATCH")
+                if read:
+                    return json_reply(200, cat.get_table(ref))
+                return json_reply(200, cat.update_table(ref, self._json_body(body)))
+            if seg[2] == "resumableUpload" and n == 3:
+                allowed("POST")
+                if body.read_all(1024).strip():
+                    raise ApiError(400, "The request body must be empty; pass the size as ?size=<bytes>.")
+                return json_reply(200, cat.create_resumable_upload(ref, params.get("size")))
+            if seg[2] == "tempUploads" and n == 3:
+                allowed("POST")
+                return json_reply(200, cat.create_temp_uploads(ref, self._json_body(body)))
+            if seg[2] == "uploads":
+                if n == 3:
+                    allowed("GET", "POST")
+                    if read:
+                        return json_reply(200, cat.list_uploads(ref, *page))
+                    return self._create_upload(ref, headers, body, fail_message)
+                if n == 4:
+                    allowed("GET", "DELETE")
+                    if read:
+                        return json_reply(200, cat.get_upload(ref, seg[3]))
+                    return json_reply(200, cat.delete_upload(ref, seg[3]))
+        raise ApiError(404, f"No such endpoint: {method} /api/v1/{'/'.join(seg)}.")
+
+    def _create_upload(
+        self, ref: str, headers: dict[str, str], body: BodyReader, fail_message: str | None
+    ) -> Reply:
+        emu = self.emulator
+        content_type = headers.get("content-type", "")
+        inline: UploadSource | None = None
+        if content_type.lower().startswith("multipart/form-data"):
+            parts = parse_multipart(body.read_all(MAX_MULTIPART_BODY), content_type)
+            if "metadata" not in parts:
+                raise ApiError(400, "A multipart upload needs a 'metadata' part with the upload's JSON.")
+            try:
+                payload = json.loads(parts["metadata"])
+            except ValueError:
+                raise ApiError(400, "The 'metadata' part is not valid JSON.") from None
+            if not isinstance(payload, dict):
+                raise ApiError(400, "The 'metadata' part must be a JSON object.")
+            if "data" in parts:
+                path = emu.catalog.data_dir / "inline" / f"{uuid.uuid4().hex}.bin"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(parts["data"])
+                digest = hashlib.md5(parts["data"]).hexdigest()  # noqa: S324 - a checksum, not security
+                inline = UploadSource(path, len(parts["data"]), digest)
+        else:
+            payload = self._json_body(body)
+        upload = emu.catalog.create_upload(ref, payload, inline)
+        emu.processor.start_upload(upload, fail_message)
+        with emu.catalog.lock:
+            return json_reply(200, emu.catalog.upload_resource(upload))
+
+    # -- temp uploads (API origin, no token needed: the URL is the credential) -----------------
+
+    def _temp_upload(self, method: str, token: str, headers: dict[str, str], body: BodyReader) -> Reply:
+        try:
+            temp = self.emulator.catalog.temp_upload(token)
+        except ApiError as error:
+            return api_error_reply(error)
+        if method == "POST":
+            if headers.get("x-goog-resumable", "").lower() != "start":
+                return api_error_reply(
+                    ApiError(400, "To start a resumable upload, POST with the header 'x-goog-resumable: start'.")
+                )
+            size_header = headers.get("x-upload-content-length")
+            try:
+                size = int(size_header) if size_header is not None else None
+            except ValueError:
+                return api_error_reply(ApiError(400, "x-upload-content-length must be an integer."))
+            session = self.emulator.catalog.start_temp_session(temp, size)
+            return Reply(201, b"", {"Location": session.url})
+        if method == "PUT":
+            temp.path.parent.mkdir(parents=True, exist_ok=True)
+            size, digests = stream_body_to_file(body, temp.path)
+            with self.emulator.catalog.lock:
+                temp.received, temp.md5 = size, digests.md5_hex
+            return json_reply(
+                200, {"kind": "storage#object", "name": temp.id, "size": str(size), "md5Hash": digests.md5_base64}
+            )
+        return api_error_reply(ApiError(405, "A temp upload URL takes POST (resumable start) or PUT."))
+
+    # -- session origin ------------------------------------------------------------------------
+
+    def _session(
+        self,
+        method: str,
+        raw_path: str,
+        body: BodyReader,
+        session: Any,
+        content_range: ContentRange | None,
+        range_error: str | None,
+        transport: Fault | None,
+    ) -> Reply:
+        if not raw_path.startswith(SESSION_PREFIX) or session is None:
+            return session_reply(gcs_error(404, "No such upload session. Start a new one."))
+        if method == "DELETE":
+            # Cloud Storage answers a cancel with 499; the session is gone afterwards.
+            session.cancel()
+            return Reply(499, b"", {}, "Client Closed Request")
+        if method != "PUT":
+            return session_reply(gcs_error(405, "A resumable session takes PUT (chunks, status queries) or DELETE."))
+        if content_range is None:
+            return session_reply(gcs_error(400, range_error or "Content-Range is required."))
+        keep_bytes = None
+        if transport is not None and transport.kind == "partial" and content_range.first is not None:
+            assert content_range.last is not None
+            length = content_range.last - content_range.first + 1
+            # Default: one 256 KiB unit short of the whole chunk.
+            keep_bytes = transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
+        elif transport is not None and transport.kind == "reset" and transport.keep_bytes is not None:
+            keep_bytes = transport.keep_bytes
+        return session_reply(session.put(body, content_range, keep_bytes=keep_bytes))
+
+    # -- admin ---------------------------------------------------------------------------------
+
+    def _admin(self, method: str, raw_path: str, query: str, headers: dict[str, str]) -> None:
+        """Unauthenticated, unlogged: for scripts driving an emulator in another process."""
+        emu = self.emulator
+        record = RecordedRequest(method, "api", raw_path, query, headers, None, time.time())
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        body = BodyReader(
+            self.rfile, content_length=int(headers.get("content-length") or 0), chunked=chunked
+        )
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        seg = [unquote(s) for s in raw_path[len(ADMIN_PREFIX) :].strip("/").split("/")]
+        try:
+            reply = self._admin_route(method, seg, params, body)
+        except (ApiError, ValueError, KeyError, TypeError) as exc:
+            status = exc.status if isinstance(exc, ApiError) else (404 if isinstance(exc, KeyError) else 400)
+            message = exc.message if isinstance(exc, ApiError) else str(exc).strip("'\"")
+            reply = json_reply(status, {"error": {"status": status, "message": message}})
+        except (BodyError, ClientDisconnected):
+            self.close_connection = True
+            return
+        try:
+            if not body.finished:
+                body.drain()
+            self._send(reply, record)
+        except (OSError, BodyError):
+            self.close_connection = True
+
+    def _admin_route(self, method: str, seg: list[str], params: dict[str, str], body: BodyReader) -> Reply:
+        emu = self.emulator
+
+        def read_json() -> Any:
+            data = body.read_all()
+            return json.loads(data) if data.strip() else None
+
+        if seg == ["health"] and method == "GET":
+            return json_reply(200, {"ok": True, "baseUrl": emu.base_url, "sessionBaseUrl": emu.session_base_url})
+        if seg == ["requests"]:
+            if method == "GET":
+                origin = params.get("origin")
+                items = [r.to_dict() for r in emu.requests if origin is None or r.origin == origin]
+                return json_reply(200, items)
+            if method == "DELETE":
+                emu.clear_requests()
+                return json_reply(200, {"cleared": True})
+        if seg == ["sessions"] and method == "GET":
+            return json_reply(200, {sid: info.to_dict() for sid, info in emu.sessions.items()})
+        if len(seg) == 3 and seg[0] == "sessions" and seg[2] == "expire" and method == "POST":
+            emu.expire_session(seg[1])
+            return json_reply(200, emu.sessions[seg[1]].to_dict())
+        if seg == ["uploads"] and method == "GET":
+            table = params.get("table")
+            if table:
+                return json_reply(200, emu.list_uploads(table))
+            return json_reply(200, emu.all_uploads())
+        if seg == ["faults"]:
+            if method == "GET":
+                return json_reply(200, [f.to_dict() for f in emu.faults.snapshot()])
+            if method == "POST":
+                data = read_json()
+                items = data if isinstance(data, list) else [data]
+                added = [emu.add_fault(fault_from_mapping(item)).to_dict() for item in items]
+                return json_reply(200, added)
+            if method == "DELETE":
+                emu.clear_faults()
+                return json_reply(200, {"cleared": True})
+        if seg == ["tables"] and method == "POST":
+            data = read_json() or {}
+            reference = data.get("table") or data.get("reference")
+            if not isinstance(reference, str):
+                raise ValueError('POST /_emulator/tables wants {"table": "owner.dataset.table"}.')
+            emu.create_table(reference, data.get("uploadMergeStrategy") or "append")
+            return json_reply(200, emu.catalog.get_table(reference))
+        raise ApiError(404, f"No admin endpoint {method} /_emulator/{'/'.join(seg)}.")
+

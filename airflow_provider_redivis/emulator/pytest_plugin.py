@@ -1,0 +1,27 @@
+"""The ``redivis_emulator`` pytest fixture.
+
+Enable it with ``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
+``conftest.py`` (or ``-p airflow_provider_redivis.emulator.pytest_plugin``), or import the fixture
+into a ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_redivis.emulator.server import RedivisEmulator
+
+TEST_TABLE = "test_owner.test_dataset.test_table"
+TEST_TOKEN = "test-token"
+
+
+@pytest.fixture
+def redivis_emulator(tmp_path: Path) -> Iterator[RedivisEmulator]:
+    """A running emulator with one table (``test_owner.test_dataset.test_table``), token ``test-token``."""
+    with RedivisEmulator(
+        tokens=[TEST_TOKEN], tables=[TEST_TABLE], data_dir=tmp_path / "redivis-emulator"
+    ) as emulator:
+        yield emulator

@@ -1,0 +1,309 @@
+"""RedivisEmulator: two local HTTP servers (API and session origins) and what tests ask of them."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, Catalog
+from airflow_provider_redivis.emulator.faults import Fault, FaultBook
+from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
+from airflow_provider_redivis.emulator.processing import Processor
+from airflow_provider_redivis.emulator.recording import RecordedRequest, RequestLog
+from airflow_provider_redivis.emulator.sessions import SessionInfo
+
+DEFAULT_TOKEN = "test-token"
+#: Cloud Storage's resumable sessions live 24 hours.
+DEFAULT_SESSION_TTL = 24 * 3600.0
+
+TokenSpec = str | Iterable[str] | Mapping[str, Iterable[str] | str] | None
+
+
+def normalise_tokens(tokens: TokenSpec) -> dict[str, frozenset[str]]:
+    """None -> {"test-token": all scopes}; [tokens] -> all scopes each; {token: scopes} as given."""
+    if tokens is None:
+        return {DEFAULT_TOKEN: frozenset(ALL_SCOPES)}
+    if isinstance(tokens, str):
+        tokens = [tokens]
+    result: dict[str, frozenset[str]] = {}
+    if isinstance(tokens, Mapping):
+        for token, scopes in tokens.items():
+            if isinstance(scopes, str):
+                scopes = scopes.replace(",", " ").split()
+            result[str(token)] = frozenset(scopes)
+    else:
+        for token in tokens:
+            result[str(token)] = frozenset(ALL_SCOPES)
+    if not result or any(not t for t in result):
+        raise ValueError("The emulator needs at least one non-empty token.")
+    return result
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding to it
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class RedivisEmulator:
+    """A local Redivis API (and Cloud Storage session origin) for tests, benchmarks and demos.
+
+    ``tokens``: None gives ``{"test-token": every scope}``; a list gives each token every scope; a
+    dict maps token -> scopes. ``tables``: ``owner.dataset.table`` references to create (owner,
+    dataset, its next version and the table, merge strategy append). ``data_dir``: where bytes
+    go (a temporary directory, removed on stop, when None). ``processing_delay``: seconds per
+    processing step. ``session_ttl``: seconds a resumable session lives. ``on_name_conflict``:
+    ``"error"`` (409, default) or ``"rename"`` (what the official client's ``rename_on_conflict``
+    relies on).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: TokenSpec = None,
+        tables: Iterable[str] = (),
+        data_dir: str | Path | None = None,
+        processing_delay: float = 0.05,
+        session_ttl: float = DEFAULT_SESSION_TTL,
+        *,
+        session_port: int = 0,
+        faults: Iterable[Fault] = (),
+        on_name_conflict: str = "error",
+    ) -> None:
+        if processing_delay < 0 or session_ttl <= 0:
+            raise ValueError("processing_delay must be >= 0 and session_ttl > 0.")
+        if on_name_conflict not in ("error", "rename"):
+            raise ValueError("on_name_conflict is 'error' or 'rename'.")
+        self.host = host
+        self.port = port
+        self.session_port = session_port
+        self.tokens = normalise_tokens(tokens)
+        self.initial_tables = [tables] if isinstance(tables, str) else list(tables)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.processing_delay = processing_delay
+        self.session_ttl = session_ttl
+        self.on_name_conflict = on_name_conflict
+        self.faults = FaultBook(faults)
+        self.log = RequestLog()
+        self._stop = threading.Event()
+        self._servers: list[EmulatorHTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        self._own_data_dir = False
+        self._catalog: Catalog | None = None
+        self._processor: Processor | None = None
+        self._base_url: str | None = None
+        self._session_base_url: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> RedivisEmulator:
+        if self._servers:
+            raise RuntimeError("This RedivisEmulator is already running.")
+        self._stop.clear()
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="redivis-emulator-"))
+            self._own_data_dir = True
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        server_class: type[EmulatorHTTPServer] = EmulatorHTTPServer
+        if ":" in self.host:
+            server_class = type("EmulatorHTTPServer6", (EmulatorHTTPServer,), {"address_family": socket.AF_INET6})
+        api = server_class((self.host, self.port), self, "api")
+        try:
+            session = server_class((self.host, self.session_port), self, "session")
+        except OSError:
+            api.server_close()
+            raise
+        self._servers = [api, session]
+        self._base_url = f"http://{_url_host(self.host)}:{api.server_address[1]}"
+        self._session_base_url = f"http://{_url_host(self.host)}:{session.server_address[1]}"
+        self._catalog = Catalog(
+            self.data_dir,
+            base_url=self._base_url,
+            session_base_url=self._session_base_url,
+            session_ttl=self.session_ttl,
+            on_name_conflict=self.on_name_conflict,
+        )
+        self._processor = Processor(self._catalog, self.processing_delay, self._stop)
+        try:
+            for reference in self.initial_tables:
+                self._catalog.ensure_table(reference)
+        except Exception:
+            self.stop()
+            raise
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"redivis-emulator-{server.origin}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, end open connections and background work; remove a temporary data_dir."""
+        self._stop.set()
+        for server in self._servers:
+            server.shutdown()
+            server.close_connections()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(5)
+        if self._processor is not None:
+            self._processor.join(5)
+        if self._catalog is not None:
+            for session in list(self._catalog.sessions.values()):
+                session.close()
+        self._servers = []
+        self._threads = []
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+            self._own_data_dir = False
+
+    def __enter__(self) -> RedivisEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._servers)
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    def _need(self, value: Any) -> Any:
+        if value is None:
+            raise RuntimeError("Start the emulator first (use it as a context manager, or call start()).")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``; the API is at ``base_url + "/api/v1"``."""
+        return str(self._need(self._base_url))
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api/v1"
+
+    @property
+    def session_base_url(self) -> str:
+        """The other origin, where resumable-session URLs live."""
+        return str(self._need(self._session_base_url))
+
+    @property
+    def token(self) -> str:
+        return next(iter(self.tokens))
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._need(self._catalog)  # type: ignore[no-any-return]
+
+    @property
+    def processor(self) -> Processor:
+        return self._need(self._processor)  # type: ignore[no-any-return]
+
+    # -- faults and the log --------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> Fault:
+        return self.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request so far (admin requests excepted), in arrival order; copies."""
+        return self.log.snapshot()
+
+    def clear_requests(self) -> None:
+        self.log.clear()
+
+    def bytes_received(self, origin: str | None = "session") -> int:
+        """Body bytes read on that origin (None: both), summed over finished requests."""
+        return self.log.bytes_received(origin)
+
+    def authorization_seen(self, origin: str = "session") -> int:
+        """How many requests to that origin carried an Authorization header (a leak on 'session')."""
+        return sum(1 for r in self.log.snapshot() if r.origin == origin and r.has_authorization)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> dict[str, SessionInfo]:
+        """id -> snapshot with .size .held .expired .complete .url .path."""
+        catalog = self.catalog
+        with catalog.lock:
+            sessions = list(catalog.sessions.values())
+        return {s.id: s.info() for s in sessions}
+
+    def expire_session(self, session_id: str) -> None:
+        """Make the session answer 404 from now on, as an expired Cloud Storage session does."""
+        self.catalog.session(session_id).expire()
+
+    # -- tables and uploads --------------------------------------------------------------------
+
+    def create_table(self, reference: str, merge_strategy: str = "append") -> dict[str, Any]:
+        table = self.catalog.ensure_table(reference, merge_strategy)
+        with self.catalog.lock:
+            return self.catalog.table_resource(table)
+
+    def get_table(self, reference: str) -> dict[str, Any]:
+        return self.catalog.get_table(reference)
+
+    def list_uploads(self, table_ref: str) -> list[dict[str, Any]]:
+        """The table's uploads as the API returns them (all pages)."""
+        catalog = self.catalog
+        with catalog.lock:
+            table = catalog.table(table_ref)
+            return [catalog.upload_resource(u) for u in table.uploads if not u.deleted]
+
+    def all_uploads(self) -> list[dict[str, Any]]:
+        catalog = self.catalog
+        with catalog.lock:
+            return [
+                {**catalog.upload_resource(upload), "table": table.display_reference}
+                for table, upload in catalog.all_uploads()
+            ]
+
+    def get_upload(self, table_ref: str, upload_name: str) -> dict[str, Any]:
+        return self.catalog.get_upload(table_ref, upload_name)
+
+    def upload_bytes_path(self, table_ref: str, upload_name: str) -> Path:
+        """The stored bytes of the upload (name or id), to hash in tests."""
+        upload = self.catalog.find_upload(table_ref, upload_name)
+        if upload.path is None:
+            raise FileNotFoundError(f"Upload {upload_name!r} has no stored bytes (it was created without content).")
+        return upload.path
+
+    def wait_for_processing(self, table_ref: str, upload_name: str, timeout: float = 30) -> dict[str, Any]:
+        """The upload once ``completed`` or ``failed``; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            upload = self.get_upload(table_ref, upload_name)
+            if upload["status"] in ("completed", "failed"):
+                return upload
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"Upload {upload_name!r} still {upload['status']!r} after {timeout} s."
+                )
+            time.sleep(min(0.02, remaining))
