@@ -187,7 +187,9 @@ def make_source(directory: Path, size: int) -> Path:
 class Emulator:
     """The emulator for one group of measurements, and the bookkeeping the figures need."""
 
-    def __init__(self, directory: Path, *, processing_delay: float = 0.05) -> None:
+    def __init__(
+        self, directory: Path, *, processing_delay: float = 0.05, skip_processing: bool = False
+    ) -> None:
         self.data_dir = directory
         self.emu = RedivisEmulator(
             host="127.0.0.1",
@@ -197,9 +199,23 @@ class Emulator:
             processing_delay=processing_delay,
         )
         self.freed: set[str] = set()
+        self.skip_processing = skip_processing
+
+    def standing_faults(self) -> None:
+        """Clear the faults; then, if asked, end every upload's processing at once (no parse).
+
+        The throughput runs that create an upload (the client's, the operator's ``execute``) would
+        otherwise have the emulator parse a GiB of CSV in the background of the next measurement.
+        """
+        self.emu.clear_faults()
+        if self.skip_processing:
+            self.emu.add_fault(
+                Fault("fail_processing", times=None, message="benchmark: processing skipped on purpose")
+            )
 
     def __enter__(self) -> Emulator:
         self.emu.__enter__()
+        self.standing_faults()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -471,7 +487,7 @@ def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan,
                     "size": size,
                 },
             )
-            emu.emu.clear_faults()
+            emu.standing_faults()
             puts = [r for r in emu.emu.requests[start:] if r.origin == "session" and r.method == "PUT"]
             sent = sum(r.body_bytes for r in puts)
             cut_index = next((k for k, r in enumerate(puts) if r.status is None), None)
@@ -544,7 +560,8 @@ def create_waiting_uploads(emu: Emulator, count: int) -> list[str]:
 
 def triggers(home: Path, scratch: Path, plan: Plan) -> dict[str, Any]:
     """N deferred waits in one event loop: CPU time of that process and the request rate it causes."""
-    with Emulator(scratch / "emulator-triggers", processing_delay=plan.processing_seconds) as emu:
+    # The emulator spends one processing_delay queued and one running: half the time each.
+    with Emulator(scratch / "emulator-triggers", processing_delay=plan.processing_seconds / 2) as emu:
         say(f"triggers: creating {plan.triggers} uploads that process for {plan.processing_seconds:g} s")
         created_at = time.monotonic()
         uris = create_waiting_uploads(emu, plan.triggers)
@@ -652,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in sorted(sizes):
             say(f"writing a {mib(size)} source file")
             files[size] = make_source(scratch, size)
-        with Emulator(scratch / "emulator") as emu:
+        with Emulator(scratch / "emulator", skip_processing=True) as emu:
             if "throughput" in figures:
                 results["throughput"] = throughput(emu, home, files, plan)
             if "checkpoint" in figures:
