@@ -75,6 +75,11 @@ def upload(emu: RedivisEmulator, src: Path, eng: ResumableSession, start: int = 
         return dict(eng.upload(fh, start))
 
 
+def fired(emu: RedivisEmulator, kind: str) -> int:
+    """How many requests a fault of ``kind`` hit: a fault test that never fired proves nothing."""
+    return sum(kind in r.faults for r in emu.requests)
+
+
 def assert_exact(emu: RedivisEmulator, session: dict[str, str], src: Path, metadata: dict) -> None:
     assert int(metadata["size"]) == src.stat().st_size
     assert stored_md5(emu, session["id"]) == hashlib.md5(src.read_bytes()).hexdigest()
@@ -98,6 +103,7 @@ def test_connection_reset_mid_chunk_resumes_from_what_the_server_kept(
     emulator.add_fault(Fault("reset", origin="session", method="PUT", nth=2, after_bytes=CHUNK // 2 + 1000))
     metadata = upload(emulator, source, engine(emulator, session, size))
     assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "reset") == 1
     # At most the part of the cut chunk that the server did not keep goes again.
     assert emulator.bytes_received("session") <= size + CHUNK
 
@@ -108,6 +114,7 @@ def test_503_on_a_chunk_is_followed_by_a_status_query(emulator: RedivisEmulator,
     emulator.add_fault(Fault("status", origin="session", method="PUT", nth=3, status=503))
     metadata = upload(emulator, source, engine(emulator, session, size))
     assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "status") == 1
     puts = [r for r in emulator.requests if r.origin == "session"]
     failed_at = next(i for i, r in enumerate(puts) if r.status == 503)
     assert puts[failed_at + 1].content_range == f"bytes */{size}"
@@ -121,6 +128,7 @@ def test_308_that_keeps_part_of_a_chunk_continues_from_the_server_range(
     emulator.add_fault(Fault("partial", origin="session", method="PUT", nth=2, keep_bytes=CHUNK_UNIT))
     metadata = upload(emulator, source, engine(emulator, session, size))
     assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "partial") == 1
     third = [r for r in emulator.requests if r.origin == "session"][2]
     assert third.content_range.startswith(f"bytes {CHUNK + CHUNK_UNIT}-")
 
@@ -134,6 +142,7 @@ def test_429_retry_after_is_honoured(emulator: RedivisEmulator, source: Path) ->
     eng = engine(emulator, session, size)
     metadata = upload(emulator, source, eng)
     assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "status") == 1
     assert 3.0 in eng.waits  # type: ignore[attr-defined]
 
 
@@ -143,6 +152,7 @@ def test_stalled_request_past_the_read_timeout(emulator: RedivisEmulator, source
     emulator.add_fault(Fault("stall", origin="session", method="PUT", nth=2, seconds=2.0))
     metadata = upload(emulator, source, engine(emulator, session, size, timeout=(2.0, 0.5)))
     assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "stall") == 1
 
 
 def test_resume_from_a_later_offset_in_a_new_engine(emulator: RedivisEmulator, source: Path) -> None:

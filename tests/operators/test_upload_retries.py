@@ -155,26 +155,27 @@ def test_retry_resumes_on_airflow2_with_the_variable_store(tmp_path: Path, emula
     assert "Variable" in output or "variable" in output
 
 
-@pytest.mark.parametrize(
-    ("fault", "what"),
-    [
-        (
-            Fault("reset", origin="session", method="PUT", nth=3, after_bytes=CHUNK // 2 + 777),
-            "connection reset",
-        ),
-        (Fault("status", origin="session", method="PUT", nth=3, status=503), "503 on a chunk"),
-        (Fault("partial", origin="session", method="PUT", nth=2, keep_bytes=CHUNK_UNIT), "308 keeping part"),
-        (
-            Fault("status", origin="session", method="PUT", nth=2, status=429, headers={"Retry-After": "1"}),
-            "429 with Retry-After",
-        ),
-        (Fault("stall", origin="session", method="PUT", nth=2, seconds=4.0), "stall past the read timeout"),
-    ],
-    ids=lambda v: v if isinstance(v, str) else "",
-)
+# Factories, not Fault objects: a fault counts its matches, so each test needs a fresh one.
+NETWORK_FAULTS = {
+    "connection reset": lambda: Fault(
+        "reset", origin="session", method="PUT", nth=3, after_bytes=CHUNK // 2 + 777
+    ),
+    "503 on a chunk": lambda: Fault("status", origin="session", method="PUT", nth=3, status=503),
+    "308 keeping part": lambda: Fault(
+        "partial", origin="session", method="PUT", nth=2, keep_bytes=CHUNK_UNIT
+    ),
+    "429 with Retry-After": lambda: Fault(
+        "status", origin="session", method="PUT", nth=2, status=429, headers={"Retry-After": "1"}
+    ),
+    "stall past the read timeout": lambda: Fault("stall", origin="session", method="PUT", nth=2, seconds=4.0),
+}
+
+
+@pytest.mark.parametrize("what", list(NETWORK_FAULTS))
 def test_network_faults_leave_the_exact_bytes_once(
-    tmp_path: Path, emulator: RedivisEmulator, fault: Fault, what: str
+    tmp_path: Path, emulator: RedivisEmulator, what: str
 ) -> None:
+    fault = NETWORK_FAULTS[what]()
     size = 6 * CHUNK + 99
     source = write_source(tmp_path / "f.csv", size)
     emulator.add_fault(fault)
@@ -184,6 +185,7 @@ def test_network_faults_leave_the_exact_bytes_once(
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
     )
     assert result.succeeded, f"{what}:\n{result.output[-6000:]}"
+    assert any(fault.kind in r.faults for r in emulator.requests), f"the {what} fault never fired"
     assert_one_exact_upload(emulator, "f.csv", source)
     assert emulator.bytes_received("session") <= size + CHUNK
 
