@@ -81,25 +81,22 @@ def _repo_root() -> Path:
 
 
 def write_csv(path: Path, size: int, seed: int) -> Path:
-    """A plausible sales export of exactly ``size`` bytes (the last row padded or cut to fit)."""
+    """A plausible sales export of about ``size`` bytes (whole rows only: Redivis parses the file)."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not cryptography
     stores = [f"store_{i:03d}" for i in range(1, 120)]
     products = ["coffee", "tea", "bagel", "muffin", "juice", "sandwich", "salad", "cookie"]
-    header = b"date,store,product,units,unit_price\n"
-    rows = [header]
-    written = len(header)
-    while written < size:
-        day = rng.randint(1, 28)
+    rows = [b"date,store,product,units,unit_price\n"]
+    written = len(rows[0])
+    while True:
         row = (
-            f"2026-11-{day:02d},{rng.choice(stores)},{rng.choice(products)},"
+            f"2026-11-{rng.randint(1, 28):02d},{rng.choice(stores)},{rng.choice(products)},"
             f"{rng.randint(1, 40)},{rng.randint(100, 1500) / 100:.2f}\n"
         ).encode()
+        if written + len(row) > size:
+            break
         rows.append(row)
         written += len(row)
-    data = b"".join(rows)[:size]
-    if not data.endswith(b"\n"):
-        data = data[:-1] + b"\n"
-    path.write_bytes(data)
+    path.write_bytes(b"".join(rows))
     return path
 
 
@@ -187,7 +184,7 @@ class RunLog:
         if self._in_traceback:
             self._in_traceback = False
             if not self.verbose and self._last_traceback_line:
-                yield self._say(f"{self.task:<34} !! {self._last_traceback_line}")
+                yield self._say(f"{self.task:<36} !! {self._last_traceback_line}")
         msg, logger, level = match["msg"].strip(), match["logger"], match["level"]
         if self.verbose:
             return
@@ -196,7 +193,7 @@ class RunLog:
             self.task = self.label(starting["task"], int(starting["index"]))
             self.tries[self.task] = self.tries.get(self.task, 0) + 1
             if self.tries[self.task] > 1:
-                yield self._say(f"{self.task:<34} try {self.tries[self.task]} starts")
+                yield self._say(f"{self.task:<36} try {self.tries[self.task]} starts")
             return
         if msg == "Task failed with exception":
             self._in_traceback, self._last_traceback_line = True, ""
@@ -209,22 +206,23 @@ class RunLog:
             if new_state == "up_for_retry":
                 self.retried.append(self.task)
                 yield self._say(
-                    f"{self.task:<34} try {self.tries.get(self.task, 1)} failed: Airflow retries it"
+                    f"{self.task:<36} try {self.tries.get(self.task, 1)} failed: Airflow retries it"
                 )
             elif new_state == "failed":
                 self.failed.append(self.task)
-                yield self._say(f"{self.task:<34} FAILED")
+                yield self._say(f"{self.task:<36} FAILED")
             elif new_state in ("success", "deferred", "skipped"):
-                yield self._say(f"{self.task:<34} {new_state}")
+                yield self._say(f"{self.task:<36} {new_state}")
             return
         if msg.startswith("DagRun Finished"):
             return
         resume = RESUME_RE.search(msg)
         if resume:
             self.resumes.append((resume["session"], int(resume["offset"]), int(resume["total"])))
-        if logger.startswith("airflow_provider_redivis") or level in ("error", "critical"):
+        # The provider's own loggers, and its operators' task loggers (airflow.task.operators.airflow_provider_redivis...).
+        if "airflow_provider_redivis" in logger or level in ("error", "critical"):
             marker = "!! " if level in ("warning", "error", "critical") else ""
-            yield self._say(f"{self.task:<34} {marker}{msg}")
+            yield self._say(f"{self.task:<36} {marker}{msg}")
 
 
 # -- running Airflow ---------------------------------------------------------------------------------
@@ -386,7 +384,11 @@ def summarize(
         out.lines.append("  saved by resuming 0 bytes: no upload was resumed")
     out.lines += [
         f"  uploads           {len(completed)} of {len(files)} completed; "
-        + ("stored bytes match the sources (md5)" if len(matching) == len(files) else "md5 MISMATCH"),
+        + (
+            "stored bytes match the sources (md5)"
+            if len(matching) == len(completed)
+            else f"{len(completed) - len(matching)} differ from their source (md5)"
+        ),
         f"  retried tasks     {', '.join(run_log.retried) or 'none'}",
         "  version           "
         + (f"released ({version.get('tag')})" if version is not None else "NOT released"),
@@ -419,9 +421,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         "Redivis provider demo: the daily-load example DAG, in real Airflow, against a local Redivis emulator"
     )
-    with RedivisEmulator(
-        host="127.0.0.1", port=0, data_dir=work / "emulator", tables=[f"{DATASET}.{TABLE_NAME}"]
-    ) as emu:
+    with RedivisEmulator(host="127.0.0.1", port=0, data_dir=work / "emulator") as emu:
+        # The dataset and its table, as a user would have set them up: a daily full reload replaces.
+        emu.create_table(f"{DATASET}.{TABLE_NAME}", merge_strategy="replace")
         cut_at = first_try_cut(emu, target.stat().st_size, MAX_ATTEMPTS)
         connection = {
             "conn_type": "redivis",

@@ -122,7 +122,7 @@ with DAG(
     processed = RedivisUploadSensor.partial(
         task_id="wait_for_processing",
         deferrable=True,
-        poke_interval=10,
+        poke_interval=5,  # the first wait; later ones grow (the trigger backs off)
         timeout=6 * 3600,
     ).expand(upload=uploads.output)
 
@@ -130,6 +130,7 @@ with DAG(
         task_id="release_version",
         dataset=DATASET,
         release_notes="Daily load of {{ ds }}",
+        poll_interval=5,
     )
 
     next_version >> table >> uploads
