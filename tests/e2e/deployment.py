@@ -418,8 +418,17 @@ class AirflowDeployment:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances/{task_id}"
         return path if map_index < 0 else f"{path}/{map_index}"
 
-    def task_instance(self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1) -> dict[str, Any]:
-        return self.api("GET", self._ti_path(dag_id, run_id, task_id, map_index))  # type: ignore[no-any-return]
+    def task_instance(
+        self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1
+    ) -> dict[str, Any] | None:
+        """The task instance, or None while it does not exist (a mapped task before its expansion)."""
+        path = self._ti_path(dag_id, run_id, task_id, map_index)
+        status, payload = self._request("GET", path)
+        if status == 404:
+            return None
+        if status >= 400:
+            raise DeploymentError(f"GET {path} answered {status}: {payload}")
+        return payload  # type: ignore[no-any-return]
 
     def task_tries(
         self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1
@@ -455,14 +464,35 @@ class AirflowDeployment:
         The path follows Airflow's default ``[logging] log_filename_template``.
         """
         logs = logs or self.logs
+        path = self._task_log_path(logs, dag_id, run_id, task_id, try_number, map_index)
+        if not path.exists():
+            raise DeploymentError(f"No log file {path}; log files present: {_log_files(logs)}")
+        return path.read_text(errors="replace")
+
+    def trigger_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, *, map_index: int = -1
+    ) -> str:
+        """What the triggerer wrote while it ran the try's trigger (``attempt=N.log.trigger.ID.log``)."""
+        task_log = self._task_log_path(self.logs, dag_id, run_id, task_id, try_number, map_index)
+        found = sorted(task_log.parent.glob(f"{task_log.name}.trigger.*.log"))
+        if not found:
+            raise DeploymentError(
+                f"No trigger log next to {task_log}; log files present: {_log_files(self.logs)}"
+            )
+        return "\n".join(path.read_text(errors="replace") for path in found)
+
+    @staticmethod
+    def _task_log_path(
+        logs: Path, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int
+    ) -> Path:
         folder = logs / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         if map_index >= 0:
             folder /= f"map_index={map_index}"
-        path = folder / f"attempt={try_number}.log"
-        if not path.exists():
-            found = sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*.log"))
-            raise DeploymentError(f"No log file {path}; log files present: {found}")
-        return path.read_text(errors="replace")
+        return folder / f"attempt={try_number}.log"
+
+
+def _log_files(logs: Path) -> list[str]:
+    return sorted(p.relative_to(logs).as_posix() for p in logs.rglob("*.log"))
 
 
 def log_messages(text: str) -> list[str]:
