@@ -10,12 +10,15 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
 from airflow_provider_redivis.emulator.faults import Fault, parse_fault_spec
 from airflow_provider_redivis.emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
 
 
 def _token(value: str) -> tuple[str, list[str] | None]:
@@ -55,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OWNER.DATASET.TABLE",
         help="create the owner, dataset, its next version and the table (repeatable)",
     )
-    parser.add_argument("--data-dir", default=None, help="where uploaded bytes go (default: a temporary directory)")
+    parser.add_argument(
+        "--data-dir", default=None, help="where uploaded bytes go (default: a temporary directory)"
+    )
     parser.add_argument(
         "--fault",
         action="append",
@@ -65,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="e.g. reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1 (repeatable)",
     )
     parser.add_argument("--processing-delay", type=float, default=0.05, help="seconds per processing step")
-    parser.add_argument("--session-ttl", type=float, default=DEFAULT_SESSION_TTL, help="session lifetime, seconds")
+    parser.add_argument(
+        "--session-ttl", type=float, default=DEFAULT_SESSION_TTL, help="session lifetime, seconds"
+    )
     parser.add_argument(
         "--on-name-conflict", choices=("error", "rename"), default="error", help="duplicate upload names"
     )

@@ -21,11 +21,12 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.sessions import ResumableSession
-from airflow_provider_redivis.emulator.wire import Digests
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ALL_SCOPES = (
     "public",
@@ -115,7 +116,12 @@ class InsufficientScopeError(ApiError):
         self.scope = scope
 
     def payload(self) -> dict[str, Any]:
-        return {"error": "insufficient_scope", "error_description": self.message, "status": 403, "scope": self.scope}
+        return {
+            "error": "insufficient_scope",
+            "error_description": self.message,
+            "status": 403,
+            "scope": self.scope,
+        }
 
 
 def now_ms() -> int:
@@ -181,7 +187,9 @@ def _split_qualifiers(text: str) -> tuple[str, list[str]]:
 
 def _dataset_part(owner: str, part: str, original: str) -> DatasetRef:
     if not _OWNER_RE.match(owner):
-        raise ApiError(400, f"Invalid owner {owner!r} in reference {original!r}: owners are letters, digits and _.")
+        raise ApiError(
+            400, f"Invalid owner {owner!r} in reference {original!r}: owners are letters, digits and _."
+        )
     name, qualifiers = _split_qualifiers(part)
     if not name:
         raise ApiError(400, f"Invalid reference {original!r}: the dataset name is empty.")
@@ -210,7 +218,8 @@ def parse_table_reference(text: str) -> TableRef:
     parts = text.strip().split(".")
     if len(parts) != 3:
         raise ApiError(
-            400, f"Invalid table reference {text!r}: write it as owner.dataset[:version].table (one path segment)."
+            400,
+            f"Invalid table reference {text!r}: write it as owner.dataset[:version].table (one path segment).",
         )
     dataset = _dataset_part(parts[0], parts[1], text)
     name, qualifiers = _split_qualifiers(parts[2])
@@ -560,8 +569,7 @@ class Catalog:
         index = ds.versions.index(version)
         previous = ds.versions[index - 1] if index > 0 else None
         following = ds.versions[index + 1] if index + 1 < len(ds.versions) else None
-        resource = self._version_summary(version)
-        assert resource is not None
+        resource = self._version_summary(version) or {}
         resource.update(
             {
                 "id": version.id,
@@ -675,7 +683,7 @@ class Catalog:
     @staticmethod
     def page(items: list[dict[str, Any]], max_results: str | None, page_token: str | None) -> dict[str, Any]:
         try:
-            size = DEFAULT_PAGE_SIZE if max_results in (None, "") else int(max_results)  # type: ignore[arg-type]
+            size = int(max_results) if max_results else DEFAULT_PAGE_SIZE
         except ValueError:
             raise ApiError(400, f"maxResults must be a positive integer, got {max_results!r}.") from None
         if size < 1:
@@ -686,7 +694,9 @@ class Catalog:
             try:
                 start = int(base64.urlsafe_b64decode(page_token.encode() + b"==").decode().removeprefix("o:"))
             except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "Invalid pageToken: pass back the nextPageToken of the previous page.") from None
+                raise ApiError(
+                    400, "Invalid pageToken: pass back the nextPageToken of the previous page."
+                ) from None
         chunk = items[start : start + size]
         following = start + size
         token = (
@@ -805,7 +815,9 @@ class Catalog:
                     )
         return True, ""
 
-    def start_release(self, reference: str, tag: str, body: Mapping[str, Any]) -> tuple[Version, dict[str, Any]]:
+    def start_release(
+        self, reference: str, tag: str, body: Mapping[str, Any]
+    ) -> tuple[Version, dict[str, Any]]:
         with self.lock:
             dataset = self._dataset(parse_dataset_reference(reference))
             if tag.lower() != "next":
@@ -892,7 +904,9 @@ class Catalog:
 
     # -- sessions and temp uploads -------------------------------------------------------------
 
-    def _new_session(self, table: Table, size: int | None, temp_upload_id: str | None = None) -> ResumableSession:
+    def _new_session(
+        self, table: Table, size: int | None, temp_upload_id: str | None = None
+    ) -> ResumableSession:
         session_id = uuid.uuid4().hex
         # The URL is its own credential: an unguessable token, on another origin than the API.
         token = secrets.token_urlsafe(32)
@@ -916,7 +930,9 @@ class Catalog:
         except ValueError:
             total = None
         if total is None or total < 0:
-            raise ApiError(400, "Query parameter 'size' is required: the file's size in bytes (an integer >= 0).")
+            raise ApiError(
+                400, "Query parameter 'size' is required: the file's size in bytes (an integer >= 0)."
+            )
         if total > MAX_UPLOAD_SIZE:
             raise ApiError(400, f"size {total} is larger than the largest upload ({MAX_UPLOAD_SIZE} bytes).")
         with self.lock:
@@ -928,7 +944,9 @@ class Catalog:
     def create_temp_uploads(self, reference: str, body: Mapping[str, Any]) -> dict[str, Any]:
         specs = body.get("tempUploads")
         if not isinstance(specs, list) or not specs:
-            raise ApiError(400, "Body must be {\"tempUploads\": [{\"size\": N, \"name\": ..., \"resumable\": bool}]}.")
+            raise ApiError(
+                400, 'Body must be {"tempUploads": [{"size": N, "name": ..., "resumable": bool}]}.'
+            )
         with self.lock:
             table = self._table(parse_table_reference(reference))
             self._writable(table)
@@ -1062,7 +1080,9 @@ class Catalog:
                     raise ApiError(400, f"Unknown resumableUploadId {body['resumableUploadId']!r}.")
                 info = session.info()
                 if info.expired or info.cancelled:
-                    raise ApiError(400, "The resumable upload expired; start a new one and send the bytes again.")
+                    raise ApiError(
+                        400, "The resumable upload expired; start a new one and send the bytes again."
+                    )
                 if info.table != table.display_reference:
                     raise ApiError(400, f"The resumable upload belongs to table {info.table}, not this one.")
                 if not info.complete or info.md5 is None:

@@ -119,7 +119,9 @@ class Fault:
         if self.times is not None and (
             isinstance(self.times, bool) or not isinstance(self.times, int) or self.times < 1
         ):
-            raise ValueError(f"Fault times must be a positive integer or None (no limit), got {self.times!r}.")
+            raise ValueError(
+                f"Fault times must be a positive integer or None (no limit), got {self.times!r}."
+            )
         for name in ("after_bytes", "at_offset", "keep_bytes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -145,10 +147,13 @@ class Fault:
             return False
         if self.kind == "fail_processing" and not info.starts_processing:
             return False
-        if self.kind == "reset" and self.at_offset is not None:
-            # Only a chunk that reaches the offset can be cut there.
-            if not info.carries_chunk or (info.chunk_last or 0) < self.at_offset:
-                return False
+        # Only a chunk that reaches at_offset can be cut there.
+        if (
+            self.kind == "reset"
+            and self.at_offset is not None
+            and (not info.carries_chunk or (info.chunk_last or 0) < self.at_offset)
+        ):
+            return False
         return self.predicate is None or bool(self.predicate(info))
 
     @property
@@ -233,11 +238,13 @@ class FaultBook:
 def fault_from_mapping(data: Mapping[str, Any]) -> Fault:
     """A Fault from JSON-like data (``/_emulator/faults``); unknown keys are an error."""
     if not isinstance(data, Mapping):
-        raise ValueError("A fault is a JSON object like {\"kind\": \"reset\", \"after_bytes\": 1048576}.")
+        raise ValueError('A fault is a JSON object like {"kind": "reset", "after_bytes": 1048576}.')
     allowed = {"kind", "headers", *_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise ValueError(f"Unknown fault field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
+        raise ValueError(
+            f"Unknown fault field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
+        )
     if "kind" not in data:
         raise ValueError("A fault needs a 'kind'.")
     kwargs: dict[str, Any] = {}

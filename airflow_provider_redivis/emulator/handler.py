@@ -8,6 +8,7 @@ rules; it never needs a token, and records when one arrives anyway.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -147,10 +148,8 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         with self._connections_lock:
             connections = list(self._connections)
         for conn in connections:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Dropped(Exception):
@@ -167,7 +166,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: Any) -> None:
         # Never the whole path: session URLs are credentials.
         log.debug("%s %s", self.command, redact_path(urlsplit(self.path).path))
 
@@ -186,14 +185,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _reset(self) -> None:
         """A real TCP reset: SO_LINGER 0, then close."""
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self.rfile.close()
-        except OSError:
-            pass
         self.connection.close()
 
     def _send(self, reply: Reply, record: RecordedRequest) -> None:
@@ -282,37 +277,49 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if session is not None and "authorization" in headers:
             session.authorization_seen = True
 
-        body = BodyReader(self.rfile, content_length=content_length, chunked=chunked)
+        body = BodyReader(self.rfile, content_length=content_length, chunked=chunked)  # type: ignore[arg-type]
         kind = transport.kind if transport is not None else None
         if transport is not None and kind == "reset":
-            if transport.at_offset is not None and content_range is not None and content_range.first is not None:
+            if (
+                transport.at_offset is not None
+                and content_range is not None
+                and content_range.first is not None
+            ):
                 body.cut_at = max(0, transport.at_offset - content_range.first)
             else:
                 body.cut_at = transport.after_bytes or 0
         stall_pending = False
-        if transport is not None and kind == "stall":
-            if transport.after_bytes is not None:
-                stall_pending = True
-                seconds = transport.seconds
+        if transport is not None and kind == "stall" and transport.after_bytes is not None:
+            stall_pending = True
+            seconds = transport.seconds
 
-                def pause() -> None:
-                    nonlocal stall_pending
-                    stall_pending = False
-                    self._sleep(seconds)
+            def pause() -> None:
+                nonlocal stall_pending
+                stall_pending = False
+                self._sleep(seconds)
 
-                body.pause_at = transport.after_bytes
-                body._pause = pause
+            body.pause_after(transport.after_bytes, pause)
         started = time.monotonic()
         try:
             if kind == "reset" and body.cut_at == 0 and body.finished:
                 raise ResetConnection()  # nothing to read before the cut: reset at once
-            if kind == "status":
-                assert transport is not None
+            if transport is not None and kind == "status":
                 body.drain()
                 reply = self._fault_status_reply(transport, origin)
             else:
-                reply = self._handle(method, origin, raw_path, query, headers, body, session,
-                                     content_range, range_error, transport, processing)
+                reply = self._handle(
+                    method,
+                    origin,
+                    raw_path,
+                    query,
+                    headers,
+                    body,
+                    session,
+                    content_range,
+                    range_error,
+                    transport,
+                    processing,
+                )
                 if not body.finished and not self.close_connection:
                     try:
                         body.drain()
@@ -322,7 +329,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 raise ResetConnection()  # the body ended before the cut: handled, then reset
             if kind == "drop_response":
                 raise _Dropped()
-            if kind == "stall" and (transport is not None and (transport.after_bytes is None or stall_pending)):
+            if kind == "stall" and (
+                transport is not None and (transport.after_bytes is None or stall_pending)
+            ):
                 self._sleep(transport.seconds)
             self._send(reply, record)
         except (ResetConnection, BodyCut):
@@ -340,7 +349,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         except Exception as exc:
             log.exception("Redivis emulator: %s %s failed", method, redact_path(raw_path))
             self.close_connection = True
-            self._safe_send(api_error_reply(ApiError(500, f"Emulator error: {type(exc).__name__}: {exc}")), record)
+            self._safe_send(
+                api_error_reply(ApiError(500, f"Emulator error: {type(exc).__name__}: {exc}")), record
+            )
         finally:
             record.body_bytes = body.bytes_read
             record.duration = time.monotonic() - started
@@ -352,12 +363,17 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     @staticmethod
-    def _content_range(headers: dict[str, str], content_length: int | None) -> tuple[ContentRange | None, str | None]:
+    def _content_range(
+        headers: dict[str, str], content_length: int | None
+    ) -> tuple[ContentRange | None, str | None]:
         value = headers.get("content-range")
         if value is None:
             # No Content-Range: the whole object in this one request (Cloud Storage's single-request upload).
             if content_length is None:
-                return None, "A PUT to a resumable session needs Content-Range (or Content-Length for the whole object)."
+                return (
+                    None,
+                    "A PUT to a resumable session needs Content-Range (or Content-Length for the whole object).",
+                )
             if content_length == 0:
                 return ContentRange(None, None, 0), None
             return ContentRange(0, content_length - 1, content_length), None
@@ -411,7 +427,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if raw_path.startswith(TEMP_PREFIX):
             return self._temp_upload(method, raw_path[len(TEMP_PREFIX) :], headers, body)
         if not raw_path.startswith(API_PREFIX):
-            return api_error_reply(ApiError(404, f"No such endpoint: {method} {raw_path}. The API is under /api/v1."))
+            return api_error_reply(
+                ApiError(404, f"No such endpoint: {method} {raw_path}. The API is under /api/v1.")
+            )
         try:
             self._authorize(method, headers)
             segments = [unquote(s) for s in raw_path[len(API_PREFIX) :].split("/")]
@@ -570,7 +588,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if method == "POST":
             if headers.get("x-goog-resumable", "").lower() != "start":
                 return api_error_reply(
-                    ApiError(400, "To start a resumable upload, POST with the header 'x-goog-resumable: start'.")
+                    ApiError(
+                        400, "To start a resumable upload, POST with the header 'x-goog-resumable: start'."
+                    )
                 )
             size_header = headers.get("x-upload-content-length")
             try:
@@ -585,7 +605,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             with self.emulator.catalog.lock:
                 temp.received, temp.md5 = size, digests.md5_hex
             return json_reply(
-                200, {"kind": "storage#object", "name": temp.id, "size": str(size), "md5Hash": digests.md5_base64}
+                200,
+                {"kind": "storage#object", "name": temp.id, "size": str(size), "md5Hash": digests.md5_base64},
             )
         return api_error_reply(ApiError(405, "A temp upload URL takes POST (resumable start) or PUT."))
 
@@ -608,15 +629,23 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             session.cancel()
             return Reply(499, b"", {}, "Client Closed Request")
         if method != "PUT":
-            return session_reply(gcs_error(405, "A resumable session takes PUT (chunks, status queries) or DELETE."))
+            return session_reply(
+                gcs_error(405, "A resumable session takes PUT (chunks, status queries) or DELETE.")
+            )
         if content_range is None:
             return session_reply(gcs_error(400, range_error or "Content-Range is required."))
         keep_bytes = None
-        if transport is not None and transport.kind == "partial" and content_range.first is not None:
-            assert content_range.last is not None
+        if (
+            transport is not None
+            and transport.kind == "partial"
+            and content_range.first is not None
+            and content_range.last is not None
+        ):
             length = content_range.last - content_range.first + 1
             # Default: one 256 KiB unit short of the whole chunk.
-            keep_bytes = transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
+            keep_bytes = (
+                transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
+            )
         elif transport is not None and transport.kind == "reset" and transport.keep_bytes is not None:
             keep_bytes = transport.keep_bytes
         return session_reply(session.put(body, content_range, keep_bytes=keep_bytes))
@@ -625,12 +654,13 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
     def _admin(self, method: str, raw_path: str, query: str, headers: dict[str, str]) -> None:
         """Unauthenticated, unlogged: for scripts driving an emulator in another process."""
-        emu = self.emulator
         record = RecordedRequest(method, "api", raw_path, query, headers, None, time.time())
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        body = BodyReader(
-            self.rfile, content_length=int(headers.get("content-length") or 0), chunked=chunked
-        )
+        try:
+            length = int(headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        body = BodyReader(self.rfile, content_length=length, chunked=chunked)  # type: ignore[arg-type]
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         seg = [unquote(s) for s in raw_path[len(ADMIN_PREFIX) :].strip("/").split("/")]
         try:
@@ -657,7 +687,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             return json.loads(data) if data.strip() else None
 
         if seg == ["health"] and method == "GET":
-            return json_reply(200, {"ok": True, "baseUrl": emu.base_url, "sessionBaseUrl": emu.session_base_url})
+            return json_reply(
+                200, {"ok": True, "baseUrl": emu.base_url, "sessionBaseUrl": emu.session_base_url}
+            )
         if seg == ["requests"]:
             if method == "GET":
                 origin = params.get("origin")
@@ -695,4 +727,3 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             emu.create_table(reference, data.get("uploadMergeStrategy") or "append")
             return json_reply(200, emu.catalog.get_table(reference))
         raise ApiError(404, f"No admin endpoint {method} /_emulator/{'/'.join(seg)}.")
-

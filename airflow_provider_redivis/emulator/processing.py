@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.catalog import now_ms
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
     from airflow_provider_redivis.emulator.catalog import Catalog, Upload, Version
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,13 @@ class DelimitedOptions:
         )
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> IO[str]:
+    """The file as UTF-8 text, gunzipped when it is gzip (Redivis accepts compressed delimited files)."""
     with open(path, "rb") as probe:
         magic = probe.read(2)
     if magic == _GZIP_MAGIC:
-        return gzip.open(path, "rt", encoding="utf-8", newline="")  # type: ignore[return-value]
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - returned to the caller's with
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -84,13 +85,15 @@ def _sniff_delimiter(path: Path) -> str:
 
 
 def count_delimited_rows(
-    path: Path, options: DelimitedOptions, should_stop: Callable[[], bool] = lambda: False
+    path: Path, options: DelimitedOptions, should_stop: Callable[[], bool] | None = None
 ) -> ParseResult:
     """Parse the whole file; rows, bad records, or the first error a data engineer can act on."""
     try:
         delimiter = options.delimiter or _sniff_delimiter(path)
     except UnicodeDecodeError:
-        return ParseResult(None, error="The file is not UTF-8 text (or gzip of it); a delimited upload must be.")
+        return ParseResult(
+            None, error="The file is not UTF-8 text (or gzip of it); a delimited upload must be."
+        )
     rows = 0
     bad = 0
     expected: int | None = None
@@ -140,7 +143,11 @@ def count_delimited_rows(
                     problem = (
                         f"Row {rows + bad + 1} (line {reader.line_num}) has {len(row)} columns, expected "
                         f"{expected}. Fix the file, or set "
-                        + ("allowJaggedRows (for missing trailing columns) or " if len(row) < expected else "")
+                        + (
+                            "allowJaggedRows (for missing trailing columns) or "
+                            if len(row) < expected
+                            else ""
+                        )
                         + "skipBadRecords."
                     )
                 if problem is not None:
@@ -149,25 +156,27 @@ def count_delimited_rows(
                         continue
                     return ParseResult(None, bad, problem)
                 rows += 1
-                if rows % _STOP_CHECK_EVERY == 0 and should_stop():
+                if rows % _STOP_CHECK_EVERY == 0 and should_stop is not None and should_stop():
                     raise ProcessingStopped()
     except UnicodeDecodeError as exc:
         return ParseResult(
-            None, bad, f"The file is not UTF-8 text (byte offset {exc.start} of a block); a delimited upload must be."
+            None,
+            bad,
+            f"The file is not UTF-8 text (byte offset {exc.start} of a block); a delimited upload must be.",
         )
     except (OSError, EOFError) as exc:
         return ParseResult(None, bad, f"The file could not be read: {exc}.")
     return ParseResult(rows, bad)
 
 
-def count_lines(path: Path, should_stop: Callable[[], bool] = lambda: False) -> ParseResult:
+def count_lines(path: Path, should_stop: Callable[[], bool] | None = None) -> ParseResult:
     """Newline-delimited formats: one row per non-blank line."""
     rows = 0
     with open(path, "rb") as fh:
         for index, line in enumerate(fh):
             if line.strip():
                 rows += 1
-            if index % _STOP_CHECK_EVERY == 0 and should_stop():
+            if index % _STOP_CHECK_EVERY == 0 and should_stop is not None and should_stop():
                 raise ProcessingStopped()
     return ParseResult(rows, 0)
 
@@ -178,7 +187,8 @@ def process_file(
     if path is None:
         if options.get("transferSpecification") is not None:
             return ParseResult(
-                None, error="Transfers from external sources (transferSpecification) are not modelled by the emulator."
+                None,
+                error="Transfers from external sources (transferSpecification) are not modelled by the emulator.",
             )
         return ParseResult(None)
     if upload_type == "delimited":
@@ -260,7 +270,9 @@ class Processor:
                 upload.table.updated_at = upload.updated_at
 
     def start_release(self, version: Version, fail_message: str | None = None) -> None:
-        self._spawn(lambda: self._run_release(version, fail_message), f"redivis-emulator-release-{version.id}")
+        self._spawn(
+            lambda: self._run_release(version, fail_message), f"redivis-emulator-release-{version.id}"
+        )
 
     def _run_release(self, version: Version, fail_message: str | None) -> None:
         # Release is asynchronous: status queued -> running -> completed (isReleased) or failed.

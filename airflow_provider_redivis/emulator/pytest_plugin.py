@@ -7,15 +7,18 @@ into a ``conftest.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_provider_redivis.emulator.server import RedivisEmulator
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
 TEST_TABLE = "test_owner.test_dataset.test_table"
-TEST_TOKEN = "test-token"
+TEST_TOKEN = "test-token"  # noqa: S105 - the emulator's documented test token
 
 
 @pytest.fixture

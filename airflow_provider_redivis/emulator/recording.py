@@ -30,7 +30,9 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         # Tokens never reach a repr (pytest prints reprs of failed assertions).
-        shown = {k: ("<redacted>" if k in ("authorization", "cookie") else v) for k, v in self.headers.items()}
+        shown = {
+            k: ("<redacted>" if k in ("authorization", "cookie") else v) for k, v in self.headers.items()
+        }
         return (
             f"RecordedRequest({self.method} {self.origin}:{self.path} status={self.status} "
             f"body_bytes={self.body_bytes} content_range={self.content_range!r} faults={self.faults} "

@@ -9,19 +9,23 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, Catalog
 from airflow_provider_redivis.emulator.faults import Fault, FaultBook
 from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
 from airflow_provider_redivis.emulator.processing import Processor
 from airflow_provider_redivis.emulator.recording import RecordedRequest, RequestLog
-from airflow_provider_redivis.emulator.sessions import SessionInfo
 
-DEFAULT_TOKEN = "test-token"
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from airflow_provider_redivis.emulator.sessions import SessionInfo
+
+DEFAULT_TOKEN = "test-token"  # noqa: S105 - the emulator's documented test token
 #: Cloud Storage's resumable sessions live 24 hours.
 DEFAULT_SESSION_TTL = 24 * 3600.0
+_NOT_STARTED = "Start the emulator first (use it as a context manager, or call start())."
 
 TokenSpec = str | Iterable[str] | Mapping[str, Iterable[str] | str] | None
 
@@ -117,7 +121,9 @@ class RedivisEmulator:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         server_class: type[EmulatorHTTPServer] = EmulatorHTTPServer
         if ":" in self.host:
-            server_class = type("EmulatorHTTPServer6", (EmulatorHTTPServer,), {"address_family": socket.AF_INET6})
+            server_class = type(
+                "EmulatorHTTPServer6", (EmulatorHTTPServer,), {"address_family": socket.AF_INET6}
+            )
         api = server_class((self.host, self.port), self, "api")
         try:
             session = server_class((self.host, self.session_port), self, "session")
@@ -190,15 +196,12 @@ class RedivisEmulator:
 
     # -- addresses -----------------------------------------------------------------------------
 
-    def _need(self, value: Any) -> Any:
-        if value is None:
-            raise RuntimeError("Start the emulator first (use it as a context manager, or call start()).")
-        return value
-
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT``; the API is at ``base_url + "/api/v1"``."""
-        return str(self._need(self._base_url))
+        if self._base_url is None:
+            raise RuntimeError(_NOT_STARTED)
+        return self._base_url
 
     @property
     def api_url(self) -> str:
@@ -207,7 +210,9 @@ class RedivisEmulator:
     @property
     def session_base_url(self) -> str:
         """The other origin, where resumable-session URLs live."""
-        return str(self._need(self._session_base_url))
+        if self._session_base_url is None:
+            raise RuntimeError(_NOT_STARTED)
+        return self._session_base_url
 
     @property
     def token(self) -> str:
@@ -215,11 +220,15 @@ class RedivisEmulator:
 
     @property
     def catalog(self) -> Catalog:
-        return self._need(self._catalog)  # type: ignore[no-any-return]
+        if self._catalog is None:
+            raise RuntimeError(_NOT_STARTED)
+        return self._catalog
 
     @property
     def processor(self) -> Processor:
-        return self._need(self._processor)  # type: ignore[no-any-return]
+        if self._processor is None:
+            raise RuntimeError(_NOT_STARTED)
+        return self._processor
 
     # -- faults and the log --------------------------------------------------------------------
 
@@ -291,7 +300,9 @@ class RedivisEmulator:
         """The stored bytes of the upload (name or id), to hash in tests."""
         upload = self.catalog.find_upload(table_ref, upload_name)
         if upload.path is None:
-            raise FileNotFoundError(f"Upload {upload_name!r} has no stored bytes (it was created without content).")
+            raise FileNotFoundError(
+                f"Upload {upload_name!r} has no stored bytes (it was created without content)."
+            )
         return upload.path
 
     def wait_for_processing(self, table_ref: str, upload_name: str, timeout: float = 30) -> dict[str, Any]:
@@ -303,7 +314,5 @@ class RedivisEmulator:
                 return upload
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(
-                    f"Upload {upload_name!r} still {upload['status']!r} after {timeout} s."
-                )
+                raise TimeoutError(f"Upload {upload_name!r} still {upload['status']!r} after {timeout} s.")
             time.sleep(min(0.02, remaining))

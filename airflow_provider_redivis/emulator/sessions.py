@@ -21,13 +21,13 @@ order, so a cut that keeps fewer bytes than arrived never hashed the dropped one
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_redivis.emulator.wire import (
     PIECE,
@@ -40,6 +40,9 @@ from airflow_provider_redivis.emulator.wire import (
     hash_file_range,
     write_all,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _RANGE_RE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 
@@ -94,7 +97,13 @@ def gcs_error(status: int, message: str) -> SessionReply:
     return SessionReply(
         status,
         {},
-        {"error": {"code": status, "message": message, "errors": [{"message": message, "reason": "invalid"}]}},
+        {
+            "error": {
+                "code": status,
+                "message": message,
+                "errors": [{"message": message, "reason": "invalid"}],
+            }
+        },
     )
 
 
@@ -132,6 +141,79 @@ class SessionInfo:
             "createdAt": self.created_at,
             "tempUploadId": self.temp_upload_id,
         }
+
+
+class _InlineHasher:
+    """Hash on the reading thread, reusing one buffer: for small chunks."""
+
+    def __init__(self, digests: Digests) -> None:
+        self.digests = digests
+        self._view = memoryview(bytearray(PIECE))
+
+    def acquire(self) -> memoryview:
+        return self._view
+
+    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
+        if data is not None and len(data):
+            self.digests.update(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _ThreadedHasher:
+    """Hash on a helper thread while the next piece is read and written (md5 releases the GIL).
+
+    Pieces are hashed in the order submitted; a buffer returns to the pool once hashed, so the
+    memory in use stays at ``count`` pieces whatever the chunk size.
+    """
+
+    def __init__(self, digests: Digests, count: int = 4) -> None:
+        self.digests = digests
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(memoryview(bytearray(PIECE)))
+        self._work: queue.Queue[tuple[memoryview, memoryview] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="redivis-emulator-md5", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            try:
+                if item is None:
+                    return
+                buffer, data = item
+                self.digests.update(data)
+                self._free.put(buffer)
+            finally:
+                self._work.task_done()
+
+    def acquire(self) -> memoryview:
+        return self._free.get()
+
+    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
+        if data is None or not len(data):
+            self._free.put(buffer)
+        else:
+            self._work.put((buffer, data))
+
+    def flush(self) -> None:
+        self._work.join()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._work.put(None)
+            self._thread.join()
+
+
+#: Chunks at least this large are hashed on a helper thread.
+THREADED_HASH_MIN = 8 * PIECE
 
 
 class ResumableSession:
@@ -230,8 +312,7 @@ class ResumableSession:
         return SessionReply(308, headers, None, reason="Resume Incomplete")
 
     def _completed(self) -> SessionReply:
-        assert self.metadata is not None
-        return SessionReply(200, {}, dict(self.metadata))
+        return SessionReply(200, {}, dict(self.metadata or {}))
 
     def _finalize(self) -> None:
         self.complete = True
@@ -258,7 +339,8 @@ class ResumableSession:
             return self._completed() if self.complete else self._incomplete()
 
     def _write(self, offset: int, data: memoryview) -> None:
-        assert self._file is not None
+        if self._file is None:
+            raise ResetConnection()  # expired or cancelled under us
         self._file.seek(offset)
         write_all(self._file, data)
 
@@ -287,7 +369,8 @@ class ResumableSession:
             if content_range.is_query:
                 return self._query(body, content_range)
             first, last, total = content_range.first, content_range.last, content_range.total
-            assert first is not None and last is not None
+            if first is None or last is None:  # is_query covers this; narrows the types
+                return self._query(body, content_range)
             if last < first:
                 return gcs_error(400, f"Content-Range ends ({last}) before it starts ({first}).")
             length = last - first + 1
@@ -333,9 +416,13 @@ class ResumableSession:
         total = content_range.total
         if total is not None:
             if self.total is not None and total != self.total:
-                return gcs_error(400, f"Content-Range total {total} differs from the session's size {self.total}.")
+                return gcs_error(
+                    400, f"Content-Range total {total} differs from the session's size {self.total}."
+                )
             if self.held > total:
-                return gcs_error(400, f"The session already holds {self.held} bytes, more than the total {total}.")
+                return gcs_error(
+                    400, f"The session already holds {self.held} bytes, more than the total {total}."
+                )
             if self.held == total:
                 # Every byte is here: naming the total completes the object.
                 self.total = total
@@ -361,49 +448,63 @@ class ResumableSession:
             safe_end = floor_unit(first + body.cut_at)
         else:
             safe_end = None
-        buf = bytearray(PIECE)
-        view = memoryview(buf)
+        hasher: _InlineHasher | _ThreadedHasher = (
+            _ThreadedHasher(digests)
+            if end - max(first, held_before) >= THREADED_HASH_MIN
+            else _InlineHasher(digests)
+        )
         pos = first
         hashed = held_before
         interrupted: type[Exception] | None = None
         try:
-            while pos < end:
-                # Reads end on absolute 256 KiB boundaries so that the hash can keep up.
-                want = min(end - pos, PIECE - pos % UNIT)
-                n = body.readinto(view[:want])
-                if n == 0:
-                    break
-                piece_end = pos + n
-                if piece_end > held_before:
-                    skip = max(0, held_before - pos)
-                    new_pos = pos + skip
-                    new = view[skip:n]
-                    with self.lock:
-                        if self.generation != generation or self._gone() is not None:
-                            raise ResetConnection()  # a newer request took over this session
-                        self._write(new_pos, new)
-                    hashed = self._hash_ahead(digests, hashed, new_pos, new, safe_end)
-                pos = piece_end
-        except BodyCut:
-            interrupted = ResetConnection
-        except ClientDisconnected:
-            interrupted = ConnectionGone
-        if interrupted is None and pos < end:
-            self._rollback(generation)
-            return gcs_error(
-                400, f"The body ended after {pos - first} bytes; Content-Range announced {end - first}."
-            )
-        if interrupted is None and not body.finished:
-            # Chunked body: it must end exactly where Content-Range says.
             try:
-                extra = body.readinto(view[:1])
+                while pos < end:
+                    view = hasher.acquire()
+                    # Reads end on absolute 256 KiB boundaries so that the hash can keep up.
+                    want = min(end - pos, PIECE - pos % UNIT)
+                    try:
+                        n = body.readinto(view[:want])
+                    except BaseException:
+                        hasher.submit(view, None)
+                        raise
+                    to_hash: memoryview | None = None
+                    if n and pos + n > held_before:
+                        skip = max(0, held_before - pos)
+                        new_pos = pos + skip
+                        new = view[skip:n]
+                        with self.lock:
+                            if self.generation != generation or self._gone() is not None:
+                                hasher.submit(view, None)
+                                raise ResetConnection()  # a newer request took over this session
+                            self._write(new_pos, new)
+                        hashed, to_hash = self._hash_ahead(hasher, hashed, new_pos, new, safe_end)
+                    hasher.submit(view, to_hash)
+                    if n == 0:
+                        break
+                    pos += n
             except BodyCut:
-                extra, interrupted = 0, ResetConnection
+                interrupted = ResetConnection
             except ClientDisconnected:
-                extra, interrupted = 0, ConnectionGone
-            if extra:
+                interrupted = ConnectionGone
+            if interrupted is None and pos < end:
                 self._rollback(generation)
-                return gcs_error(400, f"The body is longer than Content-Range bytes {first}-{last} says.")
+                return gcs_error(
+                    400, f"The body ended after {pos - first} bytes; Content-Range announced {end - first}."
+                )
+            if interrupted is None and not body.finished:
+                # Chunked body: it must end exactly where Content-Range says.
+                probe = memoryview(bytearray(1))
+                try:
+                    extra = body.readinto(probe)
+                except BodyCut:
+                    extra, interrupted = 0, ResetConnection
+                except ClientDisconnected:
+                    extra, interrupted = 0, ConnectionGone
+                if extra:
+                    self._rollback(generation)
+                    return gcs_error(400, f"The body is longer than Content-Range bytes {first}-{last} says.")
+        finally:
+            hasher.close()
         if interrupted is not None and pos < end:
             # Cut mid-body: Cloud Storage keeps what arrived in whole 256 KiB units (or as told).
             keep = min(pos, first + keep_bytes) if keep_bytes is not None else floor_unit(pos)
@@ -415,33 +516,44 @@ class ResumableSession:
         return reply
 
     def _hash_ahead(
-        self, digests: Digests, hashed: int, new_pos: int, new: memoryview, safe_end: int | None
-    ) -> int:
-        """Hash the kept prefix as it streams: up to the last 256 KiB boundary, never past safe_end."""
+        self,
+        hasher: _InlineHasher | _ThreadedHasher,
+        hashed: int,
+        new_pos: int,
+        new: memoryview,
+        safe_end: int | None,
+    ) -> tuple[int, memoryview | None]:
+        """What of a new piece to hash now: up to its last 256 KiB boundary, never past safe_end.
+
+        Returns the new hashed offset and the slice of ``new`` to hash (in order, after what
+        was submitted before).
+        """
         limit = floor_unit(new_pos + len(new))
         if safe_end is not None:
             limit = min(limit, safe_end)
         if limit <= hashed:
-            return hashed
+            return hashed, None
         if hashed < new_pos:
             # The tail of an earlier piece (< 256 KiB) was left for later: catch up from the file.
+            hasher.flush()
             with self.lock:
                 if self._file is None:
                     raise ResetConnection()
-                hash_file_range(self._file, digests, hashed, min(new_pos, limit))
+                hash_file_range(self._file, hasher.digests, hashed, min(new_pos, limit))
             hashed = min(new_pos, limit)
-        if limit > new_pos:
-            start = max(hashed, new_pos) - new_pos
-            digests.update(new[start : limit - new_pos])
-        return limit
+        if limit <= new_pos:
+            return hashed, None
+        start = max(hashed, new_pos) - new_pos
+        return limit, new[start : limit - new_pos]
 
     def _commit(self, generation: int, digests: Digests, hashed: int, keep: int) -> SessionReply:
         """Make ``keep`` bytes durable: finish the hash from the file, trim the rest, maybe complete."""
         with self.lock:
             if self.generation != generation or self._gone() is not None:
                 raise ResetConnection()  # a newer request (or expiry) took over: keep nothing of ours
-            assert self._file is not None
-            assert hashed <= keep, (hashed, keep)
+            if self._file is None or hashed > keep:
+                # Never: the hash ran ahead of what is kept. Refuse rather than store a wrong md5.
+                raise ResetConnection()
             if hashed < keep:
                 hash_file_range(self._file, digests, hashed, keep)
             self._file.truncate(keep)

@@ -6,18 +6,19 @@ the socket into a caller's buffer, one piece at a time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 try:  # optional: Cloud Storage reports crc32c, but a pure-Python crc32c is far too slow for GiB files
     import google_crc32c as _crc32c
 except ImportError:  # pragma: no cover - depends on the environment
     _crc32c = None
-
-import base64
 
 #: Cloud Storage keeps and accepts bytes in units of 256 KiB.
 UNIT = 256 * 1024
@@ -71,6 +72,11 @@ class BodyReader:
         self.bytes_read = 0
         self.cut_at = cut_at
         self._pause_at = pause_at
+        self._pause = pause
+
+    def pause_after(self, count: int, pause: Callable[[], None]) -> None:
+        """Call ``pause()`` once, when ``count`` body bytes have been read (the ``stall`` fault)."""
+        self._pause_at = count
         self._pause = pause
 
     @property
@@ -144,8 +150,7 @@ class BodyReader:
                     return 0
             want = min(want, self._chunk_left)
         else:
-            assert self.length is not None
-            want = min(want, self.length - self.bytes_read)
+            want = min(want, (self.length or 0) - self.bytes_read)
         n = self._raw_readinto(view[:want])
         self.bytes_read += n
         if n < want:
