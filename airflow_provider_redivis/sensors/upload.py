@@ -57,8 +57,8 @@ def _is_template(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-def upload_uri_from(value: object) -> str:
-    """The ``uri`` in what the upload operator returned: its dict, that dict rendered as text, or the uri itself.
+def upload_target_from(value: object) -> UploadTarget:
+    """The upload in what the upload operator returned: its dict, that dict rendered as text, or a uri.
 
     A template such as ``"{{ ti.xcom_pull('upload') }}"`` renders a dict as its Python repr unless the
     DAG sets ``render_template_as_native_obj=True``; both forms are read here (as literals, never run).
@@ -79,7 +79,8 @@ def upload_uri_from(value: object) -> str:
             f"upload must be the upload operator's result (a dict with 'uri') or an upload uri such as "
             f"'/tables/owner.dataset:3.table:7/uploads/789'; got {value!r}."
         )
-    return uri.strip()
+    name = parsed.get("name") if isinstance(parsed, Mapping) else None
+    return UploadTarget(upload_uri=uri.strip(), upload_name=name if isinstance(name, str) and name else None)
 
 
 class RedivisUploadSensor(BaseSensorOperator):
@@ -139,7 +140,7 @@ class RedivisUploadSensor(BaseSensorOperator):
         if table is not None and not _is_template(table):
             validate_table_reference(table)
         if isinstance(upload, (str, Mapping)) and not _is_template(upload):
-            upload_uri_from(upload)
+            upload_target_from(upload)
         if max_poll_interval is not None and max_poll_interval <= 0:
             raise RedivisConfigError("max_poll_interval must be a positive number of seconds.")
 
@@ -152,7 +153,7 @@ class RedivisUploadSensor(BaseSensorOperator):
     def _target(self) -> UploadTarget:
         """What to look at, from the rendered fields."""
         if self.upload is not None:
-            return UploadTarget(upload_uri=upload_uri_from(self.upload))
+            return upload_target_from(self.upload)
         return UploadTarget(table=validate_table_reference(str(self.table)), upload_name=self.upload_name)
 
     # -- poke and reschedule ---------------------------------------------------------------------

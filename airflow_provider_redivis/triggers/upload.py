@@ -66,7 +66,10 @@ def describe_upload_state(upload: dict[str, Any] | None) -> str:
 
 @dataclass(frozen=True)
 class UploadTarget:
-    """The upload to wait for: its ``uri`` (as the upload operator returns it), or table and name."""
+    """The upload to wait for: its ``uri`` (as the upload operator returns it), or table and name.
+
+    With a ``uri``, ``upload_name`` only labels the log lines and messages.
+    """
 
     upload_uri: str | None = None
     table: str | None = None
@@ -83,7 +86,7 @@ class UploadTarget:
 
     def describe(self) -> str:
         if self.upload_uri:
-            return self.upload_uri
+            return f"{self.upload_name!r} ({self.upload_uri})" if self.upload_name else self.upload_uri
         return f"{self.upload_name!r} in {self.table}"
 
     def fetch(self, hook: RedivisHook) -> dict[str, Any] | None:
@@ -219,7 +222,7 @@ class RedivisUploadTrigger(BaseTrigger):
                 if done is not None:
                     return done
                 self.log.info(
-                    "Upload %s: %s; next check in %.0f s",
+                    "Upload %s: %s; next check in %.1f s",
                     self.target.describe(),
                     last_seen,
                     max(0.0, min(delay, self._left())),

@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_redivis.emulator import Fault
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError
-from airflow_provider_redivis.sensors.upload import RedivisUploadSensor, upload_uri_from
+from airflow_provider_redivis.sensors.upload import RedivisUploadSensor, upload_target_from
 from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 from tests.triggers.emulated_uploads import TABLE, create_upload, import_string
 
@@ -57,7 +57,12 @@ def by_name(name: str, **kwargs: Any) -> RedivisUploadSensor:
     ids=["dict", "python-repr", "json", "uri", "padded-uri"],
 )
 def test_upload_is_read_from_the_operator_result_in_any_rendering(value: object) -> None:
-    assert upload_uri_from(value) == URI
+    target = upload_target_from(value)
+    assert target.upload_uri == URI
+    assert target.table is None
+    if isinstance(value, dict) or "a.csv" in str(value):
+        assert target.upload_name == "a.csv"
+        assert target.describe() == f"'a.csv' ({URI})"
 
 
 @pytest.mark.parametrize(
@@ -65,7 +70,7 @@ def test_upload_is_read_from_the_operator_result_in_any_rendering(value: object)
 )
 def test_an_upload_without_uri_is_refused_with_what_to_give(value: object) -> None:
     with pytest.raises(RedivisConfigError, match="a dict with 'uri'"):
-        upload_uri_from(value)
+        upload_target_from(value)
 
 
 def test_give_the_upload_one_way() -> None:
