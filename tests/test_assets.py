@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -112,27 +117,59 @@ def test_create_asset_is_the_lineage_factory() -> None:
     assert asset.extra == {"source": "test"}
 
 
-def test_openlineage_conversion_names_the_table() -> None:
-    pytest.importorskip("openlineage.client", reason="OpenLineage is not installed")
+def test_openlineage_conversion_names_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.providers.common.compat.openlineage import facet
+
+    class FakeDataset:
+        """Stands in for OpenLineage's Dataset, which is not installed here."""
+
+        def __init__(self, namespace: str, name: str) -> None:
+            self.namespace, self.name = namespace, name
+
+    monkeypatch.setattr(facet, "Dataset", FakeDataset)
     dataset = convert_asset_to_openlineage(table_asset("Owner.ds:next.t"), None)
     assert (dataset.namespace, dataset.name) == ("redivis", "owner.ds.t")
 
 
-def test_airflow_applies_the_handler_once_registered() -> None:
-    """With the provider's ``asset-uris`` entry, Airflow itself normalises a hand-written redivis:// URI."""
-    from airflow_provider_redivis import get_provider_info
+#: Registers the handler the way the provider info will, then lets Airflow build assets.
+REGISTERED_CHECK = """
+import json, warnings
+from airflow_provider_redivis import provider_info
+entry = {
+    "schemes": ["redivis"],
+    "handler": "airflow_provider_redivis.assets.sanitize_uri",
+    "factory": "airflow_provider_redivis.assets.create_asset",
+    "to_openlineage_converter": "airflow_provider_redivis.assets.convert_asset_to_openlineage",
+}
+provider_info.PROVIDER_INFO.setdefault("asset-uris", [entry])
+provider_info.PROVIDER_INFO.setdefault("dataset-uris", [entry])
+from airflow.providers.common.compat.sdk import Asset
+good = Asset(uri="redivis://IMathews/example:next/sales-2026").uri
+try:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Asset(uri="redivis://own-er/x/y")
+    bad = [str(w.message) for w in caught if "Redivis asset URI" in str(w.message)]
+except ValueError as exc:
+    bad = [str(exc)]
+print(json.dumps({"good": good, "bad": bad}))
+"""
 
-    info = get_provider_info()
-    key = "asset-uris"
-    try:
-        from airflow.sdk import Asset  # noqa: F401 - Airflow 3
-    except ImportError:
-        key = "dataset-uris"
-    if not any("redivis" in entry.get("schemes", ()) for entry in info.get(key, ())):
-        pytest.skip(f"provider info has no {key} entry for the redivis scheme yet")
-    from airflow.providers.common.compat.sdk import Asset as CompatAsset
 
-    assert (
-        CompatAsset(uri="redivis://IMathews/example:next/sales-2026").uri
-        == "redivis://imathews/example/sales_2026"
+def test_airflow_applies_the_handler_to_hand_written_uris(tmp_path: Path) -> None:
+    """Through Airflow's own provider discovery: normalised, and a bad URI refused (3.x) or warned (2.x)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", REGISTERED_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["good"] == "redivis://imathews/example/sales_2026"
+    assert result["bad"]
+    assert "owner made of letters, digits and underscores" in result["bad"][0]
