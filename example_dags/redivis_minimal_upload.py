@@ -8,7 +8,9 @@ from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 
-with DAG(dag_id="redivis_minimal_upload", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+with DAG(
+    dag_id="redivis_minimal_upload", schedule=None, start_date=datetime(2026, 1, 1), catchup=False
+) as dag:
     RedivisResumableUploadOperator(
         task_id="upload",
         source="/data/exports/sales.csv",  # or s3://..., gs://..., an ObjectStoragePath
