@@ -43,7 +43,8 @@ class RedivisAPIError(RedivisError):
         code = f" ({self.code})" if self.code else ""
         text = f"Redivis API error {self.status}{code}: {where}→ {self.message}"
         if self.hint:
-            text += f". {self.hint}"
+            # Server messages often end with a period already; one is enough.
+            text = f"{text.rstrip('.')}. {self.hint.rstrip('.')}."
         return text
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
