@@ -61,7 +61,8 @@ class VariableCheckpointStore:
     def load(self) -> Any:
         from airflow.providers.common.compat.sdk import Variable
 
-        return Variable.get(self.key, default=None, deserialize_json=True)
+        # The default is positional: Airflow 2 names it default_var, Airflow 3 default.
+        return Variable.get(self.key, None, deserialize_json=True)
 
     def save(self, value: dict[str, Any]) -> None:
         from airflow.providers.common.compat.sdk import Variable

@@ -289,6 +289,7 @@ class RedivisResumableUploadOperator(BaseOperator):
             raise RedivisConfigError(f"upload_type {upload_type!r} is not a Redivis upload type.")
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
         store = checkpoint_store_for(context)
+        log.info("Checkpoints for this upload are kept in %s", store.description)
         checkpoint = self._usable_checkpoint(store, table, name, source)
 
         if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):

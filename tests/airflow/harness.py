@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,17 @@ class AirflowHome:
             for log_file in sorted(logs.rglob("*.log")):
                 output += f"\n=== {log_file.relative_to(logs)} ===\n" + log_file.read_text(errors="replace")
         return DagRunResult(proc.returncode, output)
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        """Rows from this home's metadata database, read after a run."""
+        with sqlite3.connect(self.root / "airflow.db") as db:
+            return list(db.execute(sql))
+
+    def database_text(self) -> str:
+        """Every row of every table as text: to prove that a secret is nowhere in the database."""
+        with sqlite3.connect(self.root / "airflow.db") as db:
+            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            return "\n".join(repr(row) for table in tables for row in db.execute(f'SELECT * FROM "{table}"'))  # noqa: S608
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from airflow_provider_redivis.emulator import ALL_SCOPES, RedivisEmulator
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from tests.airflow.harness import AirflowHome, redivis_connection
@@ -85,7 +85,7 @@ def test_bad_input_at_run_time_fails_fast_and_sends_nothing(tmp_path: Path) -> N
         ),
     }
     with RedivisEmulator(
-        tokens={"test-token": None, "readonly-token": ["data.overview", "data.metadata"]},
+        tokens={"test-token": ALL_SCOPES, "readonly-token": ["data.overview", "data.metadata"]},
         tables=[TABLE],
         data_dir=tmp_path / "emulator",
     ) as emu:

@@ -127,7 +127,7 @@ def drop_everything_after(fraction: float, size: int) -> Fault:
     return Fault("reset", origin="session", at_offset=int(size * fraction), times=None)
 
 
-def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path) -> str:
+def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path, store: str) -> str:
     size = 20 * CHUNK + 4321
     source = write_source(tmp_path / "sales.csv", size)
     emu.add_fault(drop_everything_after(0.6, size))
@@ -135,24 +135,35 @@ def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path)
     assert result.succeeded, result.output[-6000:]
     assert "Resuming Redivis upload session" in result.output
     assert f"of {size}" in result.output
+    assert f"Checkpoints for this upload are kept in {store}" in result.output
     assert emu.bytes_received("session") <= size + CHUNK
     assert_one_exact_upload(emu, "sales.csv", source)
+    # Nothing secret stays behind: the token is nowhere in the database, the session URL is in no XCom.
+    database = home.database_text()
+    assert emu.token not in database
+    session_url = next(iter(emu.sessions.values())).url
+    assert session_url not in repr(home.query("SELECT * FROM xcom"))
+    assert emu.token not in result.output
     return result.output
 
 
 def test_retry_resumes_after_the_network_drops_at_60_percent_airflow3(
     tmp_path: Path, emulator: RedivisEmulator
 ) -> None:
-    output = _interrupted_resume(AirflowHome(tmp_path / "airflow"), emulator, tmp_path)
-    assert emulator.token not in output
+    home = AirflowHome(tmp_path / "airflow")
+    _interrupted_resume(home, emulator, tmp_path, "the task state store")
+    # The checkpoint is deleted once the upload is done.
+    assert home.query("SELECT * FROM task_state_store") == []
 
 
 def test_retry_resumes_on_airflow2_with_the_variable_store(tmp_path: Path, emulator: RedivisEmulator) -> None:
     python = airflow2_python()
     if python is None:
         pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
-    output = _interrupted_resume(AirflowHome(tmp_path / "airflow2", python=python), emulator, tmp_path)
-    assert "Variable" in output or "variable" in output
+    home = AirflowHome(tmp_path / "airflow2", python=python)
+    _interrupted_resume(home, emulator, tmp_path, "an Airflow Variable")
+    # The fallback Variable is deleted once the upload is done.
+    assert home.query("SELECT key FROM variable") == []
 
 
 # Factories, not Fault objects: a fault counts its matches, so each test needs a fresh one.
