@@ -7,9 +7,11 @@ Construction-time checks run without Airflow's database; execution-time ones run
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from airflow_provider_redivis.emulator import ALL_SCOPES, RedivisEmulator
 from airflow_provider_redivis.errors import RedivisConfigError
@@ -79,6 +81,14 @@ def test_bad_input_at_run_time_fails_fast_and_sends_nothing(tmp_path: Path) -> N
         "fifo": ({"source": str(fifo), "table": TABLE}, "not a regular file"),
         "empty_file": ({"source": str(empty), "table": TABLE}, "is empty"),
         "unknown_table": ({"source": str(good), "table": "test_owner.test_dataset.no_such_table"}, "404"),
+        "released_version": (
+            {"source": str(good), "table": "test_owner.released_ds:current.t"},
+            "is released and cannot change",
+        ),
+        "name_conflict": (
+            {"source": str(good), "table": TABLE, "upload_name": "exists.csv"},
+            "already has an upload",
+        ),
         "no_data_edit": (
             {"source": str(good), "table": TABLE, "redivis_conn_id": "redivis_readonly"},
             "data.edit",
@@ -86,9 +96,12 @@ def test_bad_input_at_run_time_fails_fast_and_sends_nothing(tmp_path: Path) -> N
     }
     with RedivisEmulator(
         tokens={"test-token": ALL_SCOPES, "readonly-token": ["data.overview", "data.metadata"]},
-        tables=[TABLE],
+        tables=[TABLE, "test_owner.released_ds.t"],
         data_dir=tmp_path / "emulator",
     ) as emu:
+        release_next_version(emu, "test_owner.released_ds")
+        create_upload(emu, TABLE, "exists.csv", b"a,b\n1,2\n")
+        sessions_before, received_before = len(emu.sessions), emu.bytes_received("session")
         home = AirflowHome(tmp_path / "airflow")
         dag_file = home.write_dag(
             "bad_input", BAD_INPUT_DAG.format(cases={k: v[0] for k, v in cases.items()})
@@ -105,8 +118,52 @@ def test_bad_input_at_run_time_fails_fast_and_sends_nothing(tmp_path: Path) -> N
         for task_id, (_kwargs, message) in cases.items():
             assert message in result.output, f"{task_id}: expected {message!r} in the task log"
         # Failed for good on the first try (retries=2): asking again would meet the same answer.
-        refused = [r for r in emu.requests if r.origin == "api" and r.path.endswith("/resumableUpload")]
-        assert len(refused) == 2, [(r.path, r.status) for r in refused]
-        assert emu.bytes_received("session") == 0
-        assert emu.list_uploads(TABLE) == []
-        assert emu.sessions == {}
+        refused = [
+            r
+            for r in emu.requests
+            if r.origin == "api" and r.path.endswith("/resumableUpload") and r.status != 200
+        ]
+        assert len(refused) == 3, [
+            (r.path, r.status) for r in refused
+        ]  # unknown table, released, no data.edit
+        assert emu.bytes_received("session") == received_before
+        assert [u["name"] for u in emu.list_uploads(TABLE)] == ["exists.csv"]
+        assert len(emu.sessions) == sessions_before
+
+
+def api(emu: RedivisEmulator, method: str, path: str, **kwargs: object) -> requests.Response:
+    response = requests.request(
+        method,
+        f"{emu.base_url}/api/v1{path}",
+        headers={"Authorization": f"Bearer {emu.token}"},
+        timeout=10,
+        **kwargs,
+    )
+    response.raise_for_status()
+    return response
+
+
+def release_next_version(emu: RedivisEmulator, dataset: str) -> None:
+    api(emu, "POST", f"/datasets/{dataset}/versions/next/release", json={"releaseNotes": "for the test"})
+    deadline = time.monotonic() + 20
+    url = f"{emu.base_url}/api/v1/datasets/{dataset}/versions/current"
+    headers = {"Authorization": f"Bearer {emu.token}"}
+    while requests.get(url, headers=headers, timeout=10).status_code != 200:  # 404 until released
+        assert time.monotonic() < deadline, "the emulator did not release the version"
+        time.sleep(0.05)
+
+
+def create_upload(emu: RedivisEmulator, table: str, name: str, data: bytes) -> None:
+    session = api(emu, "POST", f"/tables/{table}/resumableUpload", params={"size": len(data)}).json()
+    requests.put(
+        session["url"],
+        data=data,
+        headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"},
+        timeout=10,
+    )
+    api(
+        emu,
+        "POST",
+        f"/tables/{table}/uploads",
+        json={"name": name, "type": "delimited", "resumableUploadId": session["id"]},
+    )
