@@ -28,6 +28,16 @@ def _token(value: str) -> tuple[str, list[str] | None]:
     return token, [s for s in scopes.split(",") if s] if sep else None
 
 
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 (any free port) to 65535, got {value!r}")
+    return port
+
+
 def _fault(value: str) -> Fault:
     try:
         return parse_fault_spec(value)
@@ -41,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a local Redivis API emulator (with Cloud Storage resumable sessions on a second port).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="API port; 0 picks a free one (default)")
-    parser.add_argument("--session-port", type=int, default=0, help="session-origin port; 0 picks a free one")
+    parser.add_argument("--port", type=_port, default=0, help="API port; 0 picks a free one (default)")
+    parser.add_argument(
+        "--session-port", type=_port, default=0, help="session-origin port; 0 picks a free one"
+    )
     parser.add_argument(
         "--token",
         action="append",

@@ -991,7 +991,8 @@ class Catalog:
 
     def start_temp_session(self, temp: TempUpload, size: int | None) -> ResumableSession:
         with self.lock:
-            session = self._new_session(temp.table, temp.size if size is None else size, temp.id)
+            # Like Cloud Storage: without x-upload-content-length the total is unknown until a chunk names it.
+            session = self._new_session(temp.table, size, temp.id)
             temp.session = session
             return session
 

@@ -198,6 +198,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if head and reply.status >= 400 and reply.error_payload is not None:
             # HEAD has no body: Redivis puts the error JSON, URL-encoded, in a header.
             headers[ERROR_PAYLOAD_HEADER] = quote(json.dumps(reply.error_payload), safe="")
+        record.status = reply.status
         self.send_response(reply.status, reply.reason)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -207,7 +208,6 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head and body:
             self.wfile.write(body)
-        record.status = reply.status
 
     def _sleep(self, seconds: float | None) -> None:
         self.emulator._stop.wait(seconds or 0)
@@ -325,6 +325,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                         body.drain()
                     except BodyError:
                         self.close_connection = True
+            # The log is complete before the client can see an answer (tests read it right after).
+            record.body_bytes = body.bytes_read
             if kind == "reset":
                 raise ResetConnection()  # the body ended before the cut: handled, then reset
             if kind == "drop_response":
@@ -335,8 +337,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 self._sleep(transport.seconds)
             self._send(reply, record)
         except (ResetConnection, BodyCut):
+            record.body_bytes = body.bytes_read
             self._reset()
         except (ConnectionGone, ClientDisconnected, _Dropped):
+            record.body_bytes = body.bytes_read
             self.close_connection = True
         except BodyError as exc:
             self.close_connection = True

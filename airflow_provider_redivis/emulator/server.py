@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, Catalog
+from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, ApiError, Catalog
 from airflow_provider_redivis.emulator.faults import Fault, FaultBook
 from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
 from airflow_provider_redivis.emulator.processing import Processor
@@ -84,6 +84,9 @@ class RedivisEmulator:
         faults: Iterable[Fault] = (),
         on_name_conflict: str = "error",
     ) -> None:
+        for name, value in (("port", port), ("session_port", session_port)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be 0 (any free port) to 65535, got {value!r}.")
         if processing_delay < 0 or session_ttl <= 0:
             raise ValueError("processing_delay must be >= 0 and session_ttl > 0.")
         if on_name_conflict not in ("error", "rename"):
@@ -144,6 +147,9 @@ class RedivisEmulator:
         try:
             for reference in self.initial_tables:
                 self._catalog.ensure_table(reference)
+        except ApiError as exc:
+            self.stop()
+            raise ValueError(f"Cannot create table {reference!r}: {exc.message}") from None
         except Exception:
             self.stop()
             raise
@@ -161,8 +167,10 @@ class RedivisEmulator:
     def stop(self) -> None:
         """Stop serving, end open connections and background work; remove a temporary data_dir."""
         self._stop.set()
+        serving = {thread.name for thread in self._threads if thread.is_alive()}
         for server in self._servers:
-            server.shutdown()
+            if f"redivis-emulator-{server.origin}" in serving:
+                server.shutdown()  # waits for serve_forever: only for a server that is serving
             server.close_connections()
             server.server_close()
         for thread in self._threads:

@@ -1,0 +1,55 @@
+"""The ``redivis_emulator`` fixture, used as a test suite would use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from airflow_provider_redivis.emulator import RedivisEmulator
+from tests.emulator.conftest import TABLE, TIMEOUT, table_path
+
+
+def test_fixture_gives_a_running_emulator_with_one_table(redivis_emulator: RedivisEmulator) -> None:
+    assert redivis_emulator.running
+    assert redivis_emulator.token == "test-token"
+    assert redivis_emulator.base_url.startswith("http://127.0.0.1:")
+    response = requests.get(
+        f"{redivis_emulator.api_url}{table_path(TABLE)}",
+        headers={"Authorization": "Bearer test-token"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200
+
+
+def test_plugin_loads_with_dash_p_and_stops_the_emulator(tmp_path: Path) -> None:
+    (tmp_path / "test_uses_fixture.py").write_text(
+        "import requests\n"
+        "SEEN = []\n"
+        "def test_one(redivis_emulator):\n"
+        "    SEEN.append(redivis_emulator)\n"
+        "    assert redivis_emulator.get_table('test_owner.test_dataset.test_table')['name'] == 'test_table'\n"
+        "def test_two():\n"
+        "    assert not SEEN[0].running\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "airflow_provider_redivis.emulator.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "2 passed" in result.stdout
