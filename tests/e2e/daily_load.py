@@ -89,6 +89,7 @@ def wait_for_first_upload_try(
     """The upload's task instance once its first try runs."""
 
     def probe() -> dict[str, Any] | None:
+        airflow.check_services()
         ti = airflow.task_instance(DAG_ID, run_id, UPLOAD_TASK, map_index=0)
         if ti is None:
             return None

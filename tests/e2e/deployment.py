@@ -72,6 +72,8 @@ class Service:
     cwd: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Set once the service was told to stop: its end is then no failure.
+    stopping: bool = False
     _descendants: dict[int, psutil.Process] = field(default_factory=dict)
 
     def start(self) -> None:
@@ -104,6 +106,7 @@ class Service:
 
     def terminate(self) -> None:
         """SIGTERM to the service's process group; :meth:`stop` finishes the job."""
+        self.stopping = True
         self.remember_descendants()
         if self.alive() and self.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -319,7 +322,7 @@ class AirflowDeployment:
         return "\n" + "\n".join(parts)
 
     def check_services(self) -> None:
-        dead = [s.name for s in self.services.values() if not s.alive()]
+        dead = [s.name for s in self.services.values() if not s.alive() and not s.stopping]
         if dead:
             raise DeploymentError(f"Airflow service(s) exited: {', '.join(dead)}{self.diagnostics()}")
 
