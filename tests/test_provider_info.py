@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,10 +17,11 @@ import jsonschema
 import pytest
 
 from airflow_provider_redivis import __version__, get_provider_info
+from airflow_provider_redivis.emulator import RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from tests.airflow.harness import AIRFLOW2_PYTHON_ENV, airflow2_python
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
-AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
 HOOK_CLASS = "airflow_provider_redivis.hooks.redivis.RedivisHook"
 EXPECTED_MODULES = {
     "hooks": ["airflow_provider_redivis.hooks.redivis"],
@@ -44,6 +47,11 @@ def test_provider_info_names_the_package_and_every_module() -> None:
         assert {group["integration-name"] for group in info[kind]} == {"Redivis"}
     assert {i["integration-name"] for i in info["integrations"]} == {"Redivis"}
     assert "hook-class-names" not in info  # deprecated; connection-types replaces it
+
+
+@pytest.mark.parametrize("module", [m for modules in EXPECTED_MODULES.values() for m in modules])
+def test_every_listed_module_imports(module: str) -> None:
+    importlib.import_module(module)
 
 
 def test_connection_type_points_at_the_hook() -> None:
@@ -87,11 +95,25 @@ def test_form_fields_are_declared_for_airflow_3_and_airflow_2_alike() -> None:
     jsonschema.validate(legacy, behaviour_schema)
 
 
+_WIDGET_NAMES = (
+    "from airflow_provider_redivis.hooks.redivis import RedivisHook; "
+    "print(','.join(sorted(RedivisHook.get_connection_form_widgets())))"
+)
+
+
 def test_airflow_2_widgets_match_the_declared_fields() -> None:
-    pytest.importorskip("flask_appbuilder", reason="Airflow 2's form widgets need Flask-AppBuilder")
-    pytest.importorskip("wtforms")
-    widgets = RedivisHook.get_connection_form_widgets()
-    assert set(widgets) == set(_connection_type(get_provider_info())["conn-fields"])
+    declared = set(_connection_type(get_provider_info())["conn-fields"])
+    if importlib.util.find_spec("flask_appbuilder") is not None:
+        assert set(RedivisHook.get_connection_form_widgets()) == declared
+        return
+    # Airflow 3 ships without Flask-AppBuilder (it reads conn-fields); check on the Airflow 2 interpreter.
+    python = airflow2_python()
+    if python is None:
+        pytest.skip(f"no Flask-AppBuilder here and {AIRFLOW2_PYTHON_ENV} is not set")
+    result = subprocess.run(
+        [python, "-c", _WIDGET_NAMES], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert set(result.stdout.strip().splitlines()[-1].split(",")) == declared
 
 
 def test_entry_point_is_registered() -> None:
@@ -104,10 +126,35 @@ def test_entry_point_is_registered() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Airflow's CLI, in a subprocess with its own AIRFLOW_HOME
+# Airflow's CLI, in a subprocess with its own AIRFLOW_HOME, on this interpreter's Airflow and (when
+# dev/test provides it) on the Airflow 2 interpreter too.
 # --------------------------------------------------------------------------------------------------
+def _interpreters() -> list:
+    pythons = [pytest.param(sys.executable, id=f"airflow-{airflow.__version__}")]
+    other = airflow2_python()
+    # Compare the venvs, not the resolved binaries: venvs symlink one base interpreter.
+    if other and Path(other).absolute().parent != Path(sys.executable).absolute().parent:
+        pythons.append(pytest.param(other, id="airflow-2"))
+    return pythons
+
+
+INTERPRETERS = _interpreters()
+
+
+@functools.cache
+def airflow_major(python: str) -> int:
+    out = subprocess.run(
+        [python, "-c", "import airflow; print(airflow.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return int(out.strip().splitlines()[-1].split(".")[0])
+
+
 def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
@@ -117,9 +164,12 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_airflow(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_airflow(
+    python: str, *args: str, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    airflow_bin = Path(python).with_name("airflow")
     result = subprocess.run(
-        [str(AIRFLOW_BIN), *args], env=env, capture_output=True, text=True, timeout=300, check=False
+        [str(airflow_bin), *args], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     if check and result.returncode != 0:
         pytest.fail(f"airflow {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -128,20 +178,21 @@ def run_airflow(*args: str, env: dict[str, str], check: bool = True) -> subproce
 
 def json_output(stdout: str) -> list[dict]:
     # Some versions print warnings before the JSON.
-    start = stdout.index("[")
-    return json.loads(stdout[start:])
+    return json.loads(stdout[stdout.index("[") :])
 
 
 @pytest.mark.airflow
-def test_cli_providers_list_shows_the_provider(tmp_path: Path) -> None:
-    out = run_airflow("providers", "list", "-o", "json", env=airflow_env(tmp_path)).stdout
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_cli_providers_list_shows_the_provider(tmp_path: Path, python: str) -> None:
+    out = run_airflow(python, "providers", "list", "-o", "json", env=airflow_env(tmp_path)).stdout
     (row,) = [r for r in json_output(out) if r["package_name"] == "airflow-provider-redivis"]
     assert row["version"] == __version__
 
 
 @pytest.mark.airflow
-def test_cli_providers_hooks_shows_the_connection_type(tmp_path: Path) -> None:
-    out = run_airflow("providers", "hooks", "-o", "json", env=airflow_env(tmp_path)).stdout
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_cli_providers_hooks_shows_the_connection_type(tmp_path: Path, python: str) -> None:
+    out = run_airflow(python, "providers", "hooks", "-o", "json", env=airflow_env(tmp_path)).stdout
     (row,) = [r for r in json_output(out) if r["connection_type"] == "redivis"]
     assert row["class"] == HOOK_CLASS
     assert row["conn_id_attribute_name"] == "redivis_conn_id"
@@ -149,11 +200,49 @@ def test_cli_providers_hooks_shows_the_connection_type(tmp_path: Path) -> None:
 
 
 @pytest.mark.airflow
-def test_cli_providers_widgets_show_the_form_fields(tmp_path: Path) -> None:
-    out = run_airflow("providers", "widgets", "-o", "json", env=airflow_env(tmp_path)).stdout
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_cli_providers_widgets_show_the_form_fields(tmp_path: Path, python: str) -> None:
+    out = run_airflow(python, "providers", "widgets", "-o", "json", env=airflow_env(tmp_path)).stdout
     names = {
         r["connection_parameter_name"]
         for r in json_output(out)
         if r["package_name"] == "airflow-provider-redivis"
     }
     assert names == {f"extra__redivis__{f}" for f in _connection_type(get_provider_info())["conn-fields"]}
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_cli_connections_test_reaches_the_emulator(
+    tmp_path: Path, redivis_emulator: RedivisEmulator, python: str
+) -> None:
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+        AIRFLOW_CONN_REDIVIS_DEFAULT=f"redivis://:{redivis_emulator.token}@{redivis_emulator.base_url[7:]}",
+    )
+    result = run_airflow(python, "connections", "test", "redivis_default", env=env)
+    assert "Connection success!" in result.stdout
+    (request,) = [r for r in redivis_emulator.requests if r.path == "/api/v1/users/me"]
+    assert request.headers["authorization"] == f"Bearer {redivis_emulator.token}"
+
+
+@pytest.mark.airflow
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_cli_connections_test_reports_a_bad_token(
+    tmp_path: Path, redivis_emulator: RedivisEmulator, python: str
+) -> None:
+    bad = "wrong-cli-token-5678"
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+        AIRFLOW_CONN_REDIVIS_DEFAULT=f"redivis://:{bad}@{redivis_emulator.base_url[7:]}",
+    )
+    result = run_airflow(python, "connections", "test", "redivis_default", env=env, check=False)
+    output = " ".join((result.stdout + result.stderr).split())  # the console wraps long lines
+    assert "Connection failed!" in output
+    assert "Redivis API error 401" in output
+    assert "connection's password" in output
+    assert bad not in output
+    if airflow_major(python) >= 3:  # Airflow 2 exits 0 even when the test fails
+        assert result.returncode == 1
