@@ -36,7 +36,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "verify": {
         "label": "Verify TLS certificates",
         "schema": {"type": ["boolean", "null"], "default": True},
-        "description": "Leave on. Off only for a test server with a self-signed certificate.",
+        "description": "Leave on. Off only for a test server with a self-signed certificate; the extra "
+        "may also hold the path of a CA bundle.",
     },
     "scheme": {
         "label": "Scheme (http/https)",

@@ -307,14 +307,6 @@ class OriginBearerAuth(AuthBase):
             request.headers.pop("Authorization", None)
         return request
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, OriginBearerAuth) and (self._token, self.origin) == (
-            other._token,
-            other.origin,
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         return f"OriginBearerAuth(origin={self.origin!r})"
 
