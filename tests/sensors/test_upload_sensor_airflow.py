@@ -2,7 +2,7 @@
 
 The DAG's first task creates the uploads through the API, so the sensors meet them while Redivis (the
 emulator) is still processing: ``queued``, then ``running``, then ``completed`` or ``failed``. Runs on
-Airflow 3.3 (this interpreter) and on 2.11 when ``REDIVIS_TEST_AIRFLOW2_PYTHON`` names its interpreter.
+the Airflow of this interpreter (3.3 under ``dev/test``) and on 2.11 through ``REDIVIS_TEST_AIRFLOW2_PYTHON``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ with DAG(
 '''
 
 
-@pytest.fixture(params=["airflow3", "airflow2"])
+@pytest.fixture(params=["this_interpreter", "airflow2"])
 def home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AirflowHome]:
     if request.param == "airflow2":
         python = airflow2_python()
