@@ -88,6 +88,13 @@ class RedivisServerError(RedivisAPIError):
     """5xx after every retry was spent."""
 
 
+class UploadInterruptedError(RedivisError):
+    """The transfer gave up after repeated network failures; what the server holds stays resumable.
+
+    Worth a task retry: the next try asks the server for its offset and continues from there.
+    """
+
+
 class ResumableSessionExpiredError(RedivisError):
     """The resumable session URL answered 404 or 410: it expired or was cancelled. Only a new session helps."""
 

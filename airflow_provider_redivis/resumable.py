@@ -34,6 +34,7 @@ from airflow_provider_redivis.errors import (
     ResumableSessionExpiredError,
     SourceChangedError,
     UploadIntegrityError,
+    UploadInterruptedError,
 )
 from airflow_provider_redivis.retry import (
     RetryPolicy,
@@ -320,12 +321,9 @@ class ResumableSession:
     def _give_up_if_spent(self, stalled: int, exc: BaseException | None, doing: str) -> None:
         if stalled >= self.retry_policy.max_attempts:
             if exc is None:
-                raise RedivisAPIError(
-                    308,
-                    f"the upload server kept nothing new after {stalled} attempts at {doing}",
-                    method="PUT",
-                    path="<session>",
-                    hint="The bytes the server holds are kept: the task's next try resumes from them.",
+                raise UploadInterruptedError(
+                    f"The upload server kept nothing new after {stalled} attempts at {doing}. The bytes it holds "
+                    "are kept: the task's next try resumes from them."
                 )
             raise _as_final_error(exc, doing) from exc
 
@@ -400,12 +398,8 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _as_final_error(exc: BaseException, doing: str) -> RedivisAPIError:
-    status = exc.status if isinstance(exc, _TransientSessionError) else 0
-    return RedivisAPIError(
-        status,
-        f"gave up {doing} after repeated failures ({_describe(exc)})",
-        method="PUT",
-        path="<session>",
-        hint="The bytes the server holds are kept: the task's next try resumes from them.",
+def _as_final_error(exc: BaseException, doing: str) -> UploadInterruptedError:
+    return UploadInterruptedError(
+        f"Gave up {doing} after repeated failures ({_describe(exc)}). The bytes the upload server holds are "
+        "kept: the task's next try resumes from them."
     )

@@ -12,10 +12,10 @@ import requests
 
 from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import (
-    RedivisAPIError,
     ResumableSessionExpiredError,
     SourceChangedError,
     UploadIntegrityError,
+    UploadInterruptedError,
 )
 from airflow_provider_redivis.resumable import CHUNK_UNIT, ResumableSession, StreamingMD5
 from airflow_provider_redivis.retry import RetryPolicy
@@ -160,7 +160,7 @@ def test_resume_from_a_later_offset_in_a_new_engine(emulator: RedivisEmulator, s
     size = source.stat().st_size
     session = new_session(emulator, size)
     emulator.add_fault(Fault("reset", origin="session", method="PUT", nth=3, after_bytes=0, times=None))
-    with pytest.raises(RedivisAPIError, match="gave up"):
+    with pytest.raises(UploadInterruptedError, match="Gave up"):
         upload(emulator, source, engine(emulator, session, size))
     emulator.clear_faults()
     before = emulator.bytes_received("session")
@@ -234,6 +234,30 @@ def test_bounded_when_the_server_never_recovers(emulator: RedivisEmulator, sourc
     session = new_session(emulator, size)
     emulator.add_fault(Fault("status", origin="session", method="PUT", status=503, times=None))
     eng = engine(emulator, session, size)
-    with pytest.raises(RedivisAPIError, match="gave up"):
+    with pytest.raises(UploadInterruptedError, match="Gave up"):
         upload(emulator, source, eng)
     assert len([r for r in emulator.requests if r.origin == "session"]) <= 5 * 6
+
+
+def test_cancel_stops_between_chunks_and_leaves_the_session_resumable(
+    emulator: RedivisEmulator, source: Path
+) -> None:
+    """What on_kill does: the request in flight ends, nothing more is sent, the next try resumes."""
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    eng = engine(emulator, session, size)
+    seen: list[int] = []
+
+    class CancelAfterFirstChunk(io.FileIO):
+        def read(self, n: int = -1) -> bytes:
+            if seen:
+                eng.cancel()
+            seen.append(n)
+            return super().read(n)
+
+    with CancelAfterFirstChunk(str(source), "rb") as fh, pytest.raises(InterruptedError):
+        eng.upload(fh, 0)
+    held = engine(emulator, session, size).query_status().offset
+    assert 0 < held < size
+    metadata = upload(emulator, source, engine(emulator, session, size), start=held)
+    assert_exact(emulator, session, source, metadata)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,13 @@ def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path,
     session_url = next(iter(emu.sessions.values())).url
     assert session_url not in repr(home.query("SELECT * FROM xcom"))
     assert emu.token not in result.output
+    # Progress at a readable pace: bytes, percent, rate and ETA.
+    assert re.search(r"Uploaded [\d.]+ of [\d.]+ MiB \(\d+%\) at [\d.]+ MiB/s, ETA", result.output)
+    # XCom: the session id and the offset as they advanced, and the upload as the result.
+    xcoms = {key: value for key, value in home.query("SELECT key, value FROM xcom")}
+    assert set(xcoms) >= {"redivis_session_id", "redivis_offset", "return_value"}
+    assert str(size) in str(xcoms["redivis_offset"])
+    assert "completed" in str(xcoms["return_value"])
     return result.output
 
 
@@ -236,6 +244,28 @@ def test_source_changed_between_tries_is_uploaded_whole_and_new(
     assert "the source changed since the last try" in result.output
     # No splice: the table holds the new file, whole.
     assert_one_exact_upload(emulator, "h.csv", replacement)
+
+
+def test_unreadable_checkpoint_starts_over_and_says_why(tmp_path: Path, emulator: RedivisEmulator) -> None:
+    size = 8 * CHUNK
+    source = write_source(tmp_path / "k.csv", size)
+    # The execution API refuses state-store writes from a retry callback: damage the row in the database.
+    damage = """    _admin('DELETE', '/_emulator/faults')
+    import os, sqlite3
+    path = os.environ['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'].removeprefix('sqlite:///')
+    with sqlite3.connect(path) as db:
+        changed = db.execute("UPDATE task_state_store SET value = '{\\"format\\": \\"from the future\\"}'").rowcount
+    assert changed == 1, changed"""
+    emulator.add_fault(drop_everything_after(0.5, size))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        between_tries=damage,
+    )
+    assert result.succeeded, result.output[-6000:]
+    assert "the checkpoint cannot be read" in result.output
+    assert_one_exact_upload(emulator, "k.csv", source)
 
 
 def test_lost_answer_to_upload_creation_attaches_instead_of_creating_twice(
