@@ -142,12 +142,14 @@ set -e
 say "finished in $SECONDS s with status $status"
 
 if [ "$RECORD" = 1 ]; then
+  # The files this proof runs; other work in progress in the tree does not change its result.
+  PROOF_FILES=(airflow_provider_redivis example_dags tests/e2e scripts/celery scripts/celery_two_workers.sh pyproject.toml)
   {
     echo "# Last run of scripts/celery_two_workers.sh"
     echo
     echo "- date: $STARTED_AT"
     echo "- command: \`$COMMAND\`"
-    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (with local changes)')"
+    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- "${PROOF_FILES[@]}" 2>/dev/null || echo ' (with local changes)')"
     echo "- Airflow $AIRFLOW_VERSION, $("$PY" -m pip show apache-airflow-providers-celery 2>/dev/null | sed -n 's/^Version: /apache-airflow-providers-celery /p'), $(redis-server --version | cut -d' ' -f1-3), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
     echo "- duration: $SECONDS s$([ "$VENV_BUILT" = 1 ] && echo ", including setting up the venv" || echo ", venv already set up")"
     echo "- result: $([ "$status" = 0 ] && echo PASSED || echo "FAILED (exit $status)")"

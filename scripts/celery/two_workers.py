@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> list[str]:
     facts: list[str] = []
     started = time.monotonic()
 
+    def fact(message: str) -> None:
+        note(message)
+        facts.append(message)
+
     with RedivisEmulator(
         tables=[TABLE], data_dir=run_dir / "emulator", processing_delay=PROCESSING_STEP_SECONDS
     ) as emu:
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> list[str]:
             check([s[1] for s in summary] == ["failed", "success"], summary)
             check(summary[0][2] == f"{first}.celery-e2e", summary)
             check(summary[1][2] == f"{other}.celery-e2e", summary)
-            facts.append(f"upload tries (try, state, hostname): {summary}")
+            fact(f"upload tries (try, state, hostname): {summary}")
 
             # Each try's log is on the worker that ran it, and only there.
             first_logs, other_logs = workers[first][1], workers[other][1]
@@ -176,17 +180,17 @@ def run(args: argparse.Namespace) -> list[str]:
                 stray = list(logs.rglob(f"task_id={UPLOAD_TASK}/**/attempt={attempt}.log"))
                 check(not stray, f"try {attempt}'s log on the wrong worker: {stray}")
             check(any("Created Redivis upload session" in m for m in log_messages(first_log)), first_log)
-            facts.append(
+            fact(
                 f"try 1 log: {first_logs.relative_to(run_dir)}/…/attempt=1.log; "
                 f"try 2 log: {other_logs.relative_to(run_dir)}/…/attempt=2.log"
             )
             resume_line = next(m for m in log_messages(second_log) if "Resuming Redivis upload session" in m)
-            facts.append(f"try 2 log: {resume_line!r}")
+            fact(f"try 2 log: {resume_line!r}")
 
             evidence = resume_evidence(emu, second_log, source)
             assert_resumed(evidence, emu, held)
-            facts.append(evidence.summary())
-            facts.append(
+            fact(evidence.summary())
+            fact(
                 f"file {FILE_SIZE} bytes, chunk {EXAMPLE_CHUNK_SIZE}, held at the kill {held}; "
                 f"whole run {time.monotonic() - started:.0f} s"
             )
@@ -219,8 +223,6 @@ def main() -> int:
         if args.summary:
             args.summary.write_text(f"- FAILED: {exc}\n")
         return 1
-    for fact in facts:
-        note(fact)
     note("PASSED: try 1 died on one worker, try 2 resumed on the other")
     if args.summary:
         args.summary.write_text("".join(f"- {fact}\n" for fact in [*facts, "PASSED"]))
