@@ -191,6 +191,12 @@ class RedivisUploadTrigger(BaseTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         hook = await asyncio.to_thread(self._make_hook)
+        try:
+            return await self._poll(hook)
+        finally:
+            hook.close()  # the pooled connections; the triggerer process lives on
+
+    async def _poll(self, hook: RedivisHook) -> dict[str, Any]:
         intervals = poll_intervals(self.poll_interval, self.max_poll_interval)
         last: dict[str, Any] | None = None
         last_seen = "never: no status check has succeeded"
