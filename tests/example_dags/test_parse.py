@@ -102,18 +102,7 @@ def test_example_dags_parse_on_airflow2(tmp_path: Path) -> None:
     python = airflow2_python()
     if python is None:
         pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    # dev/setup-venvs pins universal-pathlib<0.3 there: with 0.3, Airflow 2.11's ObjectStoragePath
+    # refuses every protocol and the object-storage example would not parse.
     bag = load_dagbag(python, tmp_path)
-    upath_major_minor = tuple(int(part) for part in bag["upath"].split(".")[:2])
-    object_storage = str(EXAMPLE_DAGS / "redivis_upload_from_object_storage.py")
-    if upath_major_minor >= (0, 3) and object_storage in bag["errors"]:
-        # Airflow 2.11's ObjectStoragePath refuses every protocol under universal-pathlib 0.3; Airflow's
-        # constraints for 2.11 pin 0.2.x. Everything else must still parse.
-        assert "incompatible with ObjectStoragePath" in bag["errors"].pop(object_storage)
-        assert_example_dags(
-            bag, {k: v for k, v in EXPECTED.items() if k != "redivis_upload_from_object_storage.py"}
-        )
-        pytest.xfail(
-            f"universal-pathlib {bag['upath']} breaks ObjectStoragePath on Airflow 2.11; install "
-            "universal-pathlib<0.3 (Airflow 2.11's constraints pin 0.2.6)"
-        )
     assert_example_dags(bag)
