@@ -149,9 +149,9 @@ if [ "$RECORD" = 1 ]; then
     echo
     echo "- date: $STARTED_AT"
     echo "- command: \`$COMMAND\`"
-    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- "${PROOF_FILES[@]}" 2>/dev/null || echo ' (with local changes)')"
+    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(changed=$(git diff --name-only HEAD -- "${PROOF_FILES[@]}" 2>/dev/null | paste -sd, -); [ -z "$changed" ] || echo " with uncommitted changes to $changed")"
     echo "- Airflow $AIRFLOW_VERSION, $("$PY" -m pip show apache-airflow-providers-celery 2>/dev/null | sed -n 's/^Version: /apache-airflow-providers-celery /p'), $(redis-server --version | cut -d' ' -f1-3), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
-    echo "- duration: $SECONDS s$([ "$VENV_BUILT" = 1 ] && echo ", including setting up the venv" || echo ", venv already set up")"
+    echo "- duration: $SECONDS s$([ "$VENV_BUILT" = 1 ] && echo ", including setting up or updating the venv" || echo ", venv already set up")"
     echo "- result: $([ "$status" = 0 ] && echo PASSED || echo "FAILED (exit $status)")"
     echo
     echo "## What was seen"

@@ -39,7 +39,7 @@ SOURCE_NAME = "sales_part1.csv"
 STALL_SECONDS = 1.5
 #: The emulator's seconds per processing step (queued, running): the sensor finds the upload still
 #: processing and defers.
-PROCESSING_STEP_SECONDS = 4.0
+PROCESSING_STEP_SECONDS = 6.0
 
 RESUME_LINE = re.compile(r"Resuming Redivis upload session (\S+) at byte (\d+) of (\d+)")
 
