@@ -294,10 +294,15 @@ def test_max_attempts_from_the_connection_extras(
     assert len(api_requests(emulator)) == 2
 
 
-def test_the_caller_can_switch_retries_off(hook: RedivisHook, emulator: RedivisEmulator) -> None:
+def test_the_caller_can_switch_retries_off(
+    emulator: RedivisEmulator, make_connection: MakeConnection
+) -> None:
     emulator.add_fault(Fault("status", status=503, origin="api"))
-    hook._retry_args_override = {"stop": tenacity.stop_after_attempt(1)}
-    with pytest.raises(RedivisServerError):
+    conn_id = make_connection(emulator_uri(emulator))
+    with (
+        RedivisHook(conn_id, retry_args={"stop": tenacity.stop_after_attempt(1)}) as hook,
+        pytest.raises(RedivisServerError),
+    ):
         hook.get_table(TABLE)
     assert len(api_requests(emulator)) == 1
 
