@@ -30,7 +30,12 @@ from airflow_provider_redivis.emulator.catalog import (
     UploadSource,
 )
 from airflow_provider_redivis.emulator.faults import Fault, RequestInfo, fault_from_mapping
-from airflow_provider_redivis.emulator.recording import RecordedRequest
+from airflow_provider_redivis.emulator.recording import (
+    SESSION_PREFIX,
+    TEMP_PREFIX,
+    RecordedRequest,
+    redact_path,
+)
 from airflow_provider_redivis.emulator.sessions import (
     ConnectionGone,
     ContentRange,
@@ -55,8 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("airflow_provider_redivis.emulator")
 
 ERROR_PAYLOAD_HEADER = "X-REDIVIS-ERROR-PAYLOAD"
-SESSION_PREFIX = "/upload/resumable/"
-TEMP_PREFIX = "/tempUploads/"
 API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/_emulator/"
 MAX_MULTIPART_BODY = 64 * 1024 * 1024
@@ -88,14 +91,6 @@ def session_reply(reply: SessionReply) -> Reply:
     if reply.body is not None:
         headers["Content-Type"] = "application/json; charset=UTF-8"
     return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
-
-
-def redact_path(path: str) -> str:
-    """Session and temp-upload URLs carry credentials: log only their prefix."""
-    for prefix in (SESSION_PREFIX, TEMP_PREFIX):
-        if path.startswith(prefix):
-            return prefix + "…"
-    return path
 
 
 def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:

@@ -7,6 +7,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Paths that carry a credential (a resumable session's or a temp upload's token).
+SESSION_PREFIX = "/upload/resumable/"
+TEMP_PREFIX = "/tempUploads/"
+
+
+def redact_path(path: str) -> str:
+    """Session and temp-upload URLs carry credentials: log only their prefix."""
+    for prefix in (SESSION_PREFIX, TEMP_PREFIX):
+        if path.startswith(prefix):
+            return prefix + "…"
+    return path
+
 
 @dataclass
 class RecordedRequest:
@@ -34,7 +46,7 @@ class RecordedRequest:
             k: ("<redacted>" if k in ("authorization", "cookie") else v) for k, v in self.headers.items()
         }
         return (
-            f"RecordedRequest({self.method} {self.origin}:{self.path} status={self.status} "
+            f"RecordedRequest({self.method} {self.origin}:{redact_path(self.path)} status={self.status} "
             f"body_bytes={self.body_bytes} content_range={self.content_range!r} faults={self.faults} "
             f"headers={shown})"
         )
