@@ -60,6 +60,16 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+#: The ``redivis://owner/dataset/table`` asset scheme (``dataset-uris`` is the key Airflow 2 reads).
+ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["redivis"],
+        "handler": "airflow_provider_redivis.assets.sanitize_uri",
+        "factory": "airflow_provider_redivis.assets.create_asset",
+        "to_openlineage_converter": "airflow_provider_redivis.assets.convert_asset_to_openlineage",
+    }
+]
+
 PROVIDER_INFO: dict[str, Any] = {
     "package-name": "airflow-provider-redivis",
     "name": "Redivis",
@@ -91,6 +101,8 @@ PROVIDER_INFO: dict[str, Any] = {
     "triggers": [
         {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.triggers.upload"]}
     ],
+    "asset-uris": ASSET_URIS,
+    "dataset-uris": ASSET_URIS,
     "connection-types": [
         {
             "connection-type": CONNECTION_TYPE,

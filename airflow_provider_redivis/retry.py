@@ -79,7 +79,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded in attempts and in total time; exponential backoff with full jitter."""
+    """Bounded in attempts and in total time; exponential backoff with jitter."""
 
     max_attempts: int = 6
     max_total_seconds: float = 300.0
@@ -99,7 +99,7 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
         ceiling = min(self.max_wait, self.initial_wait * (2 ** (attempt - 1)))
-        # Full jitter: spreads the retries of many workers hitting the same outage.
+        # Equal jitter (half to all of the ceiling): spreads the retries of many workers hitting one outage.
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:

@@ -134,15 +134,6 @@ def test_openlineage_conversion_names_the_table(monkeypatch: pytest.MonkeyPatch)
 #: Registers the handler the way the provider info will, then lets Airflow build assets.
 REGISTERED_CHECK = """
 import json, warnings
-from airflow_provider_redivis import provider_info
-entry = {
-    "schemes": ["redivis"],
-    "handler": "airflow_provider_redivis.assets.sanitize_uri",
-    "factory": "airflow_provider_redivis.assets.create_asset",
-    "to_openlineage_converter": "airflow_provider_redivis.assets.convert_asset_to_openlineage",
-}
-provider_info.PROVIDER_INFO.setdefault("asset-uris", [entry])
-provider_info.PROVIDER_INFO.setdefault("dataset-uris", [entry])
 from airflow.providers.common.compat.sdk import Asset
 good = Asset(uri="redivis://IMathews/example:next/sales-2026").uri
 try:
