@@ -143,6 +143,11 @@ def run(args: argparse.Namespace) -> list[str]:
             note(f"triggered {DAG_ID} run {run_id}")
 
             ti = wait_for_first_upload_try(airflow, run_id, timeout=180)
+            listening = airflow.listening_addresses()
+            check(
+                {address for address, _ in listening} == {"127.0.0.1"}, f"not only on 127.0.0.1: {listening}"
+            )
+            fact(f"Airflow's processes listen on {sorted(listening)} only")
             first = wait_for(
                 "a worker to run the upload's first try",
                 lambda: next((n for n, (s, _) in workers.items() if worker_running(s, str(ti["id"]))), None),

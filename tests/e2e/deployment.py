@@ -321,6 +321,21 @@ class AirflowDeployment:
             )
         return "\n" + "\n".join(parts)
 
+    def listening_addresses(self) -> set[tuple[str, int]]:
+        """Every (address, port) a process of the services listens on (TCP)."""
+        found: set[tuple[str, int]] = set()
+        for service in self.services.values():
+            if not service.alive() or service.pid is None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                leader = psutil.Process(service.pid)
+                for proc in [leader, *leader.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        for conn in proc.net_connections(kind="tcp"):
+                            if conn.status == psutil.CONN_LISTEN:
+                                found.add((conn.laddr.ip, conn.laddr.port))
+        return found
+
     def check_services(self) -> None:
         dead = [s.name for s in self.services.values() if not s.alive() and not s.stopping]
         if dead:

@@ -92,6 +92,10 @@ def test_worker_killed_mid_upload_resumes_on_retry(
     run_id = airflow.trigger(DAG_ID, logical_date=datetime.now(timezone.utc))
 
     ti = wait_for_first_upload_try(airflow, run_id)
+    # Airflow is reachable from this machine only.
+    listening = airflow.listening_addresses()
+    assert ("127.0.0.1", airflow.port) in listening, listening
+    assert {address for address, _ in listening} == {"127.0.0.1"}, listening
     processes = wait_for(
         "the upload's task runner process",
         lambda: find_task_processes(str(ti["id"])),
