@@ -1,4 +1,4 @@
-"""Fixtures for the emulator's own tests: the plugin's fixture, an authenticated API client, chunk helpers."""
+"""Fixtures for the emulator's own tests: an authenticated API client, sessions, chunk helpers, the CLI."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from airflow_provider_redivis.emulator import RedivisEmulator
-from airflow_provider_redivis.emulator.pytest_plugin import redivis_emulator  # noqa: F401 - the fixture under test
 
 TABLE = "test_owner.test_dataset.test_table"
 UNIT = 256 * 1024
@@ -28,10 +27,9 @@ def table_path(table: str = TABLE) -> str:
 
 
 @pytest.fixture
-def emu(request: pytest.FixtureRequest) -> RedivisEmulator:
-    """The plugin's ``redivis_emulator``, under a short name."""
-    emulator: RedivisEmulator = request.getfixturevalue("redivis_emulator")
-    return emulator
+def emu(redivis_emulator: RedivisEmulator) -> RedivisEmulator:
+    """The plugin's fixture (tests/conftest.py loads the plugin), under a short name."""
+    return redivis_emulator
 
 
 @pytest.fixture
