@@ -27,9 +27,10 @@ From Python::
         emu.list_uploads("me.sales.daily")
         emu.wait_for_processing("me.sales.daily", "file.csv", timeout=30)
 
-From pytest (add ``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` to the
-root ``conftest.py``, or import the fixture): the function-scoped ``redivis_emulator`` fixture
-has one table, ``test_owner.test_dataset.test_table``, and the token ``test-token``.
+From pytest (``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
+``conftest.py``, as this repository's ``tests/conftest.py`` does, or ``-p`` with that module): the
+function-scoped ``redivis_emulator`` fixture has one table, ``test_owner.test_dataset.test_table``,
+and the token ``test-token``.
 
 What it serves
 --------------
@@ -39,10 +40,16 @@ What it serves
   name, list with paging, delete) and their processing (``queued`` -> ``running`` -> ``completed``
   or ``failed``; delimited files are parsed for real). Errors come as
   ``{"error": {"status", "message"}}``, ``insufficient_scope`` in Redivis's OAuth-like shape, and
-  on HEAD in the URL-encoded ``X-REDIVIS-ERROR-PAYLOAD`` header. Name conflicts are 409.
-- Session origin (a second port): ``/upload/resumable/{token}`` with Cloud Storage's rules: 308 and
-  ``Range``, status queries, resent bytes ignored, gaps refused with 400, 256 KiB multiples, unknown
-  totals, 200 with ``size``/``md5Hash`` metadata on completion, 404 once expired, 410 once cancelled.
+  on HEAD in the URL-encoded ``X-REDIVIS-ERROR-PAYLOAD`` header. A duplicate upload name is 409
+  (``on_name_conflict="rename"`` renames instead, which the official client's
+  ``rename_on_conflict`` relies on); so is a second next version. A table reference without a
+  version means ``next`` when there is one, else ``current``; uploads into a released version
+  are 400.
+- Session origin (a second port, so a token sent there is visible): ``/upload/resumable/{token}``
+  with Cloud Storage's rules: 308 and ``Range``, status queries, resent bytes ignored, a gap (a
+  chunk starting past what is held) refused with 400, non-final chunks in 256 KiB multiples (else
+  400), unknown totals (``/*``), 200 with ``size``/``md5Hash`` metadata on completion and on every
+  later request, 404 once expired (``session_ttl``, ``expire_session``), 410 once cancelled.
   The object metadata carries ``crc32c`` only when the ``google_crc32c`` module is installed (a
   pure-Python crc32c would be far too slow for GiB files).
 - ``/_emulator/...`` on the API origin, for scripts driving an emulator in another process:
