@@ -178,8 +178,9 @@ class _ThreadedHasher:
             self._free.put(memoryview(bytearray(PIECE)))
         self._work: queue.Queue[tuple[memoryview, memoryview] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="redivis-emulator-md5", daemon=True)
-        self._thread.start()
         self._closed = False
+        self._error: BaseException | None = None
+        self._thread.start()
 
     def _run(self) -> None:
         while True:
@@ -188,8 +189,13 @@ class _ThreadedHasher:
                 if item is None:
                     return
                 buffer, data = item
-                self.digests.update(data)
-                self._free.put(buffer)
+                try:
+                    if self._error is None:
+                        self.digests.update(data)
+                except BaseException as exc:  # reported by close(): a wrong md5 must not be committed
+                    self._error = exc
+                finally:
+                    self._free.put(buffer)
             finally:
                 self._work.task_done()
 
@@ -210,6 +216,8 @@ class _ThreadedHasher:
             self._closed = True
             self._work.put(None)
             self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("hashing the received bytes failed") from self._error
 
 
 #: Chunks at least this large are hashed on a helper thread.
