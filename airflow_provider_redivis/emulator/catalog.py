@@ -607,16 +607,16 @@ class Catalog:
         }
 
     def table_num_rows(self, table: Table) -> tuple[int, int]:
-        """(numRows, numBytes): replace keeps the latest completed upload; append adds to what was inherited."""
+        """(numRows, numBytes): a version's uploads stack; ``replace`` drops the inherited rows, ``append`` keeps them.
+
+        Until a ``replace`` table's version has a completed upload it still shows what it inherited.
+        """
         completed = [u for u in table.uploads if u.status == "completed" and not u.deleted]
-        if table.merge_strategy == "replace":
-            if not completed:
-                return table.inherited_rows, table.inherited_bytes
-            latest = max(completed, key=lambda u: u.completed_seq)
-            return latest.num_rows or 0, latest.size or 0
-        rows = table.inherited_rows + sum(u.num_rows or 0 for u in completed)
-        size = table.inherited_bytes + sum(u.size or 0 for u in completed)
-        return rows, size
+        rows = sum(u.num_rows or 0 for u in completed)
+        size = sum(u.size or 0 for u in completed)
+        if table.merge_strategy == "replace" and completed:
+            return rows, size
+        return table.inherited_rows + rows, table.inherited_bytes + size
 
     def table_resource(self, table: Table) -> dict[str, Any]:
         version = table.version

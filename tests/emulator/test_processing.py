@@ -145,15 +145,28 @@ def test_append_adds_rows_of_completed_uploads(
     assert table["numRows"] == 3
 
 
-def test_replace_keeps_the_latest_upload(
+def test_replace_stacks_a_versions_uploads_and_drops_what_it_inherited(
     emu: RedivisEmulator, api: requests.Session, upload_bytes: UploadBytes
 ) -> None:
-    emu.create_table("test_owner.test_dataset.daily", merge_strategy="replace")
-    upload_bytes("monday.csv", b"x\n1\n2\n3\n", table="test_owner.test_dataset.daily")
-    emu.wait_for_processing("test_owner.test_dataset.daily", "monday.csv")
-    upload_bytes("tuesday.csv", b"x\n1\n2\n", table="test_owner.test_dataset.daily")
-    emu.wait_for_processing("test_owner.test_dataset.daily", "tuesday.csv")
-    assert emu.get_table("test_owner.test_dataset.daily")["numRows"] == 2
+    daily = "test_owner.test_dataset.daily"
+    emu.create_table(daily, merge_strategy="replace")
+    upload_bytes("north.csv", b"x\n1\n2\n3\n", table=daily)
+    upload_bytes("south.csv", b"x\n1\n2\n", table=daily)
+    for name in ("north.csv", "south.csv"):
+        emu.wait_for_processing(daily, name)
+    assert emu.get_table(daily)["numRows"] == 5  # the uploads of one version stack
+
+    datasets = f"{emu.api_url}/datasets/test_owner.test_dataset"
+    api.post(f"{datasets}/versions/next/release", json={}, timeout=TIMEOUT).raise_for_status()
+    deadline = time.monotonic() + 20
+    while api.get(f"{datasets}/versions/current", timeout=TIMEOUT).status_code != 200:
+        assert time.monotonic() < deadline, "the release never finished"
+        time.sleep(0.05)
+    api.post(f"{datasets}/versions", timeout=TIMEOUT).raise_for_status()
+    assert emu.get_table(daily)["numRows"] == 5  # a new version starts with what it inherited
+    upload_bytes("tuesday.csv", b"x\n1\n", table=daily)
+    emu.wait_for_processing(daily, "tuesday.csv")
+    assert emu.get_table(daily)["numRows"] == 1  # replace: the new version holds only its own uploads
 
 
 def test_parser_streams_a_file_directly(tmp_path: Path) -> None:
