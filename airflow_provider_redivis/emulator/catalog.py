@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.sessions import ResumableSession
+from airflow_provider_redivis.upload_options import UPLOAD_TYPES
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -38,25 +39,6 @@ ALL_SCOPES = (
     "organization.write",
 )
 EDIT_SCOPE = "data.edit"
-UPLOAD_TYPES = (
-    "delimited",
-    "stream",
-    "avro",
-    "ndjson",
-    "parquet",
-    "orc",
-    "xls",
-    "xlsx",
-    "dta",
-    "sas7bdat",
-    "sav",
-    "geojson",
-    "geojsonl",
-    "json",
-    "shp",
-    "shp.zip",
-    "kml",
-)
 MERGE_STRATEGIES = ("append", "replace")
 #: Cloud Storage's largest object.
 MAX_UPLOAD_SIZE = 5 * 1024**4

@@ -33,6 +33,11 @@ from airflow_provider_redivis.resumable import (
     validate_chunk_size,
 )
 from airflow_provider_redivis.sources import open_source
+from airflow_provider_redivis.upload_options import (
+    infer_upload_type,
+    validate_upload_name,
+    validate_upload_type,
+)
 from airflow_provider_redivis.upload_status import (
     UploadOutcome,
     summarize_upload,
@@ -48,69 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TYPES = frozenset(
-    {
-        "delimited",
-        "stream",
-        "avro",
-        "ndjson",
-        "parquet",
-        "orc",
-        "xls",
-        "xlsx",
-        "dta",
-        "sas7bdat",
-        "sav",
-        "geojson",
-        "geojsonl",
-        "json",
-        "shp",
-        "shp.zip",
-        "kml",
-    }
-)
-_TYPE_BY_SUFFIX = {
-    ".csv": "delimited",
-    ".tsv": "delimited",
-    ".txt": "delimited",
-    ".psv": "delimited",
-    ".jsonl": "ndjson",
-    ".ndjson": "ndjson",
-    ".shp.zip": "shp.zip",
-}
-IF_EXISTS = ("fail", "replace", "skip")
-#: Redivis refuses names it cannot store; these are the rules this provider checks before sending anything.
-MAX_UPLOAD_NAME_LENGTH = 255
-
 XCOM_SESSION_ID = "redivis_session_id"
 XCOM_OFFSET = "redivis_offset"
-
-
-def infer_upload_type(name: str) -> str | None:
-    """The upload type from the file name (``sales.csv.gz`` → delimited), or None to let Redivis decide."""
-    lowered = name.lower()
-    for compression in (".gz", ".zip", ".bz2") if not lowered.endswith(".shp.zip") else ():
-        lowered = lowered.removesuffix(compression)
-    for suffix, upload_type in _TYPE_BY_SUFFIX.items():
-        if lowered.endswith(suffix):
-            return upload_type
-    extension = posixpath.splitext(lowered)[1].lstrip(".")
-    return extension if extension in UPLOAD_TYPES else None
-
-
-def validate_upload_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise RedivisConfigError(f"upload_name must be a non-empty string, got {name!r}.")
-    if len(name) > MAX_UPLOAD_NAME_LENGTH:
-        raise RedivisConfigError(
-            f"upload_name is {len(name)} characters; Redivis accepts at most {MAX_UPLOAD_NAME_LENGTH}."
-        )
-    if any(ch in name for ch in "/\\") or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise RedivisConfigError(
-            f"upload_name {name!r} contains a slash or a control character, which Redivis rejects: use a plain "
-            "file name such as 'sales_2026_11.csv'."
-        )
-    return name
+IF_EXISTS = ("fail", "replace", "skip")
 
 
 def _is_template(value: object) -> bool:
@@ -238,10 +183,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.metadata = metadata
         if if_exists not in IF_EXISTS:
             raise RedivisConfigError(f"if_exists must be one of {', '.join(IF_EXISTS)}; got {if_exists!r}.")
-        if upload_type is not None and upload_type not in UPLOAD_TYPES:
-            raise RedivisConfigError(
-                f"upload_type {upload_type!r} is not a Redivis upload type. Use one of: {', '.join(sorted(UPLOAD_TYPES))}."
-            )
+        validate_upload_type(upload_type)
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
         if upload_name is not None and not _is_template(upload_name):
@@ -284,9 +226,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         table = validate_table_reference(self.table)
         source = open_source(self.source)
         name = validate_upload_name(self.upload_name or _default_name(self.source))
-        upload_type = self.upload_type or infer_upload_type(name)
-        if upload_type is not None and upload_type not in UPLOAD_TYPES:
-            raise RedivisConfigError(f"upload_type {upload_type!r} is not a Redivis upload type.")
+        upload_type = validate_upload_type(self.upload_type) or infer_upload_type(name)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
         store = checkpoint_store_for(context)
         log.info("Checkpoints for this upload are kept in %s", store.description)
