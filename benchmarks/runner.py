@@ -81,7 +81,7 @@ FULL = Plan(
     chunk_sizes=(8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB, 256 * MiB),
     sweep_reps=4,
     checkpoint_size=256 * MiB,
-    checkpoint_pairs=10,
+    checkpoint_pairs=16,
     memory_sizes=(64 * MiB, 256 * MiB, 1 * GiB),
     interrupt_size=256 * MiB,
     interrupt_points=50,
@@ -325,6 +325,28 @@ def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str
     return result
 
 
+def throughput_groups(plan: Plan) -> list[list[dict[str, Any]]]:
+    """One repetition: each measured run beside its own ceiling, so that a pair shares the moment.
+
+    The default chunk size's group also holds the official client and the whole ``execute()``,
+    so their ratios come from neighbours too.
+    """
+    groups = [
+        [{"kind": "ceiling"}, {"kind": "operator", "chunk_size": c}]
+        for c in plan.chunk_sizes
+        if c != DEFAULT_CHUNK_SIZE
+    ]
+    groups.append(
+        [
+            {"kind": "ceiling"},
+            {"kind": "operator", "chunk_size": DEFAULT_CHUNK_SIZE},
+            {"kind": "client"},
+            {"kind": "operator_execute", "chunk_size": DEFAULT_CHUNK_SIZE},
+        ]
+    )
+    return groups
+
+
 def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
     """Operator path vs one streamed PUT vs the official client, per file size and chunk size."""
     out: dict[str, Any] = {"sizes": {}}
@@ -335,64 +357,60 @@ def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) ->
         with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
             for rep in range(plan.sweep_reps):
                 say(f"throughput {mib(size)}: repetition {rep + 1}/{plan.sweep_reps}")
-                middle = [{"kind": "operator", "chunk_size": c} for c in plan.chunk_sizes]
-                middle += [
-                    {"kind": "client"},
-                    {"kind": "operator_execute", "chunk_size": DEFAULT_CHUNK_SIZE},
-                ]
-                rng.shuffle(middle)
-                order = [{"kind": "ceiling"}, *middle, {"kind": "ceiling"}]
-                for run in order:
-                    result = run_and_free(emu, worker, {**run, "path": path, "size": size, "rep": rep})
-                    runs.append(result)
+                groups = throughput_groups(plan)
+                rng.shuffle(groups)
+                for number, group in enumerate(groups):
+                    rng.shuffle(group)
+                    for run in group:
+                        context = {"path": path, "size": size, "rep": rep, "group": f"{rep}.{number}"}
+                        runs.append(run_and_free(emu, worker, {**run, **context}))
         out["sizes"][str(size)] = summarize_throughput(runs, size, plan)
     return out
 
 
 def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> dict[str, Any]:
-    reps = sorted({r["rep"] for r in runs})
-    ceiling_by_rep = {
-        rep: statistics.mean(r["seconds"] for r in runs if r["rep"] == rep and r["kind"] == "ceiling")
-        for rep in reps
-    }
-
-    def seconds(kind: str, rep: int, chunk: int | None = None, key: str = "seconds") -> float:
-        for r in runs:
-            if r["kind"] == kind and r["rep"] == rep and (chunk is None or r.get("chunk_size") == chunk):
-                return float(r[key])
-        raise KeyError((kind, rep, chunk))
+    def find(kind: str, group: str | None = None, chunk: int | None = None) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in runs
+            if r["kind"] == kind
+            and (group is None or r["group"] == group)
+            and (chunk is None or r.get("chunk_size") == chunk)
+        ]
 
     chunks: dict[str, Any] = {}
     for chunk in plan.chunk_sizes:
-        ratios = [ceiling_by_rep[rep] / seconds("operator", rep, chunk) for rep in reps]
-        times = [seconds("operator", rep, chunk) for rep in reps]
+        measured = find("operator", chunk=chunk)
+        ratios = [find("ceiling", r["group"])[0]["seconds"] / r["seconds"] for r in measured]
+        times = [r["seconds"] for r in measured]
+        # The checkpoint's own share of the run, timed inside the store: no noise from the transfer.
+        writes = [r["state_write_seconds"] / (r["seconds"] - r["state_write_seconds"]) for r in measured]
         chunks[str(chunk)] = {
             "ratio_to_ceiling": median(ratios),
             "ratios": ratios,
             "mib_per_s": size / MiB / median(times),
             "seconds": times,
+            "state_writes": measured[0]["state_writes"],
+            "checkpoint_share": median(writes),
         }
-    client_transfer = [seconds("client", rep, key="transfer_seconds") for rep in reps]
-    client_total = [seconds("client", rep) for rep in reps]
-    ours = (
-        [seconds("operator", rep, DEFAULT_CHUNK_SIZE) for rep in reps]
-        if DEFAULT_CHUNK_SIZE in plan.chunk_sizes
-        else []
-    )
-    execute = [seconds("operator_execute", rep) for rep in reps]
+    ceilings = [r["seconds"] for r in find("ceiling")]
+    pairs = []
+    for client in find("client"):
+        ours = find("operator", client["group"], DEFAULT_CHUNK_SIZE)[0]
+        execute = find("operator_execute", client["group"])[0]
+        pairs.append((client["transfer_seconds"], ours["seconds"], client["seconds"], execute["seconds"]))
     return {
-        "ceiling_mib_per_s": size / MiB / median(list(ceiling_by_rep.values())),
-        "ceiling_seconds": list(ceiling_by_rep.values()),
+        "ceiling_mib_per_s": size / MiB / median(ceilings),
+        "ceiling_seconds": ceilings,
         "chunks": chunks,
         "client": {
-            "transfer_seconds": client_transfer,
-            "create_seconds": client_total,
-            "mib_per_s": size / MiB / median(client_transfer),
-            "ratio_transfer": median([c / o for c, o in zip(client_transfer, ours, strict=True)])
-            if ours
-            else None,
-            "ratio_end_to_end": median([c / e for c, e in zip(client_total, execute, strict=True)]),
-            "operator_execute_seconds": execute,
+            "transfer_seconds": [p[0] for p in pairs],
+            "operator_seconds": [p[1] for p in pairs],
+            "create_seconds": [p[2] for p in pairs],
+            "operator_execute_seconds": [p[3] for p in pairs],
+            "mib_per_s": size / MiB / median([p[0] for p in pairs]),
+            "ratio_transfer": median([p[0] / p[1] for p in pairs]),
+            "ratio_end_to_end": median([p[2] / p[3] for p in pairs]),
         },
         "runs": runs,
     }
@@ -414,7 +432,8 @@ def checkpoint_cost(emu: Emulator, home: Path, files: dict[int, Path], plan: Pla
                 )
                 pair[kind] = result["seconds"]
                 if kind == "operator":
-                    pair["state_writes"] = result.get("state_writes", 0)
+                    pair["state_writes"] = result["state_writes"]
+                    pair["state_write_seconds"] = result["state_write_seconds"]
             pairs.append(pair)
     costs = [p["operator"] / p["engine"] - 1 for p in pairs]
     return {
@@ -424,6 +443,9 @@ def checkpoint_cost(emu: Emulator, home: Path, files: dict[int, Path], plan: Pla
         "cost_median": median(costs),
         "cost_of_medians": median([p["operator"] for p in pairs]) / median([p["engine"] for p in pairs]) - 1,
         "costs": costs,
+        "checkpoint_share": median(
+            [p["state_write_seconds"] / (p["operator"] - p["state_write_seconds"]) for p in pairs]
+        ),
     }
 
 

@@ -72,6 +72,7 @@ class DurableStateStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)")
         self.writes = 0
+        self.write_seconds = 0.0
 
     # The accessor interface of ``context["task_state_store"]``.
     def get(self, key: str) -> Any:
@@ -79,9 +80,11 @@ class DurableStateStore:
         return None if row is None else json.loads(row[0])
 
     def set(self, key: str, value: Any, retention: Any = None) -> None:
+        started = time.perf_counter()
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
         self.writes += 1
+        self.write_seconds += time.perf_counter() - started
 
     def delete(self, key: str) -> None:
         with self.db:
@@ -160,9 +163,10 @@ class Client:
         info: dict[str, Any] = {"session_id": checkpoint.session_id}
 
         def measured() -> None:
-            before = self.state.writes
+            writes, seconds = self.state.writes, self.state.write_seconds
             operator._send(self.ti, self.hook, store, checkpoint, 0, source)
-            info["state_writes"] = self.state.writes - before
+            info["state_writes"] = self.state.writes - writes
+            info["state_write_seconds"] = self.state.write_seconds - seconds
 
         return info, measured
 
