@@ -9,7 +9,6 @@ import importlib
 import json
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import requests
 
 from airflow_provider_redivis.emulator import RedivisEmulator
@@ -56,6 +55,8 @@ def create_upload(
 def emulator_fixture(processing_delay: float) -> Any:
     """A function-scoped fixture: an emulator with one table, ``redivis_default`` pointing at it (no hook
     retries) and ``redivis_setup`` (default retries) for the test's own calls."""
+    # pytest only here: DAG files under test import this module in an Airflow 2 environment without it.
+    import pytest
 
     @pytest.fixture
     def fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[RedivisEmulator]:
