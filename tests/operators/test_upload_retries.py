@@ -54,7 +54,6 @@ COMMON = dict(
     table={table!r},
     chunk_size={chunk},
     poll_interval=0.2,
-    deferrable=False,
     retries=1,
     retry_delay=timedelta(seconds=1),
     on_retry_callback=between_tries,
@@ -326,3 +325,28 @@ def test_mapped_upload_resumes_only_the_file_that_failed(tmp_path: Path, emulato
         assert_one_exact_upload(emulator, name, path)
     assert result.output.count("Resuming Redivis upload session") == 1
     assert emulator.bytes_received("session") <= sum(sizes.values()) + CHUNK
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_deferred_wait_for_processing(tmp_path: Path, emulator: RedivisEmulator, outcome: str) -> None:
+    """deferrable=True: the operator hands the wait to the trigger and ends with Redivis's verdict."""
+    source = tmp_path / "deferred.csv"
+    source.write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(1000)))
+    if outcome == "failed":
+        emulator.add_fault(Fault("fail_processing", message="Column b is not an integer on row 12"))
+    dag_id = f"deferred_{outcome}"
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        emulator,
+        dag_id=dag_id,
+        operator_kwargs=f"source={str(source)!r}, has_header_row=True, deferrable=True, upload_name='deferred.csv'",
+    )
+    home_output = result.output
+    assert "deferred" in home_output.lower()
+    if outcome == "completed":
+        assert result.succeeded, home_output[-6000:]
+        assert_one_exact_upload(emulator, "deferred.csv", source)
+        assert emulator.list_uploads(TABLE)[0]["numRows"] == 1000
+    else:
+        assert not result.succeeded
+        assert "Column b is not an integer on row 12" in home_output
