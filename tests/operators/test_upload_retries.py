@@ -342,7 +342,8 @@ def test_deferred_wait_for_processing(tmp_path: Path, emulator: RedivisEmulator,
         operator_kwargs=f"source={str(source)!r}, has_header_row=True, deferrable=True, upload_name='deferred.csv'",
     )
     home_output = result.output
-    assert "deferred" in home_output.lower()
+    assert "Pausing task as DEFERRED" in home_output
+    assert "RedivisUploadTrigger" in home_output
     if outcome == "completed":
         assert result.succeeded, home_output[-6000:]
         assert_one_exact_upload(emulator, "deferred.csv", source)
