@@ -7,9 +7,10 @@ import os
 import posixpath
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf, mask_secret
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
@@ -418,6 +419,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         return current
 
     def _session_for(self, hook: RedivisHook, checkpoint: UploadCheckpoint) -> ResumableSession:
+        mask_session_url(checkpoint.session_url)
         return ResumableSession(
             hook.session,
             checkpoint.session_url,
@@ -516,6 +518,13 @@ class RedivisResumableUploadOperator(BaseOperator):
         if upload_outcome(upload) is UploadOutcome.FAILED:
             raise upload_failure(upload)
         return summarize_upload(upload)
+
+
+def mask_session_url(url: str) -> None:
+    """A session URL is a credential: Airflow's masker hides it whole and as the request line urllib3 logs."""
+    parts = urlsplit(url)
+    mask_secret(url)
+    mask_secret(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def _default_name(source: object) -> str:

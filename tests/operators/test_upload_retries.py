@@ -145,6 +145,8 @@ def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path,
     assert session_url not in repr(home.query("SELECT * FROM xcom"))
     assert emu.token not in result.output
     assert emu.authorization_seen("session") == 0  # the token never went to the session URL's origin
+    secret = session_url.split("/upload/resumable/", 1)[1]
+    assert secret not in result.output  # the session URL is a credential: never logged whole
     # Progress at a readable pace: bytes, percent, rate and ETA.
     assert re.search(r"Uploaded [\d.]+ of [\d.]+ MiB \(\d+%\) at [\d.]+ MiB/s, ETA", result.output)
     # XCom: the session id and the offset as they advanced, and the upload as the result.
