@@ -268,8 +268,6 @@ class RedivisResumableUploadOperator(BaseOperator):
                 name,
             )
             return None
-        if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
-            return checkpoint  # the bytes are already with Redivis; the source no longer matters
         if checkpoint.fingerprint != source.fingerprint():
             log.warning(
                 "Starting a new upload session from byte 0: the source changed since the last try "
@@ -278,6 +276,8 @@ class RedivisResumableUploadOperator(BaseOperator):
                 source.size,
             )
             return None
+        if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+            return checkpoint  # the bytes are with Redivis already: the session's age no longer matters
         if checkpoint.session_expired():
             log.warning(
                 "Starting a new upload session from byte 0: session %s was created at %s and has expired",
