@@ -144,7 +144,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gib']} GiB RAM, "
         f"Python {machine['python']}, {machine['platform']}; requests {machine['requests']}, redivis client "
         f"{machine['redivis_client']}. Load average (1, 5, 15 min) before: {machine.get('load_before')}, after: "
-        f"{machine.get('load_after')}. The emulator and the client under measurement share this machine: "
+        f"{machine.get('load_after')}; highest 1-minute load seen between runs: {machine.get('load_max_during')}. "
+        "All figures below come from this one command. The emulator and the client under measurement share this machine: "
         "each runs in its own process, on 127.0.0.1.",
         "",
         "| figure | measured | goal | |",

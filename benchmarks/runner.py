@@ -316,8 +316,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+#: The 1-minute load average after every run: other users of the machine show up here.
+LOAD_SAMPLES: list[float] = []
+
+
 def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str, Any]:
     result = worker.run(run)
+    LOAD_SAMPLES.extend(load_average()[:1])
     if result.get("upload_uri"):
         # Processing reads the stored bytes: let it finish before they go.
         emu.wait_until_processed(result["upload_uri"])
@@ -706,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         if "triggers" in figures:
             results["triggers"] = triggers(home, scratch, plan)
     info["load_after"] = load_average()
+    info["load_max_during"] = max(LOAD_SAMPLES, default=None)
     info["duration_seconds"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     report.write(results, out, plot_python=args.plot_python or os.environ.get("REDIVIS_BENCH_PLOT_PYTHON"))
