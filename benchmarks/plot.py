@@ -63,8 +63,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.bar([x + width for x in xs], client, width, label="redivis client 0.21.1", color="#d08c2c")
     right.set_xticks(list(xs), labels)
     right.set_ylabel("MiB/s")
+    right.set_ylim(0, 1.35 * max(ceiling + ours + client))  # room for the legend above the bars
     right.set_title("Transfer rate to the emulator on 127.0.0.1")
-    right.legend(fontsize=8)
+    right.legend(fontsize=8, loc="upper center", ncol=2)
     right.grid(True, axis="y", alpha=0.3)
 
     machine = results["machine"]
