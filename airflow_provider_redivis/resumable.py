@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -257,27 +258,39 @@ class ResumableSession:
         """Send ``reader`` from ``start_offset`` until the server answers 200/201; verify; return its metadata.
 
         ``reader`` is seekable and yields the same bytes on every read (``check_source`` raises
-        :class:`SourceChangedError` otherwise). Memory stays at one chunk.
+        :class:`SourceChangedError` otherwise). Memory stays at two chunks: the one in flight and the next.
         """
         digest = digest or StreamingMD5()
         self._hash_prefix(reader, digest, start_offset)
-        offset = start_offset
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redivis-upload") as worker:
+            return self._send_all(reader, start_offset, digest, worker, on_progress, check_source)
+
+    def _send_all(
+        self,
+        reader: IO[bytes],
+        offset: int,
+        digest: StreamingMD5,
+        worker: ThreadPoolExecutor,
+        on_progress: ProgressCallback | None,
+        check_source: Callable[[], None] | None,
+    ) -> Mapping[str, Any]:
         stalled = 0  # consecutive rounds that moved the server's offset nowhere
+        chunk = self._read_chunk(reader, offset)
         while True:
             if self._cancelled:
                 raise InterruptedError("upload cancelled; the session stays resumable")
-            reader.seek(offset)
-            data = reader.read(self.chunk_size)
-            last, total = self._is_last_chunk(reader, offset, len(data))
+            data, last, total = chunk
             if check_source is not None:
                 check_source()
-            digest.update(offset, data)
             end = offset + len(data)
+            # While the socket sends this chunk, the worker hashes it and reads the next one: both release
+            # the GIL. Memory: two chunks at most.
+            hashed = worker.submit(digest.update, offset, data)
+            ahead = None if last else worker.submit(self._read_chunk, reader, end)
             try:
                 if not data:
-                    status = (
-                        self.query_status()
-                    )  # the server holds all of it already: only the answer was lost
+                    # The server holds all of it already: only the answer to the last chunk was lost.
+                    status = self.query_status()
                 else:
                     status = self._put(data, content_range(offset, end - 1, total if last else self.total))
             except (_TransientSessionError, requests.RequestException) as exc:
@@ -299,7 +312,9 @@ class ResumableSession:
                 if not status.complete and status.offset <= offset:
                     stalled += 1
                     self._give_up_if_spent(stalled, None, f"sending bytes {offset}-{end - 1}")
-            del data
+            hashed.result()
+            next_chunk = ahead.result() if ahead is not None else None
+            del data, chunk
             if status.complete:
                 final_total = total if total is not None else self.total
                 self._verify(status.metadata, final_total, digest, reader, check_source)
@@ -313,10 +328,19 @@ class ResumableSession:
                 )
             if status.offset > offset:
                 stalled = 0  # progress renews the failure budget
-            # The server's Range decides, even when it is less than what was sent.
-            offset = status.offset
             if on_progress is not None:
-                on_progress(offset, self.total)
+                on_progress(status.offset, self.total)
+            # The server's Range decides, even when it is less than what was sent: the chunk read ahead
+            # is used only when the server holds exactly what was sent.
+            if status.offset != end or next_chunk is None:
+                next_chunk = self._read_chunk(reader, status.offset)
+            offset, chunk = status.offset, next_chunk
+
+    def _read_chunk(self, reader: IO[bytes], offset: int) -> tuple[bytes, bool, int | None]:
+        reader.seek(offset)
+        data = reader.read(self.chunk_size)
+        last, total = self._is_last_chunk(reader, offset, len(data))
+        return data, last, total
 
     def _give_up_if_spent(self, stalled: int, exc: BaseException | None, doing: str) -> None:
         if stalled >= self.retry_policy.max_attempts:
