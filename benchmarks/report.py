@@ -208,6 +208,23 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_num(client.get('ratio_transfer'))} | {_fmt(client['create_seconds'])} | "
                 f"{_fmt(client['operator_execute_seconds'])} | {_num(client['ratio_end_to_end'])} |"
             )
+        lines += [
+            "",
+            "## Where the time goes",
+            "",
+            "CPU seconds per GiB (median) of the uploading process (all its threads) and of the emulator's process, "
+            "and the wall time per GiB. Both processes share the machine's cores: when their CPU seconds together "
+            "approach nproc x wall time, the machine, not the protocol, is the limit.",
+            "",
+            "| file | path | client CPU s/GiB | emulator CPU s/GiB | wall s/GiB |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for size, data in sizes.items():
+            for label, cpu in data.get("cpu", {}).items():
+                lines.append(
+                    f"| {size_label(size)} | {label} | {cpu['client_cpu_s_per_gib']:.2f} | "
+                    f"{cpu['emulator_cpu_s_per_gib']:.2f} | {cpu['wall_s_per_gib']:.2f} |"
+                )
     if "memory" in results:
         mem = results["memory"]
         lines += [
@@ -217,7 +234,7 @@ def markdown(results: dict[str, Any]) -> str:
             "Peak RSS (VmHWM, reset through /proc/self/clear_refs just before the upload) minus RSS before it, "
             "one fresh process per upload; MiB.",
             "",
-            "| file | operator (64 MiB chunks) | redivis client | one streamed PUT |",
+            f"| file | operator ({mem['chunk_size'] // MiB} MiB chunks) | redivis client | one streamed PUT |",
             "| --- | --- | --- | --- |",
         ]
         for size in sorted({r["size"] for r in mem["rows"]}):

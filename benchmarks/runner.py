@@ -321,7 +321,10 @@ LOAD_SAMPLES: list[float] = []
 
 
 def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str, Any]:
+    cpu_started = time.process_time()
     result = worker.run(run)
+    # This process is the emulator while the worker runs (the runner itself only waits on a pipe).
+    result["emulator_cpu_seconds"] = time.process_time() - cpu_started
     LOAD_SAMPLES.extend(load_average()[:1])
     if result.get("upload_uri"):
         # Processing reads the stored bytes: let it finish before they go.
@@ -399,6 +402,19 @@ def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> d
             "checkpoint_share": median(writes),
         }
     ceilings = [r["seconds"] for r in find("ceiling")]
+    per_gib = GiB / size
+    cpu = {
+        label: {
+            "client_cpu_s_per_gib": median([r["cpu_seconds"] * per_gib for r in found]),
+            "emulator_cpu_s_per_gib": median([r["emulator_cpu_seconds"] * per_gib for r in found]),
+            "wall_s_per_gib": median([r["seconds"] * per_gib for r in found]),
+        }
+        for label, found in (
+            ("one streamed PUT", find("ceiling")),
+            (f"operator, {DEFAULT_CHUNK_SIZE // MiB} MiB chunks", find("operator", chunk=DEFAULT_CHUNK_SIZE)),
+            ("redivis client", find("client")),
+        )
+    }
     pairs = []
     for client in find("client"):
         ours = find("operator", client["group"], DEFAULT_CHUNK_SIZE)[0]
@@ -408,6 +424,7 @@ def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> d
         "ceiling_mib_per_s": size / MiB / median(ceilings),
         "ceiling_seconds": ceilings,
         "chunks": chunks,
+        "cpu": cpu,
         "client": {
             "transfer_seconds": [p[0] for p in pairs],
             "operator_seconds": [p[1] for p in pairs],
