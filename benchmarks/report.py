@@ -35,7 +35,7 @@ def yes(ok: bool | None) -> str:
 def recommend_chunk_size(throughput: dict[str, Any]) -> dict[str, Any]:
     """The smallest chunk size as fast as the best (worst case over file sizes) whose checkpoints stay cheap.
 
-    Smaller is better otherwise: the engine holds one chunk in memory.
+    Smaller is better otherwise: the engine's memory grows with the chunk.
     """
     sizes = throughput["sizes"]
     chunks = sorted({int(c) for data in sizes.values() for c in data["chunks"]})
@@ -189,8 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
         lines += [
             "",
-            f"Recommended default chunk size: **{rec['chunk_size'] // MiB} MiB**: the smallest (the engine holds one "
-            f"chunk in memory) whose worst ratio over the file sizes is within {RECOMMEND_TOLERANCE} of the best "
+            f"Recommended default chunk size: **{rec['chunk_size'] // MiB} MiB**: the smallest (the engine's memory "
+            f"grows with the chunk) whose worst ratio over the file sizes is within {RECOMMEND_TOLERANCE} of the best "
             f"({rec['best']:.3f}) and whose checkpoint writes take at most {100 * CHECKPOINT_SHARE_BUDGET:.1f} % of "
             "the upload (a quarter of the 2 % budget: in a task each write crosses Airflow's API server, slower "
             "than the SQLite stand-in).",
