@@ -70,7 +70,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     machine = results["machine"]
     fig.suptitle(
-        f"{machine['nproc']} CPUs, {machine['cpu_model']}, Python {machine['python']}; load {machine.get('load_before')}",
+        f"{machine['nproc']} CPUs, {machine['cpu_model']}, Python {machine['python']}; load average before "
+        f"{machine.get('load_before')}, highest between runs {machine.get('load_max_during')}",
         fontsize=9,
     )
     fig.tight_layout()
