@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -172,6 +172,38 @@ class StreamingMD5:
         return self._md5.hexdigest()
 
 
+class _ChunkBody:
+    """One chunk as a request body that ``requests`` reads as it sends: hashed as it goes, never held whole.
+
+    ``reader`` is positioned at the chunk's first byte. A short read means the source shrank.
+    """
+
+    def __init__(self, reader: IO[bytes], offset: int, length: int, digest: StreamingMD5) -> None:
+        self._reader = reader
+        self._position = offset
+        self._end = offset + length
+        self._length = length
+        self._digest = digest
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._position
+        if left <= 0:
+            return b""
+        data = self._reader.read(left if size is None or size < 0 else min(size, left))
+        if not data:
+            raise SourceChangedError(
+                f"The source ended at byte {self._position}, before the {self._end} bytes it had when the upload "
+                "started: it changed while being read. Nothing was created; run the task again once the file is "
+                "complete."
+            )
+        self._digest.update(self._position, data)
+        self._position += len(data)
+        return data
+
+
 #: Called with (bytes the server holds, total or None) after every acknowledged chunk.
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -211,7 +243,7 @@ class ResumableSession:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _put(self, data: bytes, range_header: str) -> SessionStatus:
+    def _put(self, data: bytes | _ChunkBody, range_header: str) -> SessionStatus:
         response = self.http.put(
             self.url,
             data=data,
@@ -258,41 +290,36 @@ class ResumableSession:
         """Send ``reader`` from ``start_offset`` until the server answers 200/201; verify; return its metadata.
 
         ``reader`` is seekable and yields the same bytes on every read (``check_source`` raises
-        :class:`SourceChangedError` otherwise). Memory stays at two chunks: the one in flight and the next.
+        :class:`SourceChangedError` otherwise). With a known total each chunk streams from the source as it is
+        sent and is hashed as it goes: memory stays at a few KiB whatever the chunk size. With an unknown total
+        a chunk is read first (one byte more tells whether it is the last): memory stays at one chunk.
         """
         digest = digest or StreamingMD5()
         self._hash_prefix(reader, digest, start_offset)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redivis-upload") as worker:
-            return self._send_all(reader, start_offset, digest, worker, on_progress, check_source)
+        return self._send_all(reader, start_offset, digest, on_progress, check_source)
 
     def _send_all(
         self,
         reader: IO[bytes],
         offset: int,
         digest: StreamingMD5,
-        worker: ThreadPoolExecutor,
         on_progress: ProgressCallback | None,
         check_source: Callable[[], None] | None,
     ) -> Mapping[str, Any]:
         stalled = 0  # consecutive rounds that moved the server's offset nowhere
-        chunk = self._read_chunk(reader, offset)
         while True:
             if self._cancelled:
                 raise InterruptedError("upload cancelled; the session stays resumable")
-            data, last, total = chunk
             if check_source is not None:
                 check_source()
-            end = offset + len(data)
-            # While the socket sends this chunk, the worker hashes it and reads the next one: both release
-            # the GIL. Memory: two chunks at most.
-            hashed = worker.submit(digest.update, offset, data)
-            ahead = None if last else worker.submit(self._read_chunk, reader, end)
+            body, last, total = self._chunk_body(reader, offset, digest)
+            end = offset + len(body)
             try:
-                if not data:
+                if not len(body):
                     # The server holds all of it already: only the answer to the last chunk was lost.
                     status = self.query_status()
                 else:
-                    status = self._put(data, content_range(offset, end - 1, total if last else self.total))
+                    status = self._put(body, content_range(offset, end - 1, total if last else self.total))
             except (_TransientSessionError, requests.RequestException) as exc:
                 if isinstance(exc, requests.RequestException) and not is_retryable_error(exc):
                     raise
@@ -312,9 +339,7 @@ class ResumableSession:
                 if not status.complete and status.offset <= offset:
                     stalled += 1
                     self._give_up_if_spent(stalled, None, f"sending bytes {offset}-{end - 1}")
-            hashed.result()
-            next_chunk = ahead.result() if ahead is not None else None
-            del data, chunk
+            del body
             if status.complete:
                 final_total = total if total is not None else self.total
                 self._verify(status.metadata, final_total, digest, reader, check_source)
@@ -328,19 +353,32 @@ class ResumableSession:
                 )
             if status.offset > offset:
                 stalled = 0  # progress renews the failure budget
+            # The server's Range decides, even when it is less than what was sent.
+            offset = status.offset
             if on_progress is not None:
-                on_progress(status.offset, self.total)
-            # The server's Range decides, even when it is less than what was sent: the chunk read ahead
-            # is used only when the server holds exactly what was sent.
-            if status.offset != end or next_chunk is None:
-                next_chunk = self._read_chunk(reader, status.offset)
-            offset, chunk = status.offset, next_chunk
+                on_progress(offset, self.total)
 
-    def _read_chunk(self, reader: IO[bytes], offset: int) -> tuple[bytes, bool, int | None]:
+    def _chunk_body(
+        self, reader: IO[bytes], offset: int, digest: StreamingMD5
+    ) -> tuple[_ChunkBody, bool, int | None]:
+        """The next chunk as a request body, whether it is the last, and the total to announce with it."""
+        if self.total is None:
+            reader.seek(offset)
+            data = reader.read(self.chunk_size)
+            last, total = self._is_last_chunk(reader, offset, len(data))
+            return _ChunkBody(io.BytesIO(data), offset, len(data), digest), last, total
+        length = max(0, min(self.chunk_size, self.total - offset))
+        last = offset + length == self.total
+        if last:
+            # Growth shows past the announced end; shrinking shows as a short read while the chunk is sent.
+            reader.seek(self.total)
+            if reader.read(1):
+                raise SourceChangedError(
+                    f"The source grew past its {self.total} bytes while being read. Nothing was created; "
+                    "run the task again once the file is complete."
+                )
         reader.seek(offset)
-        data = reader.read(self.chunk_size)
-        last, total = self._is_last_chunk(reader, offset, len(data))
-        return data, last, total
+        return _ChunkBody(reader, offset, length, digest), last, self.total if last else None
 
     def _give_up_if_spent(self, stalled: int, exc: BaseException | None, doing: str) -> None:
         if stalled >= self.retry_policy.max_attempts:
@@ -352,25 +390,10 @@ class ResumableSession:
             raise _as_final_error(exc, doing) from exc
 
     def _is_last_chunk(self, reader: IO[bytes], offset: int, length: int) -> tuple[bool, int | None]:
+        """Total unknown: a short read is the last chunk; after a full one, one byte more tells."""
         end = offset + length
-        if self.total is not None:
-            if end > self.total or (length < self.chunk_size and end < self.total):
-                raise SourceChangedError(
-                    f"The source has {'more' if end > self.total else 'fewer'} bytes than the {self.total} it had "
-                    "when the upload started: it changed while being read. Nothing was created; run the task "
-                    "again once the file is complete."
-                )
-            if end == self.total:
-                if reader.read(1):
-                    raise SourceChangedError(
-                        f"The source grew past its {self.total} bytes while being read. Nothing was created; "
-                        "run the task again once the file is complete."
-                    )
-                return True, self.total
-            return False, None
         if length < self.chunk_size:
             return True, end
-        # Total unknown and a full chunk read: one byte more tells whether this was the last.
         more = reader.read(1)
         return (not more), (end if not more else None)
 
