@@ -104,7 +104,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param table: ``owner.dataset:next.table``. Templated.
     :param upload_name: the upload's name in the table; defaults to the source's file name. Templated.
     :param upload_type: one of Redivis's upload types; inferred from the file name when omitted.
-    :param chunk_size: bytes per request, a multiple of 256 KiB (default 64 MiB).
+    :param chunk_size: bytes per request, a multiple of 256 KiB (default 64 MiB, from the benchmarks).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
     :param wait_for_completion: wait until Redivis has processed the upload.
