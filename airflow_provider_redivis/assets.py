@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from airflow_provider_redivis.errors import RedivisConfigError
-from airflow_provider_redivis.references import TableReference, normalise_name
+from airflow_provider_redivis.references import TableReference, is_template, normalise_name
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Asset
@@ -100,7 +100,7 @@ def asset_for_table(table_ref: str | None) -> Asset | None:
     Outlets are fixed when the DAG is parsed, before templates render, so a templated table has no
     asset to declare: the caller leaves it out rather than guess.
     """
-    if table_ref is None or "{{" in table_ref or "{%" in table_ref:
+    if table_ref is None or is_template(table_ref):
         return None
     return table_asset(table_ref)
 

@@ -123,3 +123,13 @@ class UploadFailedError(RedivisError):
 
 def _rebuild_upload_failed(cls, message, upload_uri, error_message):  # type: ignore[no-untyped-def]
     return cls(message, upload_uri=upload_uri, error_message=error_message)
+
+
+def is_final(exc: BaseException) -> bool:
+    """Another try would meet the same answer: bad input, auth, a missing resource, a conflict, failed processing.
+
+    Operators fail such a task at once, without retries, with the message that says what to do.
+    """
+    if isinstance(exc, (RedivisConfigError, UploadFailedError, RedivisConflictError, RedivisNotFoundError)):
+        return True
+    return isinstance(exc, RedivisAPIError) and exc.status in (400, 401, 403, 404, 409)

@@ -14,6 +14,11 @@ _TABLE_RE = re.compile(rf"^(?P<owner>{_OWNER})\.(?P<dataset>[^.]+)\.(?P<table>[^
 _DATASET_RE = re.compile(rf"^(?P<owner>{_OWNER})\.(?P<dataset>[^.]+)$")
 
 
+def is_template(value: object) -> bool:
+    """A Jinja template not rendered yet: checked when it renders, at run time."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
 def encode_reference(ref: str) -> str:
     """One path segment: Redivis wants the whole reference percent-encoded, ':' and '/' included."""
     return quote(ref, safe="")

@@ -10,6 +10,7 @@ from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.references import (
     TableReference,
     encode_reference,
+    is_template,
     normalise_name,
     validate_dataset_reference,
     validate_table_reference,
@@ -100,3 +101,11 @@ def test_invalid_dataset_references(ref: str) -> None:
 )
 def test_normalise_name(name: str, expected: str) -> None:
     assert normalise_name(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("{{ params.table }}", True), ("{% if x %}a{% endif %}", True), ("owner.ds.t", False), (None, False)],
+)
+def test_is_template(value: object, expected: bool) -> None:
+    assert is_template(value) is expected

@@ -16,16 +16,16 @@ from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
 from airflow_provider_redivis.checkpoint_store import checkpoint_store_for
 from airflow_provider_redivis.errors import (
-    RedivisAPIError,
     RedivisConfigError,
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
     ResumableSessionExpiredError,
-    UploadFailedError,
+    UploadIntegrityError,
+    is_final,
 )
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.references import validate_table_reference
+from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.resumable import (
     DEFAULT_CHUNK_SIZE,
     ResumableSession,
@@ -57,10 +57,6 @@ log = logging.getLogger(__name__)
 XCOM_SESSION_ID = "redivis_session_id"
 XCOM_OFFSET = "redivis_offset"
 IF_EXISTS = ("fail", "replace", "skip")
-
-
-def _is_template(value: object) -> bool:
-    return isinstance(value, str) and "{{" in value
 
 
 class _Progress:
@@ -155,7 +151,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not _is_template(table):
+        if not is_template(table):
             validate_table_reference(table)
             if "outlets" not in kwargs:
                 # Downstream DAGs can be scheduled on the table being loaded.
@@ -187,7 +183,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         validate_upload_type(upload_type)
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
-        if upload_name is not None and not _is_template(upload_name):
+        if upload_name is not None and not is_template(upload_name):
             validate_upload_name(upload_name)
         self._session: ResumableSession | None = None
 
@@ -196,11 +192,8 @@ class RedivisResumableUploadOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         try:
             return self._execute(context)
-        except (RedivisConfigError, UploadFailedError, RedivisConflictError, RedivisNotFoundError) as exc:
-            # Another try would meet the same answer: fail now, with the message that says what to do.
-            raise AirflowFailException(str(exc)) from exc
-        except RedivisAPIError as exc:
-            if exc.status in (400, 401, 403):
+        except RedivisError as exc:
+            if is_final(exc):
                 raise AirflowFailException(str(exc)) from exc
             raise
 
@@ -366,6 +359,9 @@ class RedivisResumableUploadOperator(BaseOperator):
             ti.xcom_push(key=XCOM_OFFSET, value=offset)
             try:
                 current = self._send(ti, hook, store, checkpoint, offset, source)
+            except UploadIntegrityError:
+                store.delete()  # that session's object is wrong: the next try starts a new one
+                raise
             except ResumableSessionExpiredError:
                 if attempt == 2:
                     raise

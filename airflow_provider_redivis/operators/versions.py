@@ -19,8 +19,9 @@ from airflow_provider_redivis.errors import (
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
+    is_final,
 )
-from airflow_provider_redivis.references import validate_dataset_reference
+from airflow_provider_redivis.references import is_template, validate_dataset_reference
 from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
@@ -44,10 +45,8 @@ def _fail_fast(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Errors another try would meet again fail the task at once, with the message that says what to do."""
     try:
         return fn()
-    except RedivisConfigError as exc:
-        raise AirflowFailException(str(exc)) from exc
-    except RedivisAPIError as exc:
-        if exc.status in (400, 401, 403, 404):
+    except RedivisError as exc:
+        if is_final(exc):
             raise AirflowFailException(str(exc)) from exc
         raise
 
@@ -78,7 +77,7 @@ class RedivisCreateNextVersionOperator(BaseOperator):
         self.dataset = dataset
         self.if_not_exists = if_not_exists
         self.redivis_conn_id = redivis_conn_id
-        if "{{" not in dataset and "{%" not in dataset:
+        if not is_template(dataset):
             validate_dataset_reference(dataset)
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -169,7 +168,7 @@ class RedivisReleaseVersionOperator(BaseOperator):
         self.redivis_conn_id = redivis_conn_id
         if poll_interval <= 0 or timeout <= 0:
             raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
-        if "{{" not in dataset and "{%" not in dataset:
+        if not is_template(dataset):
             validate_dataset_reference(dataset)
 
     def execute(self, context: Any) -> dict[str, Any]:

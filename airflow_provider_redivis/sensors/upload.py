@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
-from airflow_provider_redivis.references import validate_table_reference
+from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.retry import is_retryable_error
 from airflow_provider_redivis.triggers.upload import (
     DEFAULT_CONN_ID,
@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 
 #: The triggerer's own deadline is a backstop behind the trigger's: room for its last status check.
 DEFERRAL_TIMEOUT_MARGIN = timedelta(minutes=5)
-
-
-def _is_template(value: object) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def upload_target_from(value: object) -> UploadTarget:
@@ -137,9 +133,9 @@ class RedivisUploadSensor(BaseSensorOperator):
             raise RedivisConfigError(
                 "RedivisUploadSensor needs table and upload_name, or upload (the upload operator's result)."
             )
-        if table is not None and not _is_template(table):
+        if table is not None and not is_template(table):
             validate_table_reference(table)
-        if isinstance(upload, (str, Mapping)) and not _is_template(upload):
+        if isinstance(upload, (str, Mapping)) and not is_template(upload):
             upload_target_from(upload)
         if max_poll_interval is not None and max_poll_interval <= 0:
             raise RedivisConfigError("max_poll_interval must be a positive number of seconds.")
