@@ -17,8 +17,9 @@ from airflow_provider_redivis.errors import (
     UploadIntegrityError,
     UploadInterruptedError,
 )
-from airflow_provider_redivis.resumable import CHUNK_UNIT, ResumableSession, StreamingMD5
+from airflow_provider_redivis.resumable import ResumableSession
 from airflow_provider_redivis.retry import RetryPolicy
+from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 
 TABLE = "test_owner.test_dataset.test_table"
 CHUNK = 4 * CHUNK_UNIT  # 1 MiB
@@ -72,7 +73,7 @@ def stored_md5(emu: RedivisEmulator, session_id: str) -> str:
 
 def upload(emu: RedivisEmulator, src: Path, eng: ResumableSession, start: int = 0) -> dict:
     with open(src, "rb") as fh:
-        return dict(eng.upload(fh, start))
+        return dict(eng.upload(fh, start).metadata)
 
 
 def fired(emu: RedivisEmulator, kind: str) -> int:
@@ -193,7 +194,7 @@ def test_expired_session_is_a_distinct_error(emulator: RedivisEmulator, source: 
 def test_bytes_that_differ_when_sent_again_fail_the_integrity_check(
     emulator: RedivisEmulator, tmp_path: Path
 ) -> None:
-    """A reader that changes under a re-sent range: the server's md5 is not the source's, nothing is accepted."""
+    """A reader that changes under a re-sent range: the server's crc32c is not the source's, nothing is accepted."""
     data = bytearray(os.urandom(3 * CHUNK))
     size = len(data)
     session = new_session(emulator, size)
@@ -208,8 +209,8 @@ def test_bytes_that_differ_when_sent_again_fail_the_integrity_check(
             return super().seek(pos, whence)
 
     eng = engine(emulator, session, size)
-    with pytest.raises(UploadIntegrityError, match="md5"):
-        eng.upload(Shifty(bytes(data)), 0, digest=StreamingMD5())
+    with pytest.raises(UploadIntegrityError, match="crc32c"):
+        eng.upload(Shifty(bytes(data)), 0)
 
 
 def test_source_shorter_than_announced(emulator: RedivisEmulator, tmp_path: Path) -> None:

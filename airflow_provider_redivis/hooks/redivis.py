@@ -47,6 +47,7 @@ from airflow_provider_redivis.references import (
     validate_dataset_reference,
     validate_table_reference,
 )
+from airflow_provider_redivis.resumable import ResumableSession
 from airflow_provider_redivis.retry import (
     RetryPolicy,
     is_refused_request,
@@ -686,6 +687,31 @@ class RedivisHook(BaseHook):
             raise RedivisConfigError(f"size must be a whole number of bytes >= 0, got {size!r}.")
         return self._call("POST", f"{self._table_path(table)}/resumableUpload", params={"size": size})
 
+    def resumable_session(
+        self, url: str, total: int | None, *, chunk_size: int | None = None, checksum: str | None = "auto"
+    ) -> ResumableSession:
+        """The transfer to a resumable-session URL, on this hook's HTTP session, timeouts and retry policy.
+
+        The URL is masked in Airflow's logs first: it is a credential of its own. The hook's
+        origin-bound auth keeps the Redivis token off it.
+
+        :param url: the session URL (from :meth:`create_resumable_upload`, or a checkpoint).
+        :param total: the source's size in bytes, or None while unknown (a stream).
+        :param chunk_size: bytes per request, a multiple of 256 KiB; None sizes requests from the rate.
+        :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"``, or None to check the size only.
+        :returns: a :class:`~airflow_provider_redivis.resumable.ResumableSession`.
+        """
+        mask_session_url(url)
+        return ResumableSession(
+            self.session,
+            url,
+            total,
+            chunk_size=chunk_size,
+            checksum=checksum,
+            timeout=self.timeout,
+            retry_policy=self.retry_policy,
+        )
+
     def create_upload(
         self,
         table: str,
@@ -913,3 +939,10 @@ class RedivisHook(BaseHook):
             "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
             "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
         }
+
+
+def mask_session_url(url: str) -> None:
+    """A session URL is a credential: Airflow's masker hides it whole and as the request line urllib3 logs."""
+    parts = urlsplit(url)
+    mask_secret(url)
+    mask_secret(parts.path + (f"?{parts.query}" if parts.query else ""))

@@ -7,14 +7,14 @@ import os
 import posixpath
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import requests
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf, mask_secret
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
-from airflow_provider_redivis.checkpoint_store import checkpoint_store_for
+from airflow_provider_redivis.checkpoint_store import BackgroundWriter, checkpoint_store_for
+from airflow_provider_redivis.checksums import validate_checksum
 from airflow_provider_redivis.errors import (
     RedivisConfigError,
     RedivisConflictError,
@@ -26,19 +26,13 @@ from airflow_provider_redivis.errors import (
 )
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.resumable import (
-    DEFAULT_CHUNK_SIZE,
-    ResumableSession,
-    StreamingMD5,
-    redact_session_url,
-    validate_chunk_size,
-)
 from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.upload_options import (
     infer_upload_type,
     validate_upload_name,
     validate_upload_type,
 )
+from airflow_provider_redivis.upload_protocol import redact_session_url, validate_chunk_size
 from airflow_provider_redivis.upload_status import (
     UploadOutcome,
     summarize_upload,
@@ -50,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.resumable import ResumableSession
     from airflow_provider_redivis.sources import UploadSource
 
 log = logging.getLogger(__name__)
@@ -100,7 +95,11 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param table: ``owner.dataset:next.table``. Templated.
     :param upload_name: the upload's name in the table; defaults to the source's file name. Templated.
     :param upload_type: one of Redivis's upload types; inferred from the file name when omitted.
-    :param chunk_size: bytes per request, a multiple of 256 KiB (default 64 MiB, from the benchmarks).
+    :param chunk_size: bytes per request, a multiple of 256 KiB. Default None: each request is sized from
+        the measured rate to about 8 s on the wire (see README "Request sizes"); set it behind a proxy
+        that caps request bodies.
+    :param checksum: how the stored object is proven to be the source: ``"auto"`` (default; crc32c),
+        ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
     :param wait_for_completion: wait until Redivis has processed the upload.
@@ -132,7 +131,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         table: str,
         upload_name: str | None = None,
         upload_type: str | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
+        checksum: str | None = "auto",
         redivis_conn_id: str = RedivisHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -162,6 +162,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.upload_name = upload_name
         self.upload_type = upload_type
         self.chunk_size = validate_chunk_size(chunk_size)
+        self.checksum = validate_checksum(checksum)
         self.redivis_conn_id = redivis_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -347,6 +348,17 @@ class RedivisResumableUploadOperator(BaseOperator):
                     )
                     checkpoint = None
                     continue
+                if status.offset > checkpoint.total_size:
+                    log.warning(
+                        "Starting a new upload session from byte 0: session %s holds %d bytes, more than the "
+                        "source's %d; it is not this source's",
+                        checkpoint.session_id,
+                        status.offset,
+                        checkpoint.total_size,
+                    )
+                    store.delete()
+                    checkpoint = None
+                    continue
                 # A complete session only lost its last answer: nothing is left to send.
                 offset = checkpoint.total_size if status.complete else status.offset
                 log.info(
@@ -374,7 +386,7 @@ class RedivisResumableUploadOperator(BaseOperator):
                 continue
             done = current.advanced(offset=checkpoint.total_size, phase=UploadPhase.TRANSFERRED)
             store.save(done.to_json())
-            log.info("All %d bytes are with Redivis and their md5 matches the source", done.total_size)
+            log.info("All %d bytes are with Redivis, proven to be the source's", done.total_size)
             return done
         raise ResumableSessionExpiredError("Two upload sessions in a row expired; run the task again.")
 
@@ -387,42 +399,41 @@ class RedivisResumableUploadOperator(BaseOperator):
         offset: int,
         source: UploadSource,
     ) -> UploadCheckpoint:
-        """Send from ``offset`` to the end, checkpointing after every chunk the server acknowledges."""
+        """Send from ``offset`` to the end; the offsets the server acknowledges are saved in the background.
+
+        The session is in the checkpoint before the first byte; later saves (checkpoint and XCom) run on a
+        thread of their own, so a slow metadata database never holds the transfer up.
+        """
         progress = _Progress(checkpoint.total_size, offset)
         current = checkpoint
 
-        def acknowledged(held: int, _total: int | None) -> None:
-            nonlocal current
-            if held == current.offset:
-                return
-            current = current.advanced(offset=held)
-            store.save(current.to_json())
-            ti.xcom_push(key=XCOM_OFFSET, value=held)
-            progress.update(held)
+        def save(update: UploadCheckpoint) -> None:
+            store.save(update.to_json())
+            ti.xcom_push(key=XCOM_OFFSET, value=update.offset)
 
-        self._session = self._session_for(hook, checkpoint)
-        try:
-            with source.open() as reader:
-                self._session.upload(
-                    reader,
-                    offset,
-                    digest=StreamingMD5(),
-                    on_progress=acknowledged,
-                    check_source=source.check_unchanged,
-                )
-        finally:
-            self._session = None
+        with BackgroundWriter(save, "upload checkpoint") as writer:
+
+            def acknowledged(held: int, _total: int | None) -> None:
+                nonlocal current
+                if held == current.offset:
+                    return
+                current = current.advanced(offset=held)
+                writer.submit(current)
+                progress.update(held)
+
+            self._session = self._session_for(hook, checkpoint)
+            try:
+                with source.open() as reader:
+                    self._session.upload(
+                        reader, offset, on_progress=acknowledged, check_source=source.check_unchanged
+                    )
+            finally:
+                self._session = None
         return current
 
     def _session_for(self, hook: RedivisHook, checkpoint: UploadCheckpoint) -> ResumableSession:
-        mask_session_url(checkpoint.session_url)
-        return ResumableSession(
-            hook.session,
-            checkpoint.session_url,
-            checkpoint.total_size,
-            chunk_size=self.chunk_size,
-            timeout=hook.timeout,
-            retry_policy=hook.retry_policy,
+        return hook.resumable_session(
+            checkpoint.session_url, checkpoint.total_size, chunk_size=self.chunk_size, checksum=self.checksum
         )
 
     def _attach_or_create(
@@ -514,13 +525,6 @@ class RedivisResumableUploadOperator(BaseOperator):
         if upload_outcome(upload) is UploadOutcome.FAILED:
             raise upload_failure(upload)
         return summarize_upload(upload)
-
-
-def mask_session_url(url: str) -> None:
-    """A session URL is a credential: Airflow's masker hides it whole and as the request line urllib3 logs."""
-    parts = urlsplit(url)
-    mask_secret(url)
-    mask_secret(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def _default_name(source: object) -> str:
