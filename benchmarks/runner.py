@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
 from airflow_provider_redivis.emulator import Fault, RedivisEmulator
-from airflow_provider_redivis.resumable import CHUNK_UNIT, DEFAULT_CHUNK_SIZE
+from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from benchmarks import report
 
 MiB = 1024 * 1024
@@ -44,13 +44,30 @@ MAX_LOAD = 1.5
 
 
 @dataclass(frozen=True)
+class Link:
+    """A modelled long link (:mod:`benchmarks.linkproxy`): bandwidth and round trip, and what crosses it."""
+
+    name: str
+    mbit: float
+    rtt_ms: float
+    sizes: tuple[int, ...]
+    reps: int
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.mbit * 1e6 / 8
+
+
+@dataclass(frozen=True)
 class Plan:
     """How big and how many: the quick plan checks that everything works, the full one measures."""
 
     name: str
-    sweep_sizes: tuple[int, ...]
-    chunk_sizes: tuple[int, ...]
-    sweep_reps: int
+    loopback_sizes: tuple[int, ...]
+    loopback_reps: int
+    #: One fixed request size beside the adaptive default, for comparison (None: no comparison).
+    fixed_chunk: int | None
+    links: tuple[Link, ...]
     checkpoint_size: int
     checkpoint_pairs: int
     memory_sizes: tuple[int, ...]
@@ -61,35 +78,58 @@ class Plan:
     poll_interval: float
 
 
+#: 400 Mbit/s at 60 ms: a good office or campus uplink to a Cloud Storage region across a continent.
+LONG_LINK = "400 Mbit/s, 60 ms RTT"
+#: 1 Gbit/s at 20 ms: a data-centre or cloud VM in a neighbouring region (e.g. us-east to us-central);
+#: the fastest link a task worker is likely to have to Redivis's storage, so per-request costs show most.
+FAST_LINK = "1 Gbit/s, 20 ms RTT"
+
 QUICK = Plan(
     name="quick",
-    sweep_sizes=(32 * MiB, 64 * MiB),
-    chunk_sizes=(8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB),
-    sweep_reps=2,
+    loopback_sizes=(32 * MiB, 64 * MiB),
+    loopback_reps=2,
+    fixed_chunk=16 * MiB,
+    links=(
+        Link(LONG_LINK, 400, 60, (32 * MiB,), 2),
+        Link(FAST_LINK, 1000, 20, (64 * MiB,), 2),
+    ),
     checkpoint_size=64 * MiB,
-    checkpoint_pairs=4,
+    checkpoint_pairs=2,
     memory_sizes=(32 * MiB, 48 * MiB, 64 * MiB),
     interrupt_size=32 * MiB,
-    interrupt_points=10,
-    triggers=200,
-    processing_seconds=12.0,
-    poll_interval=10.0,
+    interrupt_points=6,
+    triggers=100,
+    processing_seconds=6.0,
+    poll_interval=5.0,
 )
 FULL = Plan(
     name="full",
-    sweep_sizes=(256 * MiB, 1 * GiB),
-    chunk_sizes=(8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB, 256 * MiB),
-    sweep_reps=4,
+    loopback_sizes=(256 * MiB, 1 * GiB),
+    loopback_reps=5,
+    fixed_chunk=64 * MiB,
+    links=(
+        Link(LONG_LINK, 400, 60, (256 * MiB, 1 * GiB), 3),
+        Link(FAST_LINK, 1000, 20, (256 * MiB, 1 * GiB), 3),
+    ),
     checkpoint_size=256 * MiB,
-    checkpoint_pairs=16,
+    checkpoint_pairs=8,
     memory_sizes=(64 * MiB, 256 * MiB, 1 * GiB),
     interrupt_size=256 * MiB,
-    interrupt_points=50,
+    interrupt_points=40,
     triggers=200,
     processing_seconds=60.0,
     poll_interval=10.0,
 )
-FIGURES = ("throughput", "checkpoint", "memory", "interrupt", "triggers")
+FIGURES = ("throughput", "link", "checkpoint", "memory", "interrupt", "triggers")
+
+#: The emulator option for a server that keeps NOTHING of a cut request (storage-testbench's way),
+#: named in this one place. An emulator that does not accept it gets the figure "not available".
+KEEP_NOTHING_OPTION = "keep_partial_requests"
+#: The two kinds of server the interruptions are measured on: label -> emulator options.
+SERVER_KINDS: dict[str, dict[str, Any]] = {
+    "keeps 256 KiB units": {},
+    "keeps nothing of a cut request": {KEEP_NOTHING_OPTION: False},
+}
 
 
 def mib(n: float) -> str:
@@ -184,20 +224,37 @@ def make_source(directory: Path, size: int) -> Path:
     return path
 
 
+class EmulatorOptionUnavailable(Exception):
+    """The emulator in this tree does not accept an option a figure needs (it lands in another branch)."""
+
+
 class Emulator:
-    """The emulator for one group of measurements, and the bookkeeping the figures need."""
+    """The emulator for one group of measurements, and the bookkeeping the figures need.
+
+    ``options`` go to :class:`RedivisEmulator` as they are (the kind of server, for the interruptions);
+    one it does not accept raises :class:`EmulatorOptionUnavailable`.
+    """
 
     def __init__(
-        self, directory: Path, *, processing_delay: float = 0.05, skip_processing: bool = False
+        self,
+        directory: Path,
+        *,
+        processing_delay: float = 0.05,
+        skip_processing: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self.data_dir = directory
-        self.emu = RedivisEmulator(
-            host="127.0.0.1",
-            port=0,
-            tables=(TABLE_ON_EMULATOR,),
-            data_dir=directory,
-            processing_delay=processing_delay,
-        )
+        try:
+            self.emu = RedivisEmulator(
+                host="127.0.0.1",
+                port=0,
+                tables=(TABLE_ON_EMULATOR,),
+                data_dir=directory,
+                processing_delay=processing_delay,
+                **(options or {}),
+            )
+        except TypeError as exc:
+            raise EmulatorOptionUnavailable(str(exc)) from None
         self.freed: set[str] = set()
         self.skip_processing = skip_processing
 
@@ -225,7 +282,9 @@ class Emulator:
     def api_url(self) -> str:
         return f"{self.emu.base_url}/api/v1"
 
-    def worker_env(self, home: Path) -> dict[str, str]:
+    def worker_env(self, home: Path, *, api_base: str | None = None) -> dict[str, str]:
+        """The worker's environment; ``api_base``: reach the API there (a link's proxy) instead."""
+        base = api_base or self.emu.base_url
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "REDIVIS", "PYTEST"))}
         env.update(
             AIRFLOW_HOME=str(home),
@@ -233,9 +292,9 @@ class Emulator:
             AIRFLOW__CORE__UNIT_TEST_MODE="False",
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
             AIRFLOW_CONN_REDIVIS_DEFAULT=json.dumps(
-                {"conn_type": "redivis", "host": self.emu.base_url, "password": self.emu.token}
+                {"conn_type": "redivis", "host": base, "password": self.emu.token}
             ),
-            REDIVIS_API_ENDPOINT=self.api_url,
+            REDIVIS_API_ENDPOINT=f"{base}/api/v1",
             REDIVIS_API_TOKEN=self.emu.token,
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")])),
             NO_PROXY="*",
@@ -257,6 +316,55 @@ class Emulator:
 
     def request_count(self, origin: str | None = None) -> int:
         return sum(1 for r in self.emu.requests if origin is None or r.origin == origin)
+
+    def session_puts(self, session_id: str) -> list[int]:
+        """Body bytes of each PUT that carried bytes to that session, in order (status queries left out)."""
+        return [
+            r.body_bytes
+            for r in self.emu.requests
+            if r.origin == "session" and r.method == "PUT" and r.session_id == session_id and r.body_bytes
+        ]
+
+
+class Proxy:
+    """A :mod:`benchmarks.linkproxy` process in front of one origin: its own process, so no shared GIL."""
+
+    def __init__(self, upstream: str, link: Link) -> None:
+        parts = urlsplit(upstream)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.linkproxy",
+                "--upstream",
+                f"{parts.hostname}:{parts.port}",
+                "--mbit",
+                str(link.mbit),
+                "--rtt-ms",
+                str(link.rtt_ms),
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("LISTENING "):
+            self.close()
+            raise RuntimeError(f"the link proxy did not start (said {line!r})")
+        self.url = f"http://127.0.0.1:{int(line.split()[1])}"
+        self.stats = ""
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+            self.stats = (out or "").strip()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
 
 
 class Worker:
@@ -323,9 +431,12 @@ LOAD_SAMPLES: list[float] = []
 def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str, Any]:
     cpu_started = time.process_time()
     result = worker.run(run)
-    # This process is the emulator while the worker runs (the runner itself only waits on a pipe).
+    # This process is the emulator while the worker runs (the runner itself only waits on a pipe;
+    # the link proxies run in processes of their own).
     result["emulator_cpu_seconds"] = time.process_time() - cpu_started
     LOAD_SAMPLES.extend(load_average()[:1])
+    if result.get("session_id"):
+        result["request_bytes"] = emu.session_puts(result["session_id"])
     if result.get("upload_uri"):
         # Processing reads the stored bytes: let it finish before they go.
         emu.wait_until_processed(result["upload_uri"])
@@ -336,35 +447,32 @@ def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str
 def throughput_groups(plan: Plan) -> list[list[dict[str, Any]]]:
     """One repetition: each measured run beside its own ceiling, so that a pair shares the moment.
 
-    The default chunk size's group also holds the official client and the whole ``execute()``,
-    so their ratios come from neighbours too.
+    The defaults' group also holds the official client and the whole ``execute()``, so their ratios
+    come from neighbours too. ``chunk_size`` None is the default: requests sized from the rate.
     """
     groups = [
-        [{"kind": "ceiling"}, {"kind": "operator", "chunk_size": c}]
-        for c in plan.chunk_sizes
-        if c != DEFAULT_CHUNK_SIZE
-    ]
-    groups.append(
         [
             {"kind": "ceiling"},
-            {"kind": "operator", "chunk_size": DEFAULT_CHUNK_SIZE},
+            {"kind": "operator", "chunk_size": None},
             {"kind": "client"},
-            {"kind": "operator_execute", "chunk_size": DEFAULT_CHUNK_SIZE},
+            {"kind": "operator_execute", "chunk_size": None},
         ]
-    )
+    ]
+    if plan.fixed_chunk:
+        groups.append([{"kind": "ceiling"}, {"kind": "operator", "chunk_size": plan.fixed_chunk}])
     return groups
 
 
 def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
-    """Operator path vs one streamed PUT vs the official client, per file size and chunk size."""
-    out: dict[str, Any] = {"sizes": {}}
+    """Loopback: the operator's path (defaults) vs one streamed PUT vs the official client, per file size."""
+    out: dict[str, Any] = {"sizes": {}, "fixed_chunk": plan.fixed_chunk}
     rng = random.Random(1)
-    for size in plan.sweep_sizes:
+    for size in plan.loopback_sizes:
         path = str(files[size])
         runs: list[dict[str, Any]] = []
         with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
-            for rep in range(plan.sweep_reps):
-                say(f"throughput {mib(size)}: repetition {rep + 1}/{plan.sweep_reps}")
+            for rep in range(plan.loopback_reps):
+                say(f"throughput, loopback, {mib(size)}: repetition {rep + 1}/{plan.loopback_reps}")
                 groups = throughput_groups(plan)
                 rng.shuffle(groups)
                 for number, group in enumerate(groups):
@@ -376,33 +484,42 @@ def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) ->
     return out
 
 
-def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> dict[str, Any]:
-    def find(kind: str, group: str | None = None, chunk: int | None = None) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in runs
-            if r["kind"] == kind
-            and (group is None or r["group"] == group)
-            and (chunk is None or r.get("chunk_size") == chunk)
-        ]
+def _find(
+    runs: list[dict[str, Any]], kind: str, group: str | None = None, **match: Any
+) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in runs
+        if r["kind"] == kind
+        and (group is None or r["group"] == group)
+        and all(r.get(k) == v for k, v in match.items())
+    ]
 
-    chunks: dict[str, Any] = {}
-    for chunk in plan.chunk_sizes:
-        measured = find("operator", chunk=chunk)
-        ratios = [find("ceiling", r["group"])[0]["seconds"] / r["seconds"] for r in measured]
-        times = [r["seconds"] for r in measured]
-        # The checkpoint's own share of the run, timed inside the store: no noise from the transfer.
-        writes = [r["state_write_seconds"] / (r["seconds"] - r["state_write_seconds"]) for r in measured]
-        chunks[str(chunk)] = {
-            "ratio_to_ceiling": median(ratios),
-            "ratios": ratios,
-            "mib_per_s": size / MiB / median(times),
-            "seconds": times,
-            "state_writes": measured[0]["state_writes"],
-            "checkpoint_share": median(writes),
-        }
-    ceilings = [r["seconds"] for r in find("ceiling")]
+
+def _operator_summary(
+    runs: list[dict[str, Any]], measured: list[dict[str, Any]], size: int
+) -> dict[str, Any]:
+    """Ratio to the ceiling of its own group, rate, requests and CPU of the operator runs given."""
+    ratios = [_find(runs, "ceiling", r["group"])[0]["seconds"] / r["seconds"] for r in measured]
+    times = [r["seconds"] for r in measured]
     per_gib = GiB / size
+    return {
+        "ratio_to_ceiling": median(ratios),
+        "ratios": ratios,
+        "mib_per_s": size / MiB / median(times),
+        "seconds": times,
+        "requests": [len(r.get("request_bytes", [])) for r in measured],
+        "request_mib": [round(b / MiB, 2) for b in measured[0].get("request_bytes", [])] if measured else [],
+        "cpu_s_per_gib": median([r["cpu_seconds"] * per_gib for r in measured]),
+        "cpu_s_per_gib_all": [r["cpu_seconds"] * per_gib for r in measured],
+        "state_writes": [r.get("state_writes") for r in measured],
+    }
+
+
+def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> dict[str, Any]:
+    ceilings = [r["seconds"] for r in _find(runs, "ceiling")]
+    per_gib = GiB / size
+    fixed = plan.fixed_chunk
     cpu = {
         label: {
             "client_cpu_s_per_gib": median([r["cpu_seconds"] * per_gib for r in found]),
@@ -410,20 +527,26 @@ def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> d
             "wall_s_per_gib": median([r["seconds"] * per_gib for r in found]),
         }
         for label, found in (
-            ("one streamed PUT", find("ceiling")),
-            (f"operator, {DEFAULT_CHUNK_SIZE // MiB} MiB chunks", find("operator", chunk=DEFAULT_CHUNK_SIZE)),
-            ("redivis client", find("client")),
+            ("one streamed PUT", _find(runs, "ceiling")),
+            ("operator, defaults (adaptive requests)", _find(runs, "operator", chunk_size=None)),
+            (
+                f"operator, fixed {(fixed or 0) // MiB} MiB requests",
+                _find(runs, "operator", chunk_size=fixed),
+            ),
+            ("redivis client", _find(runs, "client")),
         )
+        if found
     }
     pairs = []
-    for client in find("client"):
-        ours = find("operator", client["group"], DEFAULT_CHUNK_SIZE)[0]
-        execute = find("operator_execute", client["group"])[0]
+    for client in _find(runs, "client"):
+        ours = _find(runs, "operator", client["group"], chunk_size=None)[0]
+        execute = _find(runs, "operator_execute", client["group"])[0]
         pairs.append((client["transfer_seconds"], ours["seconds"], client["seconds"], execute["seconds"]))
     return {
         "ceiling_mib_per_s": size / MiB / median(ceilings),
         "ceiling_seconds": ceilings,
-        "chunks": chunks,
+        "defaults": _operator_summary(runs, _find(runs, "operator", chunk_size=None), size),
+        "fixed": _operator_summary(runs, _find(runs, "operator", chunk_size=fixed), size) if fixed else None,
         "cpu": cpu,
         "client": {
             "transfer_seconds": [p[0] for p in pairs],
@@ -438,36 +561,94 @@ def summarize_throughput(runs: list[dict[str, Any]], size: int, plan: Plan) -> d
     }
 
 
+def link_throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
+    """Over each modelled link: the operator's path (defaults) vs one streamed PUT, both through the proxy.
+
+    Both origins sit behind a proxy of their own (the API's and the session URLs'); the worker
+    rewrites each session URL to the session proxy. Session creation is outside both timings.
+    """
+    out: dict[str, Any] = {}
+    for link in plan.links:
+        proxies = [Proxy(emu.emu.base_url, link), Proxy(emu.emu.session_base_url, link)]
+        api, sessions = proxies
+        try:
+            job = {"table": TABLE, "session_origin": [emu.emu.session_base_url, sessions.url]}
+            cases: dict[str, Any] = {}
+            with Worker(emu.worker_env(home, api_base=api.url), job) as worker:
+                for size in link.sizes:
+                    runs: list[dict[str, Any]] = []
+                    for rep in range(link.reps):
+                        say(f"link {link.name}, {mib(size)}: repetition {rep + 1}/{link.reps}")
+                        # Interleaved, alternating which goes first.
+                        kinds = ("ceiling", "operator") if rep % 2 == 0 else ("operator", "ceiling")
+                        for kind in kinds:
+                            run = {"kind": kind, "chunk_size": None, "path": str(files[size]), "size": size}
+                            runs.append(run_and_free(emu, worker, {**run, "rep": rep, "group": str(rep)}))
+                    cases[str(size)] = summarize_link(runs, size, link)
+        finally:
+            for proxy in proxies:
+                proxy.close()
+        out[link.name] = {
+            "mbit": link.mbit,
+            "rtt_ms": link.rtt_ms,
+            "cap_mib_per_s": link.bytes_per_second / MiB,
+            "sizes": cases,
+            "proxy_stats": [p.stats for p in proxies],
+        }
+    return out
+
+
+def summarize_link(runs: list[dict[str, Any]], size: int, link: Link) -> dict[str, Any]:
+    ours = _find(runs, "operator")
+    summary = _operator_summary(runs, ours, size)
+    ceilings = [r["seconds"] for r in _find(runs, "ceiling")]
+    # What each request after the first cost, beyond one PUT's time: the round trip, the server's answer,
+    # and the sizer's ramp (a request that ends before its rate is known).
+    extra = [
+        (r["seconds"] - _find(runs, "ceiling", r["group"])[0]["seconds"]) / (len(r["request_bytes"]) - 1)
+        for r in ours
+        if len(r.get("request_bytes", [])) > 1
+    ]
+    return {
+        **summary,
+        "ceiling_mib_per_s": size / MiB / median(ceilings),
+        "ceiling_seconds": ceilings,
+        "ideal_seconds": size / link.bytes_per_second,
+        "extra_ms_per_request": 1000 * median(extra) if extra else None,
+        "ceiling_cpu_s_per_gib": median([r["cpu_seconds"] * GiB / size for r in _find(runs, "ceiling")]),
+        "runs": runs,
+    }
+
+
 def checkpoint_cost(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dict[str, Any]:
-    """The operator's path with and without the per-chunk checkpoint, pairs in alternating order."""
+    """The operator's path with and without its checkpoint saves, pairs in alternating order."""
     size = plan.checkpoint_size
     path = str(files[size])
-    pairs: list[dict[str, float]] = []
+    pairs: list[dict[str, Any]] = []
     with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
         for i in range(plan.checkpoint_pairs):
             say(f"checkpoint cost {mib(size)}: pair {i + 1}/{plan.checkpoint_pairs}")
             kinds = ("engine", "operator") if i % 2 == 0 else ("operator", "engine")
-            pair: dict[str, float] = {}
+            pair: dict[str, Any] = {}
             for kind in kinds:
                 result = run_and_free(
-                    emu, worker, {"kind": kind, "chunk_size": DEFAULT_CHUNK_SIZE, "path": path, "size": size}
+                    emu, worker, {"kind": kind, "chunk_size": None, "path": path, "size": size}
                 )
                 pair[kind] = result["seconds"]
                 if kind == "operator":
                     pair["state_writes"] = result["state_writes"]
                     pair["state_write_seconds"] = result["state_write_seconds"]
+                    pair["requests"] = len(result.get("request_bytes", []))
             pairs.append(pair)
     costs = [p["operator"] / p["engine"] - 1 for p in pairs]
     return {
         "size": size,
-        "chunk_size": DEFAULT_CHUNK_SIZE,
         "pairs": pairs,
         "cost_median": median(costs),
         "cost_of_medians": median([p["operator"] for p in pairs]) / median([p["engine"] for p in pairs]) - 1,
         "costs": costs,
-        "checkpoint_share": median(
-            [p["state_write_seconds"] / (p["operator"] - p["state_write_seconds"]) for p in pairs]
-        ),
+        # The writes run on the operator's background thread: their time overlaps the transfer.
+        "write_share": median([p["state_write_seconds"] / p["operator"] for p in pairs]),
     }
 
 
@@ -478,7 +659,7 @@ def memory(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dic
         for kind in ("operator", "client", "ceiling"):
             say(f"memory: {kind} {mib(size)}")
             with Worker(emu.worker_env(home), {"table": TABLE, "memory": True}) as worker:
-                run = {"kind": kind, "chunk_size": DEFAULT_CHUNK_SIZE, "path": str(files[size]), "size": size}
+                run = {"kind": kind, "chunk_size": None, "path": str(files[size]), "size": size}
                 result = run_and_free(emu, worker, run)
             rows.append(
                 {
@@ -488,12 +669,11 @@ def memory(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dic
                     "peak_mib": result["peak_kib"] / 1024,
                     "over_baseline_mib": result["peak_over_baseline_kib"] / 1024,
                     "peak_reset": result["peak_reset"],
+                    "requests": len(result.get("request_bytes", [])),
                 }
             )
     ours = [r["over_baseline_mib"] for r in rows if r["kind"] == "operator"]
     return {
-        "chunk_size": DEFAULT_CHUNK_SIZE,
-        "limit_mib": DEFAULT_CHUNK_SIZE / MiB + 32,
         "rows": rows,
         "operator_max_over_baseline_mib": max(ours),
         "operator_spread_mib": max(ours) - min(ours),
@@ -508,7 +688,28 @@ def parse_range(content_range: str | None) -> tuple[int, int] | None:
     return int(first), int(last)
 
 
-def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan, seed: int) -> dict[str, Any]:
+def interruptions(scratch: Path, home: Path, files: dict[int, Path], plan: Plan, seed: int) -> dict[str, Any]:
+    """On each kind of server (:data:`SERVER_KINDS`), the same seeded cuts."""
+    out: dict[str, Any] = {}
+    for number, (label, options) in enumerate(SERVER_KINDS.items()):
+        try:
+            emu = Emulator(scratch / f"emulator-interrupt-{number}", skip_processing=True, options=options)
+        except EmulatorOptionUnavailable as exc:
+            say(f"interruptions on a server that {label}: not available ({exc})")
+            out[label] = {"available": False, "options": options, "reason": str(exc)}
+            continue
+        with emu:
+            out[label] = {
+                "available": True,
+                "options": options,
+                **interruptions_on(emu, home, files, plan, seed, label),
+            }
+    return out
+
+
+def interruptions_on(
+    emu: Emulator, home: Path, files: dict[int, Path], plan: Plan, seed: int, label: str
+) -> dict[str, Any]:
     """A connection reset at a random byte of each upload: what was sent again vs what the server lost."""
     size = plan.interrupt_size
     rng = random.Random(seed)
@@ -516,20 +717,13 @@ def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan,
     with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
         for i in range(plan.interrupt_points):
             point = rng.randrange(1, size)
-            say(f"interruption {i + 1}/{plan.interrupt_points} at byte {point}")
+            say(f"interruption ({label}) {i + 1}/{plan.interrupt_points} at byte {point}")
             start = len(emu.emu.requests)
             fault = emu.emu.add_fault(
                 Fault("reset", method="PUT", origin="session", at_offset=point, times=1)
             )
             result = run_and_free(
-                emu,
-                worker,
-                {
-                    "kind": "operator",
-                    "chunk_size": DEFAULT_CHUNK_SIZE,
-                    "path": str(files[size]),
-                    "size": size,
-                },
+                emu, worker, {"kind": "operator", "chunk_size": None, "path": str(files[size]), "size": size}
             )
             emu.standing_faults()
             puts = [r for r in emu.emu.requests[start:] if r.origin == "session" and r.method == "PUT"]
@@ -537,8 +731,9 @@ def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan,
             cut_index = next((k for k, r in enumerate(puts) if r.status is None), None)
             trial: dict[str, Any] = {"point": point, "fired": fault.fired, "seconds": result["seconds"]}
             if cut_index is not None:
-                first = parse_range(puts[cut_index].content_range)
-                reached = (first[0] if first else 0) + puts[cut_index].body_bytes
+                cut_range = parse_range(puts[cut_index].content_range)
+                first = cut_range[0] if cut_range else 0
+                reached = first + puts[cut_index].body_bytes
                 resumed = next(
                     (
                         parse_range(r.content_range)
@@ -554,12 +749,12 @@ def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan,
                     unkept=reached - held_after,
                     resent=sent - size,
                     excess=(sent - size) - (reached - held_after),
+                    cut_request_bytes=(cut_range[1] - cut_range[0] + 1) if cut_range else None,
                 )
             trials.append(trial)
     measured = [t for t in trials if "excess" in t]
     return {
         "size": size,
-        "chunk_size": DEFAULT_CHUNK_SIZE,
         "seed": seed,
         "trials": trials,
         "cuts": len(measured),
@@ -567,7 +762,13 @@ def interruptions(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan,
         "unkept_total": sum(t["unkept"] for t in measured),
         "max_excess": max((t["excess"] for t in measured), default=None),
         "max_resent": max((t["resent"] for t in measured), default=None),
-        "within": sum(1 for t in measured if t["excess"] <= 0),
+        "max_cut_request_bytes": max((t["cut_request_bytes"] or 0 for t in measured), default=None),
+        "within_unkept": sum(1 for t in measured if t["excess"] <= 0),
+        "within_one_request": sum(
+            1
+            for t in measured
+            if t["cut_request_bytes"] is not None and t["resent"] <= t["cut_request_bytes"]
+        ),
     }
 
 
@@ -646,6 +847,56 @@ def triggers(home: Path, scratch: Path, plan: Plan) -> dict[str, Any]:
     }
 
 
+# -- how long it takes ----------------------------------------------------------------------------
+
+#: Assumptions of the estimate, for a quiet 2-core machine (from the earlier full runs): the rate of a
+#: loopback upload (client and emulator sharing the cores), the fixed cost of each run (session,
+#: bookkeeping, freeing the bytes) and of each worker process (Airflow's imports).
+EST_LOOPBACK_MIB_PER_S = 250.0
+EST_RUN_SECONDS = 0.6
+EST_WORKER_SECONDS = 4.0
+EST_WRITE_MIB_PER_S = 150.0
+
+
+def estimate_seconds(plan: Plan, figures: tuple[str, ...]) -> dict[str, float]:
+    """Seconds each figure of ``plan`` should take on a quiet 2-core machine (printed before a run)."""
+
+    def loopback(size: int) -> float:
+        return size / MiB / EST_LOOPBACK_MIB_PER_S + EST_RUN_SECONDS
+
+    parts: dict[str, float] = {}
+    sizes: set[int] = set()
+    if "throughput" in figures:
+        per_rep = 6 if plan.fixed_chunk else 4  # ceiling, defaults, client, execute (+ ceiling, fixed)
+        parts["throughput"] = sum(
+            EST_WORKER_SECONDS + plan.loopback_reps * per_rep * loopback(size) for size in plan.loopback_sizes
+        )
+        sizes |= set(plan.loopback_sizes)
+    if "link" in figures:
+        parts["link"] = sum(
+            2 * EST_WORKER_SECONDS
+            + link.reps * 2 * (size / link.bytes_per_second * 1.03 + 3 * link.rtt_ms / 1000 + EST_RUN_SECONDS)
+            for link in plan.links
+            for size in link.sizes
+        )
+        sizes |= {s for link in plan.links for s in link.sizes}
+    if "checkpoint" in figures:
+        parts["checkpoint"] = EST_WORKER_SECONDS + 2 * plan.checkpoint_pairs * loopback(plan.checkpoint_size)
+        sizes.add(plan.checkpoint_size)
+    if "memory" in figures:
+        parts["memory"] = sum(3 * (EST_WORKER_SECONDS + loopback(size)) for size in plan.memory_sizes)
+        sizes |= set(plan.memory_sizes)
+    if "interrupt" in figures:
+        per_cut = loopback(plan.interrupt_size) + 1.0  # the reset, the status query, the resume
+        parts["interrupt"] = len(SERVER_KINDS) * (EST_WORKER_SECONDS + plan.interrupt_points * per_cut)
+        sizes.add(plan.interrupt_size)
+    if "triggers" in figures:
+        parts["triggers"] = plan.triggers * 0.03 + plan.processing_seconds * 1.6 + EST_WORKER_SECONDS
+    parts["source files"] = sum(sizes) / MiB / EST_WRITE_MIB_PER_S
+    parts["total"] = sum(parts.values())
+    return {k: round(v) for k, v in parts.items()}
+
+
 # -- the command ----------------------------------------------------------------------------------
 
 
@@ -661,7 +912,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small files, few repetitions (for development)")
     mode.add_argument(
-        "--full", action="store_true", help="256 MiB and 1 GiB files, all repetitions (default)"
+        "--full",
+        action="store_true",
+        help=f"256 MiB and 1 GiB files, all repetitions (default; about "
+        f"{estimate_seconds(FULL, FIGURES)['total'] / 60:.0f} min on a quiet 2-core machine)",
     )
     parser.add_argument(
         "--only", action="append", choices=FIGURES, help="measure only these figures (repeatable)"
@@ -679,7 +933,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--max-load-wait", type=float, default=600.0, help="seconds to wait for load <= 1.5 first"
     )
     parser.add_argument(
-        "--plot-python", help="an interpreter with matplotlib for the chart, if this one has none"
+        "--plot-python",
+        help="an interpreter with matplotlib for the chart (default: this one if it has matplotlib, "
+        "else a venv the runner makes under benchmarks/work/ and installs matplotlib into)",
+    )
+    parser.add_argument(
+        "--estimate", action="store_true", help="print how long the plan should take, and exit"
     )
     return parser.parse_args(argv)
 
@@ -690,12 +949,25 @@ def main(argv: list[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
     figures = tuple(args.only or FIGURES)
+    estimate = estimate_seconds(plan, figures)
+    shown = ", ".join(f"{k} {v} s" for k, v in estimate.items() if k != "total")
+    say(
+        f"{plan.name} plan, {', '.join(figures)}: estimated {estimate['total'] / 60:.1f} min on a quiet "
+        f"2-core machine ({shown})"
+        + (
+            f", after waiting up to {args.max_load_wait / 60:g} min for load <= {MAX_LOAD}"
+            if plan is FULL
+            else ""
+        )
+    )
+    if args.estimate:
+        return 0
     info = machine_info()
     info["load_before"] = wait_for_quiet_machine(args.max_load_wait if plan is FULL else 0)
+    info["estimated_seconds"] = estimate["total"]
     results: dict[str, Any] = {
         "command": command_line(argv),
         "plan": asdict(plan),
-        "default_chunk_size": DEFAULT_CHUNK_SIZE,
         "machine": info,
     }
     started = time.monotonic()
@@ -705,7 +977,9 @@ def main(argv: list[str] | None = None) -> int:
         home.mkdir()
         sizes = set()
         if "throughput" in figures:
-            sizes |= set(plan.sweep_sizes)
+            sizes |= set(plan.loopback_sizes)
+        if "link" in figures:
+            sizes |= {s for link in plan.links for s in link.sizes}
         if "checkpoint" in figures:
             sizes.add(plan.checkpoint_size)
         if "memory" in figures:
@@ -719,12 +993,14 @@ def main(argv: list[str] | None = None) -> int:
         with Emulator(scratch / "emulator", skip_processing=True) as emu:
             if "throughput" in figures:
                 results["throughput"] = throughput(emu, home, files, plan)
+            if "link" in figures:
+                results["link"] = link_throughput(emu, home, files, plan)
             if "checkpoint" in figures:
                 results["checkpoint"] = checkpoint_cost(emu, home, files, plan)
             if "memory" in figures:
                 results["memory"] = memory(emu, home, files, plan)
-            if "interrupt" in figures:
-                results["interrupt"] = interruptions(emu, home, files, plan, args.seed)
+        if "interrupt" in figures:
+            results["interrupt"] = interruptions(scratch, home, files, plan, args.seed)
         if "triggers" in figures:
             results["triggers"] = triggers(home, scratch, plan)
     info["load_after"] = load_average()
@@ -732,5 +1008,6 @@ def main(argv: list[str] | None = None) -> int:
     info["duration_seconds"] = round(time.monotonic() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     report.write(results, out, plot_python=args.plot_python or os.environ.get("REDIVIS_BENCH_PLOT_PYTHON"))
-    say(f"results in {out}")
+    print(report.summary_text(results), flush=True)
+    say(f"results in {out} ({info['duration_seconds'] / 60:.1f} min; estimated {estimate['total'] / 60:.1f})")
     return 0

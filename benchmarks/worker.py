@@ -8,14 +8,17 @@ What each kind of run does:
 
 ``ceiling``        a fresh session and one streamed ``PUT`` of the whole file (``requests`` reading the
                    file object): the most this machine moves through the emulator in one request.
-``operator``       the operator's own ``_send``: ``ResumableSession.upload`` with the md5, the source
-                   check and, after every acknowledged chunk, the operator's checkpoint save and XCom
-                   push, here into :class:`DurableStateStore` (a committed SQLite row each, like a metadata DB).
+``operator``       the operator's own ``_send``: the hook's ``ResumableSession.upload`` with crc32c, the
+                   source check and the checkpoint and XCom saves (on the operator's background writer),
+                   here into :class:`DurableStateStore` (a committed SQLite row each, like a metadata DB).
 ``engine``         ``ResumableSession.upload`` alone, no callback: the operator's path without checkpoints.
 ``client``         the official ``redivis`` client's ``table.upload(name).create(path, wait_for_finish=False)``;
                    the transfer is timed around its ``perform_resumable_upload``.
 ``operator_execute`` the whole ``execute()`` (exists check, session, transfer, upload creation), no wait.
 ``triggers``       N ``RedivisUploadTrigger.run()`` coroutines in one event loop; CPU time and request times.
+
+A job may carry ``session_origin: [emulator origin, proxy origin]``: every session URL the hook is
+handed is then rewritten to go through the modelled link's proxy (the URL is only a string).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import os
 import re
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -47,6 +51,12 @@ def memory_kib() -> dict[str, int]:
         match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
         found[key] = int(match.group(1)) if match else -1
     return found
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all its threads (getrusage(RUSAGE_SELF))."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def reset_peak_memory() -> bool:
@@ -114,9 +124,24 @@ class Client:
 
         self.table: str = job["table"]
         self.hook = RedivisHook()
+        if job.get("session_origin"):
+            self._route_sessions(*job["session_origin"])
         self.state = DurableStateStore(scratch / "state.sqlite")
         self.ti = XComRecorder(self.state)
         self.counter = 0
+
+    def _route_sessions(self, origin: str, proxy: str) -> None:
+        """Session URLs handed out by the emulator go through the link's proxy instead."""
+        create = self.hook.create_resumable_upload
+
+        def through_proxy(table: str, size: int) -> dict[str, Any]:
+            created = dict(create(table, size))
+            if not created["url"].startswith(origin):
+                raise RuntimeError("the emulator handed out a session URL on another origin")
+            created["url"] = proxy + created["url"][len(origin) :]
+            return created
+
+        self.hook.create_resumable_upload = through_proxy  # type: ignore[method-assign]
 
     def unique_name(self, stem: str) -> str:
         self.counter += 1
@@ -155,7 +180,7 @@ class Client:
             source=run["path"],
             table=self.table,
             upload_name=name,
-            chunk_size=run["chunk_size"],
+            chunk_size=run.get("chunk_size"),
         )
         source = open_source(run["path"])
         store = TaskStateCheckpointStore(self.state)
@@ -171,24 +196,16 @@ class Client:
         return info, measured
 
     def engine(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        from airflow_provider_redivis.resumable import ResumableSession, StreamingMD5
         from airflow_provider_redivis.sources import open_source
 
         source = open_source(run["path"])
         created = self.hook.create_resumable_upload(self.table, source.size)
-        session = ResumableSession(
-            self.hook.session,
-            created["url"],
-            source.size,
-            chunk_size=run["chunk_size"],
-            timeout=self.hook.timeout,
-            retry_policy=self.hook.retry_policy,
-        )
+        session = self.hook.resumable_session(created["url"], source.size, chunk_size=run.get("chunk_size"))
         info: dict[str, Any] = {"session_id": created["id"]}
 
         def measured() -> None:
             with source.open() as reader:
-                session.upload(reader, 0, digest=StreamingMD5(), check_source=source.check_unchanged)
+                session.upload(reader, 0, check_source=source.check_unchanged)
 
         return info, measured
 
@@ -200,7 +217,7 @@ class Client:
             source=run["path"],
             table=self.table,
             upload_name=self.unique_name("exec"),
-            chunk_size=run["chunk_size"],
+            chunk_size=run.get("chunk_size"),
             wait_for_completion=False,
         )
         context = {"ti": self.ti, "task_state_store": self.state}
@@ -256,11 +273,11 @@ class Client:
         if memory:
             baseline = memory_kib()["VmRSS"]
             result["peak_reset"] = reset_peak_memory()
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         measured()
         result["seconds"] = time.perf_counter() - started
-        # All of this process's threads: the md5, the reads, the sends.
-        result["cpu_seconds"] = time.process_time() - cpu_started
+        # All of this process's threads: the hashing, the reads, the sends, the checkpoint writer.
+        result["cpu_seconds"] = cpu_seconds() - cpu_started
         if memory:
             peak = memory_kib()["VmHWM"]
             result["baseline_kib"] = baseline
