@@ -357,10 +357,8 @@ class Proxy:
         self.stats = ""
 
     def close(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
         try:
-            out, _ = self.proc.communicate(timeout=30)
+            out, _ = self.proc.communicate(timeout=30)  # closes its stdin: the proxy's signal to stop
             self.stats = (out or "").strip()
         except subprocess.TimeoutExpired:
             self.proc.kill()

@@ -32,6 +32,7 @@ import resource
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,14 @@ class DurableStateStore:
     In a task both are writes to the metadata database (through the API server on Airflow 3), so a
     JSON document committed to disk is the closest thing that runs without Airflow's services.
     WAL with ``synchronous=FULL`` makes each commit wait for the disk, like a database's commit.
+    The operator saves from a background thread: one connection shared under a lock, and a write
+    that fails is counted (the operator only logs it and goes on, so it would otherwise go unseen).
     """
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.lock = threading.Lock()
+        self.failed_writes = 0
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT)")
@@ -86,18 +91,23 @@ class DurableStateStore:
 
     # The accessor interface of ``context["task_state_store"]``.
     def get(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def set(self, key: str, value: Any, retention: Any = None) -> None:
         started = time.perf_counter()
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+        try:
+            with self.lock, self.db:
+                self.db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+        except Exception:
+            self.failed_writes += 1
+            raise
         self.writes += 1
         self.write_seconds += time.perf_counter() - started
 
     def delete(self, key: str) -> None:
-        with self.db:
+        with self.lock, self.db:
             self.db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
 
@@ -188,10 +198,12 @@ class Client:
         info: dict[str, Any] = {"session_id": checkpoint.session_id}
 
         def measured() -> None:
-            writes, seconds = self.state.writes, self.state.write_seconds
+            writes, seconds, failed = self.state.writes, self.state.write_seconds, self.state.failed_writes
             operator._send(self.ti, self.hook, store, checkpoint, 0, source)
             info["state_writes"] = self.state.writes - writes
             info["state_write_seconds"] = self.state.write_seconds - seconds
+            if self.state.failed_writes > failed:
+                raise RuntimeError("the operator's checkpoint or XCom writes failed; see the worker's log")
 
         return info, measured
 
