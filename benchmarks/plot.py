@@ -93,6 +93,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         color="#d08c2c",
     )
     right.set_yscale("log")
+    right.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    right.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     right.set_xticks(xs, [c["label"] for c in found], fontsize=7)
     right.set_ylabel("MiB/s (log scale)")
     right.set_title("Transfer rate", fontsize=10)

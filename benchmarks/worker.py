@@ -153,6 +153,11 @@ class Client:
 
         self.hook.create_resumable_upload = through_proxy  # type: ignore[method-assign]
 
+    def fresh_connections(self) -> None:
+        """Drop the hook's pooled connections: the measured upload opens its own, as a task's first PUT
+        (and the one-PUT ceiling's fresh session) does, handshake included, over a modelled link too."""
+        self.hook.close()
+
     def unique_name(self, stem: str) -> str:
         self.counter += 1
         return f"{stem}_{os.getpid()}_{self.counter}_{time.monotonic_ns()}.csv"
@@ -195,6 +200,7 @@ class Client:
         source = open_source(run["path"])
         store = TaskStateCheckpointStore(self.state)
         checkpoint = operator._new_session(self.hook, store, self.table, name, source)
+        self.fresh_connections()
         info: dict[str, Any] = {"session_id": checkpoint.session_id}
 
         def measured() -> None:
@@ -212,6 +218,7 @@ class Client:
 
         source = open_source(run["path"])
         created = self.hook.create_resumable_upload(self.table, source.size)
+        self.fresh_connections()
         session = self.hook.resumable_session(created["url"], source.size, chunk_size=run.get("chunk_size"))
         info: dict[str, Any] = {"session_id": created["id"]}
 

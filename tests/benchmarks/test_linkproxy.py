@@ -8,6 +8,7 @@ at most one window is in flight, and a reset reaches the other side.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -43,10 +44,8 @@ class Server:
                     self.errors.append(exc)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.listener.close()
         self.thread.join(5)
 
