@@ -227,8 +227,9 @@ def markdown(results: dict[str, Any]) -> str:
             "upload path), each pair measured back to back; MiB/s in brackets; the requests the upload took.",
             "",
             f"| file | defaults: ratio (MiB/s), requests | fixed {(fixed or 0) // MiB} MiB: ratio (MiB/s), requests "
-            "| one streamed PUT (MiB/s) |",
-            "| --- | --- | --- | --- |",
+            "| one streamed PUT (MiB/s) | defaults: server idle between requests (median ms) | defaults: hashing "
+            "ahead of the final request (ms) |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for size, data in sizes.items():
             ours, other = data["defaults"], data.get("fixed")
@@ -239,7 +240,8 @@ def markdown(results: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {size_label(size)} | {ours['ratio_to_ceiling']:.3f} ({ours['mib_per_s']:.0f}), "
-                f"{ours['requests'][0]} | {other_cell} | {data['ceiling_mib_per_s']:.0f} |"
+                f"{ours['requests'][0]} | {other_cell} | {data['ceiling_mib_per_s']:.0f} | "
+                f"{ours['median_gap_ms']:.1f} | {ours['prehash_ms']:.0f} |"
             )
         lines += [
             "",
@@ -265,10 +267,13 @@ def markdown(results: dict[str, Any]) -> str:
             "one bandwidth-delay product unacknowledged, one round trip for the handshake (see the README for "
             "what the model leaves out). The operator's path and one streamed PUT cross the same proxy, "
             "interleaved. Extra per request: (operator time - PUT time) / (requests - 1), the price of each "
-            "request boundary (a round trip, the server's answer, the next request's start).",
+            "request boundary (a round trip, the server's answer, the next request's start); the server's idle "
+            "time between requests (from its log) and the engine's hashing ahead of its final request (the link "
+            "idles meanwhile) are parts of it.",
             "",
-            "| link | file | ratio | operator MiB/s | one PUT MiB/s | cap MiB/s | requests (MiB) | extra per request | uploader CPU s/GiB (PUT) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| link | file | ratio | operator MiB/s | one PUT MiB/s | cap MiB/s | requests (MiB) | extra per request "
+            "| server idle between requests (median) | hashing ahead of the final request | uploader CPU s/GiB (PUT) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for name, link in results["link"].items():
             for size, data in link["sizes"].items():
@@ -277,7 +282,8 @@ def markdown(results: dict[str, Any]) -> str:
                     f"| {name} | {size_label(size)} | {data['ratio_to_ceiling']:.3f} ({_fmt(data['ratios'], 3)}) | "
                     f"{data['mib_per_s']:.1f} | {data['ceiling_mib_per_s']:.1f} | {link['cap_mib_per_s']:.1f} | "
                     f"{data['requests'][0]} ({_request_list(data['request_mib'])}) | "
-                    f"{'' if extra is None else f'{extra:.0f} ms'} | {data['cpu_s_per_gib']:.2f} "
+                    f"{'' if extra is None else f'{extra:.0f} ms'} | {data['median_gap_ms']:.0f} ms | "
+                    f"{data['prehash_ms']:.0f} ms | {data['cpu_s_per_gib']:.2f} "
                     f"({data['ceiling_cpu_s_per_gib']:.2f}) |"
                 )
     if "throughput" in results:

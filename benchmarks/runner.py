@@ -9,6 +9,7 @@ ratio or a shape whose parts come from the same run of this command, measured si
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -317,6 +318,15 @@ class Emulator:
     def request_count(self, origin: str | None = None) -> int:
         return sum(1 for r in self.emu.requests if origin is None or r.origin == origin)
 
+    def session_gaps(self, session_id: str) -> list[float]:
+        """Seconds the server sat idle between one request to that session and the next (its own clock)."""
+        puts = [
+            r
+            for r in self.emu.requests
+            if r.origin == "session" and r.method == "PUT" and r.session_id == session_id and r.body_bytes
+        ]
+        return [b.started_at - (a.started_at + a.duration) for a, b in itertools.pairwise(puts)]
+
     def session_puts(self, session_id: str) -> list[int]:
         """Body bytes of each PUT that carried bytes to that session, in order (status queries left out)."""
         return [
@@ -435,6 +445,7 @@ def run_and_free(emu: Emulator, worker: Worker, run: dict[str, Any]) -> dict[str
     LOAD_SAMPLES.extend(load_average()[:1])
     if result.get("session_id"):
         result["request_bytes"] = emu.session_puts(result["session_id"])
+        result["request_gaps_ms"] = [round(1000 * g, 2) for g in emu.session_gaps(result["session_id"])]
     if result.get("upload_uri"):
         # Processing reads the stored bytes: let it finish before they go.
         emu.wait_until_processed(result["upload_uri"])
@@ -508,6 +519,11 @@ def _operator_summary(
         "seconds": times,
         "requests": [len(r.get("request_bytes", [])) for r in measured],
         "request_mib": [round(b / MiB, 2) for b in measured[0].get("request_bytes", [])] if measured else [],
+        # The server's idle time between two requests of an upload (answer, turnaround, next request's
+        # start), and the time the engine spent hashing ahead of its final request (nothing on the wire).
+        "gaps_ms": [r.get("request_gaps_ms", []) for r in measured],
+        "median_gap_ms": median([g for r in measured for g in r.get("request_gaps_ms", [])]),
+        "prehash_ms": median([1000 * r.get("prehash_seconds", 0.0) for r in measured]),
         "cpu_s_per_gib": median([r["cpu_seconds"] * per_gib for r in measured]),
         "cpu_s_per_gib_all": [r["cpu_seconds"] * per_gib for r in measured],
         "state_writes": [r.get("state_writes") for r in measured],

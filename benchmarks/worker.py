@@ -139,6 +139,8 @@ class Client:
         self.state = DurableStateStore(scratch / "state.sqlite")
         self.ti = XComRecorder(self.state)
         self.counter = 0
+        self.prehash_seconds = 0.0
+        self._time_hashing_ahead()
 
     def _route_sessions(self, origin: str, proxy: str) -> None:
         """Session URLs handed out by the emulator go through the link's proxy instead."""
@@ -152,6 +154,24 @@ class Client:
             return created
 
         self.hook.create_resumable_upload = through_proxy  # type: ignore[method-assign]
+
+    def _time_hashing_ahead(self) -> None:
+        """Time the engine's reads of the source that only hash (ahead of its final request): a diagnostic."""
+        from airflow_provider_redivis import checksums
+
+        original = checksums.SourceChecksums.hash_range
+        client = self
+
+        def hash_range(checksums_self: Any, reader: Any, upto: int) -> None:
+            if upto <= checksums_self.position:
+                return original(checksums_self, reader, upto)
+            started = time.perf_counter()
+            try:
+                return original(checksums_self, reader, upto)
+            finally:
+                client.prehash_seconds += time.perf_counter() - started
+
+        checksums.SourceChecksums.hash_range = hash_range  # type: ignore[method-assign]
 
     def fresh_connections(self) -> None:
         """Drop the hook's pooled connections: the measured upload opens its own, as a task's first PUT
@@ -292,8 +312,10 @@ class Client:
         if memory:
             baseline = memory_kib()["VmRSS"]
             result["peak_reset"] = reset_peak_memory()
+        self.prehash_seconds = 0.0
         started, cpu_started = time.perf_counter(), cpu_seconds()
         measured()
+        result["prehash_seconds"] = self.prehash_seconds
         result["seconds"] = time.perf_counter() - started
         # All of this process's threads: the hashing, the reads, the sends, the checkpoint writer.
         result["cpu_seconds"] = cpu_seconds() - cpu_started
