@@ -29,6 +29,7 @@ from airflow_provider_redivis.emulator.catalog import (
     InsufficientScopeError,
     UploadSource,
 )
+from airflow_provider_redivis.emulator.dialects import bare_200, final_reply
 from airflow_provider_redivis.emulator.faults import Fault, RequestInfo, fault_from_mapping
 from airflow_provider_redivis.emulator.recording import (
     SESSION_PREFIX,
@@ -40,6 +41,7 @@ from airflow_provider_redivis.emulator.sessions import (
     ConnectionGone,
     ContentRange,
     ResetConnection,
+    ResumableSession,
     SessionReply,
     gcs_error,
     parse_content_range,
@@ -88,7 +90,9 @@ def api_error_reply(error: ApiError) -> Reply:
 
 def session_reply(reply: SessionReply) -> Reply:
     headers = dict(reply.headers)
-    if reply.body is not None:
+    if reply.content_type is not None:
+        headers["Content-Type"] = reply.content_type
+    elif reply.body is not None:
         headers["Content-Type"] = "application/json; charset=UTF-8"
     return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
 
@@ -151,6 +155,35 @@ class _Dropped(Exception):
     """Close the connection without answering (FIN)."""
 
 
+def _known_keys(data: Any, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ValueError("The body must be a JSON object.")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
+
+
+def _body_mark(fault: Fault | None, first: int | None) -> int | None:
+    """Where in the body a fault acts: ``after_bytes``, or ``at_offset`` made relative to the chunk."""
+    if fault is None:
+        return None
+    if fault.at_offset is not None and first is not None:
+        return max(0, fault.at_offset - first)
+    return fault.after_bytes
+
+
+def _misreport(fault: Fault, session: ResumableSession, reply: Reply) -> Reply:
+    """What ``empty_200``, ``early_200`` and ``lie`` make of a handled session request's answer."""
+    if fault.kind == "empty_200" and reply.status in (200, 308):
+        return session_reply(bare_200())
+    if fault.kind == "early_200" and reply.status == 308:
+        return session_reply(final_reply(session.facts_now(), session.dialect))
+    if fault.kind == "lie" and reply.status == 200 and session.facts is not None:
+        fields = tuple((fault.lie_about or "").split(","))
+        return session_reply(final_reply(session.facts.lie(fields), session.dialect))
+    return reply
+
+
 class EmulatorRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "RedivisEmulator/1"
@@ -204,6 +237,21 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if not head and body:
             self.wfile.write(body)
 
+    def _send_broken(self, reply: Reply, record: RecordedRequest, answer_bytes: int | None) -> None:
+        """The status line (with Server and Date), and only with ``answer_bytes`` the headers and that
+        much of the body; then the connection closes (FIN) mid-answer."""
+        record.status = reply.status
+        self.close_connection = True
+        self.send_response(reply.status, reply.reason)
+        if answer_bytes is not None and answer_bytes < len(reply.body):
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body[:answer_bytes])
+        else:
+            self.flush_headers()
+
     def _sleep(self, seconds: float | None) -> None:
         self.emulator._stop.wait(seconds or 0)
 
@@ -255,6 +303,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             starts_processing=method == "POST"
             and raw_path.startswith(API_PREFIX)
             and (raw_path.endswith("/uploads") or raw_path.endswith("/release")),
+            chunk_total=content_range.total if content_range and session else None,
+            status_query=bool(content_range and session and content_range.is_query),
+            session_complete=bool(session and session.complete),
         )
         transport, processing = emu.faults.select(info)
         record = RecordedRequest(
@@ -274,17 +325,16 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
         body = BodyReader(self.rfile, content_length=content_length, chunked=chunked)  # type: ignore[arg-type]
         kind = transport.kind if transport is not None else None
+        first = content_range.first if content_range is not None and session is not None else None
+        mark = _body_mark(transport, first)
         if transport is not None and kind == "reset":
-            if (
-                transport.at_offset is not None
-                and content_range is not None
-                and content_range.first is not None
-            ):
-                body.cut_at = max(0, transport.at_offset - content_range.first)
-            else:
-                body.cut_at = transport.after_bytes or 0
+            body.cut_at = mark or 0
+        # A status after a mark: the session keeps what came before it, as it would of a cut.
+        status_after_mark = kind == "status" and mark is not None and first is not None
+        if status_after_mark:
+            body.cut_at = mark
         stall_pending = False
-        if transport is not None and kind == "stall" and transport.after_bytes is not None:
+        if transport is not None and kind == "stall" and mark is not None:
             stall_pending = True
             seconds = transport.seconds
 
@@ -293,12 +343,29 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 stall_pending = False
                 self._sleep(seconds)
 
-            body.pause_after(transport.after_bytes, pause)
+            body.pause_after(mark, pause)
         started = time.monotonic()
         try:
             if kind == "reset" and body.cut_at == 0 and body.finished:
                 raise ResetConnection()  # nothing to read before the cut: reset at once
-            if transport is not None and kind == "status":
+            if transport is not None and status_after_mark:
+                with contextlib.suppress(ResetConnection, BodyCut):
+                    self._handle(
+                        method,
+                        origin,
+                        raw_path,
+                        query,
+                        headers,
+                        body,
+                        session,
+                        content_range,
+                        range_error,
+                        transport,
+                        processing,
+                    )
+                body.drain()
+                reply = self._fault_status_reply(transport, origin)
+            elif transport is not None and kind == "status":
                 body.drain()
                 reply = self._fault_status_reply(transport, origin)
             else:
@@ -320,16 +387,19 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                         body.drain()
                     except BodyError:
                         self.close_connection = True
+                if transport is not None and session is not None:
+                    reply = _misreport(transport, session, reply)
             # The log is complete before the client can see an answer (tests read it right after).
             record.body_bytes = body.bytes_read
             if kind == "reset":
                 raise ResetConnection()  # the body ended before the cut: handled, then reset
             if kind == "drop_response":
                 raise _Dropped()
-            if kind == "stall" and (
-                transport is not None and (transport.after_bytes is None or stall_pending)
-            ):
+            if kind == "stall" and (transport is not None and (mark is None or stall_pending)):
                 self._sleep(transport.seconds)
+            if transport is not None and kind == "broken_answer":
+                self._send_broken(reply, record, transport.answer_bytes)
+                return
             self._send(reply, record)
         except (ResetConnection, BodyCut):
             record.body_bytes = body.bytes_read
@@ -422,7 +492,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         processing: Fault | None,
     ) -> Reply:
         if origin == "session":
-            return self._session(method, raw_path, body, session, content_range, range_error, transport)
+            return self._session(
+                method, raw_path, headers, body, session, content_range, range_error, transport
+            )
         if raw_path.startswith(TEMP_PREFIX):
             return self._temp_upload(method, raw_path[len(TEMP_PREFIX) :], headers, body)
         if not raw_path.startswith(API_PREFIX):
@@ -615,6 +687,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self,
         method: str,
         raw_path: str,
+        headers: dict[str, str],
         body: BodyReader,
         session: Any,
         content_range: ContentRange | None,
@@ -645,9 +718,21 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             keep_bytes = (
                 transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
             )
-        elif transport is not None and transport.kind == "reset" and transport.keep_bytes is not None:
+        elif (
+            transport is not None
+            and transport.kind in ("reset", "status")
+            and transport.keep_bytes is not None
+        ):
             keep_bytes = transport.keep_bytes
-        return session_reply(session.put(body, content_range, keep_bytes=keep_bytes))
+        return session_reply(
+            session.put(
+                body,
+                content_range,
+                keep_bytes=keep_bytes,
+                goog_hash=headers.get("x-goog-hash"),
+                keep_partial=transport.keep_partial if transport is not None else None,
+            )
+        )
 
     # -- admin ---------------------------------------------------------------------------------
 
@@ -702,6 +787,28 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if len(seg) == 3 and seg[0] == "sessions" and seg[2] == "expire" and method == "POST":
             emu.expire_session(seg[1])
             return json_reply(200, emu.sessions[seg[1]].to_dict())
+        if len(seg) == 2 and seg[0] == "sessions" and method in ("GET", "POST"):
+            if method == "POST":
+                data = read_json() or {}
+                _known_keys(data, {"dialect", "keepPartialRequests"})
+                emu.set_session_options(
+                    seg[1], dialect=data.get("dialect"), keep_partial_requests=data.get("keepPartialRequests")
+                )
+            return json_reply(200, emu.sessions[seg[1]].to_dict())
+        if seg == ["settings"]:
+            if method == "GET":
+                return json_reply(200, emu.session_settings)
+            if method == "POST":
+                data = read_json() or {}
+                _known_keys(data, {"sessionDialect", "tempSessionDialect", "keepPartialRequests"})
+                return json_reply(
+                    200,
+                    emu.configure_sessions(
+                        session_dialect=data.get("sessionDialect"),
+                        temp_session_dialect=data.get("tempSessionDialect"),
+                        keep_partial_requests=data.get("keepPartialRequests"),
+                    ),
+                )
         if seg == ["uploads"] and method == "GET":
             table = params.get("table")
             if table:
