@@ -18,34 +18,37 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from airflow_provider_redivis.emulator.admin import admin_route
 from airflow_provider_redivis.emulator.catalog import (
     EDIT_SCOPE,
     ApiError,
     InsufficientScopeError,
     UploadSource,
 )
-from airflow_provider_redivis.emulator.dialects import bare_200, final_reply
-from airflow_provider_redivis.emulator.faults import Fault, RequestInfo, fault_from_mapping
+from airflow_provider_redivis.emulator.faults import Fault, RequestInfo
 from airflow_provider_redivis.emulator.recording import (
     SESSION_PREFIX,
     TEMP_PREFIX,
     RecordedRequest,
     redact_path,
 )
+from airflow_provider_redivis.emulator.replies import (
+    Reply,
+    api_error_reply,
+    json_reply,
+    misreport,
+    session_reply,
+)
 from airflow_provider_redivis.emulator.sessions import (
     ConnectionGone,
     ContentRange,
     ResetConnection,
-    ResumableSession,
-    SessionReply,
     gcs_error,
     parse_content_range,
-    reply_bytes,
 )
 from airflow_provider_redivis.emulator.wire import (
     BodyCut,
@@ -66,35 +69,6 @@ API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/_emulator/"
 MAX_MULTIPART_BODY = 64 * 1024 * 1024
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None
-    #: For HEAD errors: the JSON that goes into X-REDIVIS-ERROR-PAYLOAD.
-    error_payload: dict[str, Any] | None = None
-
-
-def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def api_error_reply(error: ApiError) -> Reply:
-    reply = json_reply(error.status, error.payload(), error.headers)
-    reply.error_payload = error.payload()
-    return reply
-
-
-def session_reply(reply: SessionReply) -> Reply:
-    headers = dict(reply.headers)
-    if reply.content_type is not None:
-        headers["Content-Type"] = reply.content_type
-    elif reply.body is not None:
-        headers["Content-Type"] = "application/json; charset=UTF-8"
-    return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
 
 
 def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:
@@ -155,14 +129,6 @@ class _Dropped(Exception):
     """Close the connection without answering (FIN)."""
 
 
-def _known_keys(data: Any, allowed: set[str]) -> None:
-    if not isinstance(data, dict):
-        raise ValueError("The body must be a JSON object.")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
-
-
 def _body_mark(fault: Fault | None, first: int | None) -> int | None:
     """Where in the body a fault acts: ``after_bytes``, or ``at_offset`` made relative to the chunk."""
     if fault is None:
@@ -170,18 +136,6 @@ def _body_mark(fault: Fault | None, first: int | None) -> int | None:
     if fault.at_offset is not None and first is not None:
         return max(0, fault.at_offset - first)
     return fault.after_bytes
-
-
-def _misreport(fault: Fault, session: ResumableSession, reply: Reply) -> Reply:
-    """What ``empty_200``, ``early_200`` and ``lie`` make of a handled session request's answer."""
-    if fault.kind == "empty_200" and reply.status in (200, 308):
-        return session_reply(bare_200())
-    if fault.kind == "early_200" and reply.status == 308:
-        return session_reply(final_reply(session.facts_now(), session.dialect))
-    if fault.kind == "lie" and reply.status == 200 and session.facts is not None:
-        fields = tuple((fault.lie_about or "").split(","))
-        return session_reply(final_reply(session.facts.lie(fields), session.dialect))
-    return reply
 
 
 class EmulatorRequestHandler(BaseHTTPRequestHandler):
@@ -388,7 +342,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                     except BodyError:
                         self.close_connection = True
                 if transport is not None and session is not None:
-                    reply = _misreport(transport, session, reply)
+                    reply = misreport(transport, session, reply)
             # The log is complete before the client can see an answer (tests read it right after).
             record.body_bytes = body.bytes_read
             if kind == "reset":
@@ -748,7 +702,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         seg = [unquote(s) for s in raw_path[len(ADMIN_PREFIX) :].strip("/").split("/")]
         try:
-            reply = self._admin_route(method, seg, params, body)
+            reply = admin_route(self.emulator, method, seg, params, body)
         except (ApiError, ValueError, KeyError, TypeError) as exc:
             status = exc.status if isinstance(exc, ApiError) else (404 if isinstance(exc, KeyError) else 400)
             message = exc.message if isinstance(exc, ApiError) else str(exc).strip("'\"")
@@ -762,74 +716,3 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self._send(reply, record)
         except (OSError, BodyError):
             self.close_connection = True
-
-    def _admin_route(self, method: str, seg: list[str], params: dict[str, str], body: BodyReader) -> Reply:
-        emu = self.emulator
-
-        def read_json() -> Any:
-            data = body.read_all()
-            return json.loads(data) if data.strip() else None
-
-        if seg == ["health"] and method == "GET":
-            return json_reply(
-                200, {"ok": True, "baseUrl": emu.base_url, "sessionBaseUrl": emu.session_base_url}
-            )
-        if seg == ["requests"]:
-            if method == "GET":
-                origin = params.get("origin")
-                items = [r.to_dict() for r in emu.requests if origin is None or r.origin == origin]
-                return json_reply(200, items)
-            if method == "DELETE":
-                emu.clear_requests()
-                return json_reply(200, {"cleared": True})
-        if seg == ["sessions"] and method == "GET":
-            return json_reply(200, {sid: info.to_dict() for sid, info in emu.sessions.items()})
-        if len(seg) == 3 and seg[0] == "sessions" and seg[2] == "expire" and method == "POST":
-            emu.expire_session(seg[1])
-            return json_reply(200, emu.sessions[seg[1]].to_dict())
-        if len(seg) == 2 and seg[0] == "sessions" and method in ("GET", "POST"):
-            if method == "POST":
-                data = read_json() or {}
-                _known_keys(data, {"dialect", "keepPartialRequests"})
-                emu.set_session_options(
-                    seg[1], dialect=data.get("dialect"), keep_partial_requests=data.get("keepPartialRequests")
-                )
-            return json_reply(200, emu.sessions[seg[1]].to_dict())
-        if seg == ["settings"]:
-            if method == "GET":
-                return json_reply(200, emu.session_settings)
-            if method == "POST":
-                data = read_json() or {}
-                _known_keys(data, {"sessionDialect", "tempSessionDialect", "keepPartialRequests"})
-                return json_reply(
-                    200,
-                    emu.configure_sessions(
-                        session_dialect=data.get("sessionDialect"),
-                        temp_session_dialect=data.get("tempSessionDialect"),
-                        keep_partial_requests=data.get("keepPartialRequests"),
-                    ),
-                )
-        if seg == ["uploads"] and method == "GET":
-            table = params.get("table")
-            if table:
-                return json_reply(200, emu.list_uploads(table))
-            return json_reply(200, emu.all_uploads())
-        if seg == ["faults"]:
-            if method == "GET":
-                return json_reply(200, [f.to_dict() for f in emu.faults.snapshot()])
-            if method == "POST":
-                data = read_json()
-                items = data if isinstance(data, list) else [data]
-                added = [emu.add_fault(fault_from_mapping(item)).to_dict() for item in items]
-                return json_reply(200, added)
-            if method == "DELETE":
-                emu.clear_faults()
-                return json_reply(200, {"cleared": True})
-        if seg == ["tables"] and method == "POST":
-            data = read_json() or {}
-            reference = data.get("table") or data.get("reference")
-            if not isinstance(reference, str):
-                raise ValueError('POST /_emulator/tables wants {"table": "owner.dataset.table"}.')
-            emu.create_table(reference, data.get("uploadMergeStrategy") or "append")
-            return json_reply(200, emu.catalog.get_table(reference))
-        raise ApiError(404, f"No admin endpoint {method} /_emulator/{'/'.join(seg)}.")
