@@ -40,7 +40,7 @@ ORIGINS = ("api", "session")
 _INT_FIELDS = ("nth", "times", "after_bytes", "at_offset", "status", "keep_bytes", "answer_bytes")
 _FLOAT_FIELDS = ("seconds",)
 _STR_FIELDS = ("method", "origin", "path_contains", "message", "body", "lie_about")
-_BOOL_FIELDS = ("finalize", "keep_partial")
+_BOOL_FIELDS = ("finalize", "keep_partial", "short_body")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,9 @@ class Fault:
         body never arrive. With ``answer_bytes``: send the status line and every header (the
         Content-Length of the whole body) and that many bytes of the body, then close. When the body
         has no more than ``answer_bytes`` bytes (the ``xml`` dialect's body is empty) the cut comes
-        right after the status line.
+        right after the status line. ``short_body`` true: no cut -- a whole answer whose body is its
+        first ``answer_bytes`` bytes (0 if unset) and whose Content-Length says so, the connection
+        kept (storage-testbench's ``return-broken-stream-final-chunk-after-NB``).
     ``empty_200``
         ``finalize`` true (default): session requests that complete the object; handled (the
         object is finalized), answered ``200`` with an empty body and no ``x-goog-*`` header.
@@ -173,6 +175,7 @@ class Fault:
     finalize: bool = True
     lie_about: str | None = None
     keep_partial: bool | None = None
+    short_body: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
     matched: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
@@ -208,7 +211,7 @@ class Fault:
             self.lie_about = ",".join(_lie_fields(self.lie_about or "md5,crc32c"))
         elif self.lie_about is not None:
             raise ValueError("lie_about belongs to a 'lie' fault.")
-        for name in ("finalize", "keep_partial"):
+        for name in ("finalize", "keep_partial", "short_body"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"Fault {name} must be true or false, got {value!r}.")
@@ -271,6 +274,7 @@ class Fault:
             "finalize": self.finalize,
             "lie_about": self.lie_about,
             "keep_partial": self.keep_partial,
+            "short_body": self.short_body,
             "matched": self.matched,
             "fired": self.fired,
         }
@@ -371,7 +375,7 @@ def parse_fault_spec(spec: str) -> Fault:
     Keys are the :class:`Fault` fields (``method``, ``origin``, ``path_contains``, ``nth``, ``times``,
     ``after_bytes``, ``at_offset``, ``status``, ``keep_bytes``, ``answer_bytes``, ``seconds``,
     ``message``, ``body``, ``lie_about`` -- its items joined with ``+`` since ``,`` separates
-    options --, ``finalize``, ``keep_partial`` -- true/false); ``times=none`` means no limit;
+    options --, ``finalize``, ``keep_partial``, ``short_body`` -- true/false); ``times=none`` means no limit;
     ``header.NAME=VALUE`` adds a response header. Examples:
     ``reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1``,
     ``status:status=503,at_offset=262144,keep_partial=false``, ``lie:lie_about=md5+size``.

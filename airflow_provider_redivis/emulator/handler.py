@@ -352,8 +352,12 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             if kind == "stall" and (transport is not None and (mark is None or stall_pending)):
                 self._sleep(transport.seconds)
             if transport is not None and kind == "broken_answer":
-                self._send_broken(reply, record, transport.answer_bytes)
-                return
+                if transport.short_body:
+                    short = reply.body[: transport.answer_bytes or 0]
+                    reply = Reply(reply.status, short, reply.headers, reply.reason)
+                else:
+                    self._send_broken(reply, record, transport.answer_bytes)
+                    return
             self._send(reply, record)
         except (ResetConnection, BodyCut):
             record.body_bytes = body.bytes_read

@@ -219,6 +219,21 @@ def test_broken_answer_cut_in_the_body(emu: RedivisEmulator, new_session: NewSes
     assert exc_info.value.partial == 10
 
 
+def test_broken_answer_with_a_short_body_like_broken_stream_final_chunk(
+    emu: RedivisEmulator, new_session: NewSession
+) -> None:
+    data = os.urandom(1000)
+    session = new_session(len(data))
+    emu.add_fault(parse_fault_spec("broken_answer:answer_bytes=12,short_body=true"))
+    response = put_chunk(session["url"], data, 0, len(data))
+    assert response.status_code == 200
+    assert len(response.content) == 12
+    with pytest.raises(ValueError):  # noqa: PT011 - the JSON is cut
+        response.json()
+    assert response.content == status_query(session["url"], len(data)).content[:12]
+    assert emu.sessions[session["id"]].complete
+
+
 # -- 200 without metadata, 200 before the last byte ---------------------------------------------
 
 
