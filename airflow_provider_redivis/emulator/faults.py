@@ -100,7 +100,9 @@ class Fault:
         Read ``after_bytes`` of the request body (0 if unset), or -- with ``at_offset`` -- read the
         session chunk up to that absolute offset, then reset the TCP connection (RST). A session
         keeps what Cloud Storage would: the bytes before the cut floored to 256 KiB units, or
-        ``keep_bytes`` of the chunk when given. ``at_offset`` only matches session chunks that reach it.
+        ``keep_bytes`` of the chunk when given -- or none of them on a session (or with
+        ``keep_partial=False``) that keeps nothing of a cut request, like storage-testbench's
+        ``return-reset-connection``. ``at_offset`` only matches session chunks that reach it.
     ``status``
         Read the body, store nothing, answer ``status`` (with ``headers`` and ``body``; a JSON error
         body shaped for the origin by default). With ``after_bytes`` (of the body) or ``at_offset``
