@@ -103,9 +103,13 @@ class ObjectFacts:
         return replace(self, **changes)
 
 
-def object_resource(facts: ObjectFacts) -> dict[str, Any]:
+#: The hashes a finished object is described with, unless a session reports fewer.
+ALL_HASHES = ("crc32c", "md5")
+
+
+def object_resource(facts: ObjectFacts, hashes: tuple[str, ...] = ALL_HASHES) -> dict[str, Any]:
     """The JSON API's object resource (the fields a client checks, and a few it may log)."""
-    return {
+    resource = {
         "kind": "storage#object",
         "id": f"redivis-emulator/{facts.name}/{facts.generation}",
         "bucket": "redivis-emulator",
@@ -120,25 +124,32 @@ def object_resource(facts: ObjectFacts) -> dict[str, Any]:
         "timeCreated": facts.created,
         "updated": facts.created,
     }
+    for name, key in (("crc32c", "crc32c"), ("md5", "md5Hash")):
+        if name not in hashes:
+            del resource[key]
+    return resource
 
 
-def object_headers(facts: ObjectFacts) -> dict[str, str]:
+def object_headers(facts: ObjectFacts, hashes: tuple[str, ...] = ALL_HASHES) -> dict[str, str]:
     """The XML API's description of a stored object, in headers."""
-    return {
+    headers = {
         "x-goog-generation": str(facts.generation),
         "x-goog-metageneration": "1",
-        "x-goog-hash": f"crc32c={facts.crc32c},md5={facts.md5}",
+        "x-goog-hash": ",".join(f"{name}={getattr(facts, name)}" for name in ALL_HASHES if name in hashes),
         "x-goog-stored-content-length": str(facts.size),
         "x-goog-stored-content-encoding": "identity",
         "ETag": f'"{facts.md5_hex}"',
     }
+    if not headers["x-goog-hash"]:
+        del headers["x-goog-hash"]
+    return headers
 
 
-def final_reply(facts: ObjectFacts, dialect: str) -> SessionReply:
-    """``200`` for a finished object, in the session's dialect."""
+def final_reply(facts: ObjectFacts, dialect: str, hashes: tuple[str, ...] = ALL_HASHES) -> SessionReply:
+    """``200`` for a finished object, in the session's dialect, describing it with ``hashes``."""
     if dialect == "xml":
-        return SessionReply(200, object_headers(facts), None)
-    return SessionReply(200, {}, object_resource(facts))
+        return SessionReply(200, object_headers(facts, hashes), None)
+    return SessionReply(200, {}, object_resource(facts, hashes))
 
 
 def bare_200() -> SessionReply:

@@ -49,8 +49,8 @@ def misreport(fault: Fault, session: ResumableSession, reply: Reply) -> Reply:
     if fault.kind == "empty_200" and reply.status in (200, 308):
         return session_reply(bare_200())
     if fault.kind == "early_200" and reply.status == 308:
-        return session_reply(final_reply(session.facts_now(), session.dialect))
+        return session_reply(final_reply(session.facts_now(), session.dialect, session.reported_hashes))
     if fault.kind == "lie" and reply.status == 200 and session.facts is not None:
         fields = tuple((fault.lie_about or "").split(","))
-        return session_reply(final_reply(session.facts.lie(fields), session.dialect))
+        return session_reply(final_reply(session.facts.lie(fields), session.dialect, session.reported_hashes))
     return reply

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, ApiError, Catalog
-from airflow_provider_redivis.emulator.dialects import check_dialect
+from airflow_provider_redivis.emulator.dialects import ALL_HASHES, check_dialect
 from airflow_provider_redivis.emulator.faults import Fault, FaultBook
 from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
 from airflow_provider_redivis.emulator.processing import Processor
@@ -335,11 +335,22 @@ class RedivisEmulator:
         }
 
     def set_session_options(
-        self, session_id: str, *, dialect: str | None = None, keep_partial_requests: bool | None = None
+        self,
+        session_id: str,
+        *,
+        dialect: str | None = None,
+        keep_partial_requests: bool | None = None,
+        reported_hashes: tuple[str, ...] | None = None,
     ) -> SessionInfo:
-        """One session's dialect (for every later answer) and rule for a cut request; None: unchanged."""
+        """One session's dialect (for every later answer), rule for a cut request, and the hashes its
+        finished object is described with (``("md5",)`` for a server that reports md5 only, ``()`` for
+        none); None: unchanged."""
         session = self.catalog.session(session_id)
         with session.lock:
+            if reported_hashes is not None:
+                if not set(reported_hashes) <= set(ALL_HASHES):
+                    raise ValueError(f"reported_hashes are among {ALL_HASHES}, got {reported_hashes!r}.")
+                session.reported_hashes = tuple(reported_hashes)
             if dialect is not None:
                 session.dialect = check_dialect(dialect)
             if keep_partial_requests is not None:

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_redivis.emulator.dialects import (
+    ALL_HASHES,
     ObjectFacts,
     SessionReply,
     check_dialect,
@@ -180,6 +181,8 @@ class ResumableSession:
         self.facts: ObjectFacts | None = None
         self.dialect = check_dialect(dialect)
         self.keep_partial = keep_partial
+        #: The hashes a finished object is described with: a server that reports fewer (md5 only) or none.
+        self.reported_hashes: tuple[str, ...] = ALL_HASHES
         #: The reply that spent the session (hash mismatch); every later request gets it.
         self.failed: SessionReply | None = None
         self.generation = 0
@@ -269,7 +272,7 @@ class ResumableSession:
 
     def _completed(self) -> SessionReply:
         assert self.facts is not None  # noqa: S101 - only called once complete
-        return final_reply(self.facts, self.dialect)
+        return final_reply(self.facts, self.dialect, self.reported_hashes)
 
     def _finalize(self, expected: dict[str, str] | None) -> SessionReply:
         """Every byte is here: check the client's hashes, then make the object (or spend the session)."""
