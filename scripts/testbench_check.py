@@ -222,11 +222,14 @@ class Testbench:
         with contextlib.suppress(requests.RequestException):
             self.http.delete(f"{self.base}/retry_test/{test_id}", timeout=10)
 
-    def start_session(self, bucket: str, name: str) -> tuple[str, dict[str, str]]:
+    def start_session(
+        self, bucket: str, name: str, headers: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]]:
         r = self.http.post(
             f"{self.base}/upload/storage/v1/b/{bucket}/o",
             params={"uploadType": "resumable", "name": name},
             json={"name": name},
+            headers=headers,
             timeout=10,
         )
         if r.status_code != 200 or "Location" not in r.headers:
@@ -264,6 +267,11 @@ class Case:
     known_total: bool = True
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     retry: dict[str, Any] | None = None
+    #: "ok": must finish with a byte-identical object; "fail": must raise; "either": anything but a
+    #: false success (the engine saying ok while the stored object differs or is missing).
+    expect: str = "ok"
+    #: Extra headers on the session-creating POST (the testbench keeps them for the whole upload).
+    session_headers: dict[str, str] | None = None
 
 
 def cases(size: int) -> list[Case]:
@@ -316,6 +324,7 @@ def cases(size: int) -> list[Case]:
             ["return-broken-stream"],
             "testbench artifact: on a non-final PUT it re-wraps the 308 as a 200 with an empty body (and "
             "the 308's Range), and never consumes the instruction; i.e. a bodyless 200 after 512 KiB of 3 MiB",
+            expect="either",
         ),
         Case(
             "broken-stream-final-answer",
@@ -375,6 +384,22 @@ def cases(size: int) -> list[Case]:
             known_total=False,
         ),
         Case("unknown-total-zero-byte", [], "total unknown, empty source", size=0, known_total=False),
+        Case(
+            "server-corrupts-object",
+            [],
+            "session created with `x-goog-emulator-instructions: inject-upload-data-error`: the testbench "
+            "flips the first byte of the object it stores (and reports that object's size/md5/crc32c)",
+            expect="fail",
+            session_headers={"x-goog-emulator-instructions": "inject-upload-data-error"},
+        ),
+        Case(
+            "503-persistent",
+            ["return-503"] * 12,
+            "every request 503 (12 in a row): the retry budget must end it",
+            expect="fail",
+        ),
+        Case("410-session-gone", ["return-410"], "410 to the first PUT: session expired", expect="fail"),
+        Case("400-refused", [f"stall-for-1s-after-{c}K", "return-400"], "400 to chunk 3", expect="fail"),
     ]
 
 
@@ -506,7 +531,7 @@ def run_case(tb: Testbench, bucket: str, case: Case, workdir: Path, guard_second
     path = workdir / f"{case.name}.bin"
     path.write_bytes(data)
     test_id = tb.create_retry_test(case.instructions) if case.instructions else None
-    url, _ = tb.start_session(bucket, name)
+    url, _ = tb.start_session(bucket, name, case.session_headers)
     http = RecordingSession(test_id)
     dropped: list[str] = []
     collect = _Collect()
@@ -515,6 +540,7 @@ def run_case(tb: Testbench, bucket: str, case: Case, workdir: Path, guard_second
     engine_log.setLevel(logging.INFO)
     result: dict[str, Any] = {"case": case.name, "instructions": case.instructions, "what": case.what}
     result.update(size=case.size, known_total=case.known_total, object=name)
+    result["session_headers"] = case.session_headers or {}
     returned: Any = None
     started = time.monotonic()
     signal.signal(signal.SIGALRM, _on_alarm)
@@ -587,7 +613,20 @@ def run_case(tb: Testbench, bucket: str, case: Case, workdir: Path, guard_second
         result["server_md5_ok"] = meta.get("md5Hash") == b64_md5(data)
         result["server_crc32c_ok"] = meta.get("crc32c") == b64_crc32c(data)
     path.unlink()
+    result["expect"] = case.expect
+    result["verdict"] = verdict(result)
     return result
+
+
+def verdict(r: dict[str, Any]) -> str:
+    ok = r["outcome"] == "ok"
+    if ok and not r["identical"]:
+        return "FAIL (false success)"
+    if r["expect"] == "ok":
+        return "pass" if ok else "FAIL"
+    if r["expect"] == "fail":
+        return "pass" if not ok else "FAIL (should have failed)"
+    return "pass"
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -631,25 +670,30 @@ def render(results: list[dict[str, Any]], header: dict[str, str]) -> str:
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += [
         "",
-        "Columns: *fired* = fault instructions the testbench consumed / given; *wire* = request-body bytes "
+        "Columns: *expect* = ok (must finish with a byte-identical object), fail (must raise), either "
+        "(anything but a false success); *verdict* = that expectation met, and FAIL (false success) whenever "
+        "the engine returned normally but the stored object is missing or differs; *fired* = fault instructions the testbench consumed / given; *wire* = request-body bytes "
         "`requests` read from the engine's bodies (all requests); *re-sent* = of those, bytes at offsets "
         "already sent before; *reqs (Q)* = requests to the session URL (of which status queries "
         "`bytes */…`); *final answer* = the 200/201 the engine received and from which request; "
         "*size/md5/crc32c* = which of them that answer carried.",
         "",
-        "| case | fault (storage.objects.insert) | outcome | byte-identical | fired | reqs (Q) | wire B | "
-        "re-sent B | final answer | size/md5/crc32c | s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| case | fault (storage.objects.insert) | expect | verdict | outcome | byte-identical | fired | "
+        "reqs (Q) | wire B | re-sent B | final answer | size/md5/crc32c | s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         fa = r["final_answers"][-1] if r["final_answers"] else None
         answer = f"{fa['status']} {fa['dialect']}, by {fa['by']}" if fa else "none"
         fields = "/".join(_mark(fa["fields"][f]) for f in ("size", "md5", "crc32c")) if fa else "-"
-        fault = ", ".join(f"`{i}`" for i in r["instructions"]) or "none"
+        fault = ", ".join(f"`{i}`" for i in r["instructions"])
+        fault += "".join(f" session header `{k}: {v}`" for k, v in r["session_headers"].items())
+        fault = fault.strip() or "none"
         size = "" if r["size"] == DEFAULT_SIZE else f" ({r['size']} B)"
         total = "" if r["known_total"] else " [total unknown]"
         lines.append(
-            f"| {r['case']}{size}{total} | {fault} | {_outcome_cell(r)} | {_mark(r['identical'])} | "
+            f"| {r['case']}{size}{total} | {fault} | {r['expect']} | {r['verdict']} | {_outcome_cell(r)} | "
+            f"{_mark(r['identical'])} | "
             f"{r['fired']}/{len(r['instructions'])} | {r['requests']} ({r['status_queries']}) | "
             f"{r['wire_bytes']} | {r['resent_bytes']} | {answer} | {fields} | {r['elapsed']:.2f} |"
         )
@@ -764,8 +808,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"header": header, "results": results}, indent=1, default=str)
     )
     print(f"\nwrote {args.out}")
-    failed = [r["case"] for r in results if r["outcome"] != "ok" or not r["identical"]]
-    print(f"{len(results) - len(failed)}/{len(results)} cases ok; not ok: {failed}")
+    failed = [r["case"] for r in results if r["verdict"] != "pass"]
+    print(f"{len(results) - len(failed)}/{len(results)} cases pass; not passing: {failed}")
     return 0
 
 
