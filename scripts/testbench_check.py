@@ -719,17 +719,18 @@ def render(results: list[dict[str, Any]], header: dict[str, str]) -> str:
         lines.append("```")
         lines.append("")
     sample = next((r for r in results if r["case"] == "baseline" and r.get("final_raw")), None)
-    query = next((r for r in results if r.get("query_raw")), None)
+    queries = [r for r in results if r.get("query_raw")]
+    with_range = [r for r in queries if "Range" in (r["query_raw"]["headers"] or {})]
+    query = (with_range or queries or [None])[0]
     lines += ["## What the testbench answers look like (raw, from this run)", ""]
     if sample:
         lines += ["Final answer to the last data PUT (baseline):", "", "```"]
         lines += [f"HTTP {sample['final_raw']['status']}"]
         lines += [f"{k}: {v}" for k, v in sample["final_raw"]["headers"].items()]
         lines += ["", sample["final_raw"]["body"], "```", ""]
-    fin_q = next(
-        (r for r in results if r["final_answers"] and r["final_answers"][-1]["by"] == "status query"), None
-    )
-    if fin_q:
+    for fin_q in [
+        r for r in results if r["final_answers"] and r["final_answers"][-1]["by"] == "status query"
+    ]:
         fa = fin_q["final_answers"][-1]
         lines += [
             f"Final answer to a status query ({fin_q['case']}): HTTP {fa['status']}, {fa['dialect']}, "
