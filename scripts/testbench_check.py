@@ -57,6 +57,39 @@ DEFAULT_OUT = HERE.parent / "benchmarks" / "results" / "testbench.md"
 
 log = logging.getLogger("testbench_check")
 
+#: Read in storage-testbench's code at commit e8c8507 (testbench/common.py, testbench/rest_server.py,
+#: gcs/upload.py, gcs/object.py) and seen with curl; printed under every report so they outlive a re-run.
+TESTBENCH_NOTES = """\
+- Only the JSON API has resumable uploads. The XML flavour (`POST /{bucket}/{object}` with
+  `x-goog-resumable: start`) answers `501 Not Implemented`, so the XML answer dialect (empty body,
+  `x-goog-hash`, `x-goog-stored-content-length`) cannot be had from a resumable session here; those two
+  headers appear only on downloads (XML `GET /{bucket}/{object}` and `alt=media`).
+- Intermediate answer: `308` (reason "PERMANENT REDIRECT"), empty body, `Range: bytes=0-N`; no `Range`
+  when it holds 0 bytes (and, a testbench quirk, when it holds exactly 1 byte).
+- Final answer to a data PUT, or to `bytes */N` once it holds N bytes (that query finalizes the upload):
+  `200`, `application/json`, the object resource with `size` (a string), `md5Hash`, `crc32c`; no hash
+  headers. A status query on an upload that is already final answers the full projection (`acl`,
+  `owner` too). `size` is absent from the JSON of a 0-byte object (proto3 default), `md5Hash`/`crc32c`
+  present. `bytes */*` never finalizes.
+- `return-X-after-YK` keeps exactly Y KiB, not a 256 KiB multiple as Cloud Storage does, then answers X;
+  `return-X` fails the next request of any kind (data PUT or status query) before reading its body.
+- `return-broken-stream` cuts the first answer that has a body after 4 bytes and closes the socket; on a
+  non-final PUT it instead re-wraps the 308 as a `200` with an empty body and is never consumed.
+- `return-broken-stream-final-chunk-after-NB` answers the final PUT with the first N bytes of its JSON,
+  as a complete 200 (valid HTTP, broken JSON). `return-broken-stream-after-NK` applies to
+  `storage.objects.get` only: it never fires on an upload.
+- `stall-for-Ts-after-YK` sleeps before keeping the chunk; T = 0 is ignored and never consumed. A
+  stalled request that outlives the client's read timeout still appends its chunk when it wakes, at the
+  offset it saw before sleeping (a testbench race): the stall case waits longer than the stall.
+- An `x-goog-hash` on the final PUT is checked: a mismatch answers `412`, stores nothing, yet marks the
+  upload complete, so a later status query answers `200` with the object's JSON minus `md5Hash`/`crc32c`
+  while `GET` on the object is 404.
+- `x-goog-emulator-instructions: inject-upload-data-error` on the session-creating POST makes it store the
+  object with its first byte changed (and report that object's hashes).
+- Not usable on HTTP uploads: `redirect-*` and `return-X-if-dp-enforced` (gRPC), `return-corrupted-data`,
+  `stall-always`, `stall-at-256KiB` (downloads), `return-unreachable-buckets-…` (bucket lists).
+"""
+
 
 # -- the one place that knows the engine's API ------------------------------------------------------
 
@@ -742,7 +775,8 @@ def render(results: list[dict[str, Any]], header: dict[str, str]) -> str:
         lines += [f"A 308 answer to a status query ({query['case']}):", "", "```", "HTTP 308"]
         lines += [f"{k}: {v}" for k, v in query["query_raw"]["headers"].items()]
         lines += ["```", ""]
-    return "\n".join(lines) + "\n"
+    lines += ["## Testbench behaviour that matters here (from its code at e8c8507)", "", TESTBENCH_NOTES]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
