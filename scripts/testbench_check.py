@@ -682,6 +682,8 @@ def _git(path: Path, *args: str) -> str:
 def _code_identity(module_file: str) -> str:
     where = Path(module_file).resolve().parent
     commit = _git(where, "rev-parse", "HEAD")
+    if commit == "?":
+        return "unknown (not in a git checkout)"
     top = _git(where, "rev-parse", "--show-toplevel")
     dirty = _git(where, "status", "--porcelain", "--", ".")
     return f"`{commit}` in `{top}`" + (" (uncommitted changes in the package)" if dirty else "")
