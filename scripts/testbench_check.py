@@ -154,10 +154,20 @@ class _CountingBody:
         return data
 
 
-def _counting_iter(inner: Any, record: dict[str, Any]) -> Any:
-    for piece in inner:
-        record["sent"] += len(piece)
-        yield piece
+class _CountingIterable:
+    """Wraps an iterable body with a length (the engine's streamed request) and counts what is sent."""
+
+    def __init__(self, inner: Any, record: dict[str, Any]) -> None:
+        self._inner = inner
+        self._record = record
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __iter__(self) -> Any:
+        for piece in self._inner:
+            self._record["sent"] += len(piece)
+            yield piece
 
 
 def _parse_content_range(value: str | None) -> tuple[int | None, str]:
@@ -205,7 +215,9 @@ class RecordingSession(requests.Session):
                     record["declared"] = len(data)
                 kwargs["data"] = _CountingBody(data, record) if record["declared"] is not None else data
             elif hasattr(data, "__iter__"):
-                kwargs["data"] = _counting_iter(data, record)
+                with contextlib.suppress(TypeError):
+                    record["declared"] = len(data)
+                kwargs["data"] = _CountingIterable(data, record)
         self.trace.append(record)
         try:
             response = super().request(method, url, *args, **kwargs)
