@@ -240,6 +240,7 @@ class _Transfer:
             status = self.session._query_once(self.total)
             self.needs_query = False
             if status.complete:
+                self.final_request_end = self.total  # the server's own answer about the whole object
                 return status
             self._accept(status.offset)
         if self.check_source is not None:
@@ -333,7 +334,7 @@ class _Transfer:
         """
         stored = status.stored or StoredObject(size=None)
         reached_end = self.total is not None and self.final_request_end == self.total
-        if stored.size is not None and (reached_end or self.offset == self.total):
+        if stored.size is not None and reached_end:
             return stored
         self.early_completions += 1
         log.warning(

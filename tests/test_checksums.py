@@ -68,7 +68,8 @@ def test_md5_of_a_prefix() -> None:
 def test_auto_is_crc32c_with_the_c_extension() -> None:
     assert checksums.crc32c_is_fast()
     assert algorithms_for("auto") == ("crc32c",)
-    assert algorithms_for("md5") == ("md5",)
+    assert algorithms_for("crc32c") == ("crc32c",)
+    assert algorithms_for("md5") == ("md5", "crc32c")
     assert algorithms_for(None) == ()
 
 

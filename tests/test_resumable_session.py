@@ -261,3 +261,156 @@ def test_cancel_stops_between_chunks_and_leaves_the_session_resumable(
     assert 0 < held < size
     metadata = upload(emulator, source, engine(emulator, session, size), start=held)
     assert_exact(emulator, session, source, metadata)
+
+
+# -- proof: the final request states the source's hash; the answer is verified --------------------
+
+
+def crc32c_b64(data: bytes) -> str:
+    import base64
+
+    import google_crc32c
+
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+
+
+def test_the_final_request_carries_the_sources_crc32c(emulator: RedivisEmulator, source: Path) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    metadata = upload(emulator, source, engine(emulator, session, size))
+    assert_exact(emulator, session, source, metadata)
+    puts = [r for r in emulator.requests if r.origin == "session"]
+    assert puts[-1].headers.get("x-goog-hash") == f"crc32c={crc32c_b64(source.read_bytes())}"
+    assert all("x-goog-hash" not in r.headers for r in puts[:-1])
+
+
+def test_default_requests_are_sized_from_the_rate_and_stay_in_256_kib_units(
+    emulator: RedivisEmulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(40 * 1024 * 1024 + 5))
+    size = path.stat().st_size
+    session = new_session(emulator, size)
+    metadata = upload(emulator, path, engine(emulator, session, size, chunk_size=None))
+    assert_exact(emulator, session, path, metadata)
+    puts = [r for r in emulator.requests if r.origin == "session"]
+    assert puts[0].body_bytes == 16 * 1024 * 1024
+    assert all(r.body_bytes % CHUNK_UNIT == 0 for r in puts[:-1])
+    assert len(puts) <= 3  # 16 MiB, then the rest in at most two larger requests
+
+
+# -- edge cases ------------------------------------------------------------------------------------
+
+
+def test_zero_byte_source_of_unknown_total_completes(emulator: RedivisEmulator, tmp_path: Path) -> None:
+    path = tmp_path / "empty.bin"
+    path.write_bytes(b"")
+    session = new_session(emulator, 0)
+    eng = engine(emulator, session, None)
+    metadata = upload(emulator, path, eng)
+    assert int(metadata.get("size", 0)) == 0
+    ranges = [r.content_range for r in emulator.requests if r.origin == "session"]
+    assert ranges == ["bytes */0"]
+
+
+def test_a_308_that_keeps_nothing_new_is_retried_with_backoff(
+    emulator: RedivisEmulator, source: Path
+) -> None:
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(Fault("partial", origin="session", method="PUT", nth=2, keep_bytes=0, times=2))
+    eng = engine(emulator, session, size)
+    metadata = upload(emulator, source, eng)
+    assert_exact(emulator, session, source, metadata)
+    assert fired(emulator, "partial") == 2
+    waits = eng.waits  # type: ignore[attr-defined]
+    assert len(waits) == 2
+    assert all(w > 0 for w in waits)
+
+
+def test_retry_after_counts_against_the_retry_budget(emulator: RedivisEmulator, source: Path) -> None:
+    """A server that asks for 250 s under a 10 s budget: the engine gives up at once instead of sleeping."""
+    size = source.stat().st_size
+    session = new_session(emulator, size)
+    emulator.add_fault(
+        Fault(
+            "status", origin="session", method="PUT", status=503, headers={"Retry-After": "250"}, times=None
+        )
+    )
+    budget = RetryPolicy(max_attempts=5, max_total_seconds=10, initial_wait=0.01, max_wait=0.05)
+    eng = engine(emulator, session, size, retry_policy=budget)
+    with pytest.raises(UploadInterruptedError, match="Gave up"):
+        upload(emulator, source, eng)
+    assert eng.waits == []  # type: ignore[attr-defined]
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_url_nowhere(exc: BaseException, secret: str) -> None:
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    assert secret not in text
+    seen: BaseException | None = exc
+    while seen is not None:  # the whole chain, printed or suppressed
+        assert secret not in str(seen)
+        assert secret not in repr(seen)
+        seen = seen.__cause__ or seen.__context__
+
+
+def test_a_refused_connection_leaves_the_session_url_out_of_the_error() -> None:
+    secret = "upload_id=SECRET-SESSION-TOKEN-123"
+    url = f"http://127.0.0.1:{_closed_port()}/upload/resumable/abc?{secret}"
+    eng = ResumableSession(
+        requests.Session(), url, 10, chunk_size=CHUNK, retry_policy=FAST, sleep=lambda _: None
+    )
+    with pytest.raises(UploadInterruptedError, match="ConnectionError") as info:
+        eng.upload(io.BytesIO(b"0123456789"), 0)
+    _assert_url_nowhere(info.value, secret)
+    _assert_url_nowhere(info.value, "/upload/resumable/abc")
+    with pytest.raises(UploadInterruptedError) as info:
+        eng.query_status()
+    _assert_url_nowhere(info.value, secret)
+
+
+def test_a_connect_timeout_leaves_the_session_url_out_of_the_error() -> None:
+    import socket
+
+    # A listener that never accepts, its backlog filled: the kernel drops the next SYN, so connect times out.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        secret = "upload_id=SECRET-SESSION-TOKEN-456"
+        url = f"http://127.0.0.1:{port}/upload/resumable/xyz?{secret}"
+        policy = RetryPolicy(max_attempts=2, max_total_seconds=5, initial_wait=0.01, max_wait=0.01)
+        eng = ResumableSession(
+            requests.Session(),
+            url,
+            10,
+            chunk_size=CHUNK,
+            timeout=(0.3, 0.3),
+            retry_policy=policy,
+            sleep=lambda _: None,
+        )
+        with pytest.raises(UploadInterruptedError, match="Timeout") as info:
+            eng.upload(io.BytesIO(b"0123456789"), 0)
+        _assert_url_nowhere(info.value, secret)
+        _assert_url_nowhere(info.value, "/upload/resumable/xyz")
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

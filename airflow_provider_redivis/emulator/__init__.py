@@ -3,7 +3,7 @@
 Nothing in this project can reach the real service, so every test, benchmark and demo runs against
 this emulator. It follows ``redivis-api.md`` (the subset of the Redivis REST API this provider and
 the official ``redivis`` client use) and Cloud Storage's resumable-upload rules. It needs only the
-standard library -- no Airflow.
+standard library and ``google-crc32c`` -- no Airflow.
 
 Three ways to run it
 --------------------
@@ -48,13 +48,17 @@ What it serves
 - Session origin (a second port, so a token sent there is visible): ``/upload/resumable/{token}``
   with Cloud Storage's rules: 308 and ``Range``, status queries, resent bytes ignored, a gap (a
   chunk starting past what is held) refused with 400, non-final chunks in 256 KiB multiples (else
-  400), unknown totals (``/*``), 200 with ``size``/``md5Hash`` metadata on completion and on every
-  later request, 404 once expired (``session_ttl``, ``expire_session``), 410 once cancelled.
-  The object metadata carries ``crc32c`` only when the ``google_crc32c`` module is installed (a
-  pure-Python crc32c would be far too slow for GiB files).
+  400), unknown totals (``/*``), 200 with the object on completion and on every later request
+  -- in the ``json`` dialect the object resource (``size``, ``md5Hash``, ``crc32c``), in the ``xml``
+  dialect an empty body with ``x-goog-hash`` and ``x-goog-stored-content-length`` (see
+  :mod:`.dialects`; ``session_dialect=``, ``temp_session_dialect=``, ``set_session_options``) --,
+  ``x-goog-hash`` on the final request checked (a mismatch is 400, no object, the session spent),
+  404 once expired (``session_ttl``, ``expire_session``), 410 once cancelled. A request cut
+  mid-body keeps its whole 256 KiB units, or nothing with ``keep_partial_requests=False``.
 - ``/_emulator/...`` on the API origin, for scripts driving an emulator in another process:
-  ``GET requests``, ``DELETE requests``, ``GET sessions``, ``POST sessions/{id}/expire``,
-  ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``, ``GET health``.
+  ``GET requests``, ``DELETE requests``, ``GET sessions``, ``GET|POST sessions/{id}`` (``dialect``,
+  ``keepPartialRequests``), ``POST sessions/{id}/expire``, ``GET|POST settings`` (defaults for new
+  sessions), ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``, ``GET health``.
 
 Bytes stream to files under ``data_dir`` in 1 MiB pieces; md5 is computed while they stream.
 Faults: see :class:`Fault` and :func:`parse_fault_spec`.
@@ -63,6 +67,7 @@ Faults: see :class:`Fault` and :func:`parse_fault_spec`.
 from __future__ import annotations
 
 from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
+from airflow_provider_redivis.emulator.dialects import DIALECTS
 from airflow_provider_redivis.emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
 from airflow_provider_redivis.emulator.recording import RecordedRequest
 from airflow_provider_redivis.emulator.server import RedivisEmulator
@@ -71,6 +76,7 @@ from airflow_provider_redivis.emulator.wire import HAS_CRC32C
 
 __all__ = [
     "ALL_SCOPES",
+    "DIALECTS",
     "FAULT_KINDS",
     "HAS_CRC32C",
     "Fault",

@@ -88,6 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--on-name-conflict", choices=("error", "rename"), default="error", help="duplicate upload names"
     )
+    parser.add_argument(
+        "--session-dialect",
+        choices=("json", "xml"),
+        default="json",
+        help="how resumableUpload sessions answer once complete: JSON object resource (default) or "
+        "the XML API's empty body with x-goog-hash headers",
+    )
+    parser.add_argument(
+        "--temp-session-dialect",
+        choices=("json", "xml"),
+        default="xml",
+        help="the same for sessions started on a tempUploads URL (default xml)",
+    )
+    parser.add_argument(
+        "--keep-partial-requests",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a request cut mid-body keeps its whole 256 KiB units (default, like Cloud Storage); "
+        "--no-keep-partial-requests keeps none of it (like storage-testbench)",
+    )
     return parser
 
 
@@ -114,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         session_port=args.session_port,
         faults=args.fault,
         on_name_conflict=args.on_name_conflict,
+        session_dialect=args.session_dialect,
+        temp_session_dialect=args.temp_session_dialect,
+        keep_partial_requests=args.keep_partial_requests,
     )
     try:
         emulator.start()

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.emulator.dialects import check_dialect
 from airflow_provider_redivis.emulator.sessions import ResumableSession
 from airflow_provider_redivis.upload_options import UPLOAD_TYPES
 
@@ -383,6 +384,9 @@ class Catalog:
         session_base_url: str,
         session_ttl: float,
         on_name_conflict: str = "error",
+        session_dialect: str = "json",
+        temp_session_dialect: str = "xml",
+        keep_partial_requests: bool = True,
     ) -> None:
         if on_name_conflict not in ("error", "rename"):
             raise ValueError("on_name_conflict is 'error' (409) or 'rename' (append ' (1)', ...).")
@@ -392,6 +396,10 @@ class Catalog:
         self.session_base_url = session_base_url
         self.session_ttl = session_ttl
         self.on_name_conflict = on_name_conflict
+        #: Defaults for new sessions (see RedivisEmulator): dialects and the rule for a cut request.
+        self.session_dialect = check_dialect(session_dialect)
+        self.temp_session_dialect = check_dialect(temp_session_dialect)
+        self.keep_partial_requests = keep_partial_requests
         self.owners: dict[str, Owner] = {}
         self.sessions: dict[str, ResumableSession] = {}
         self.sessions_by_token: dict[str, ResumableSession] = {}
@@ -901,6 +909,9 @@ class Catalog:
             ttl=self.session_ttl,
             table=table.display_reference,
             temp_upload_id=temp_upload_id,
+            # tempUploads sessions start with the XML API's handshake (x-goog-resumable: start).
+            dialect=self.temp_session_dialect if temp_upload_id is not None else self.session_dialect,
+            keep_partial=self.keep_partial_requests,
         )
         self.sessions[session_id] = session
         self.sessions_by_token[token] = session
@@ -1068,6 +1079,12 @@ class Catalog:
                     )
                 if info.table != table.display_reference:
                     raise ApiError(400, f"The resumable upload belongs to table {info.table}, not this one.")
+                if info.failed is not None:
+                    raise ApiError(
+                        400,
+                        f"The resumable upload made no object ({info.failed}); start a new one and send "
+                        "the bytes again.",
+                    )
                 if not info.complete or info.md5 is None:
                     size_text = "unknown" if info.size is None else str(info.size)
                     raise ApiError(

@@ -14,15 +14,33 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from airflow_provider_redivis.emulator.dialects import LIE_FIELDS
+
 #: What a fault can do; see :class:`Fault`.
-FAULT_KINDS = ("reset", "status", "partial", "stall", "drop_response", "fail_processing")
+FAULT_KINDS = (
+    "reset",
+    "status",
+    "partial",
+    "stall",
+    "drop_response",
+    "broken_answer",
+    "empty_200",
+    "early_200",
+    "lie",
+    "fail_processing",
+)
 #: Faults that change how the request is answered; at most one of them fires per request.
-TRANSPORT_KINDS = frozenset({"reset", "status", "partial", "stall", "drop_response"})
+TRANSPORT_KINDS = frozenset(FAULT_KINDS) - {"fail_processing"}
+#: Kinds that only match a session request that completes the object (or reaches a complete one).
+FINAL_KINDS = frozenset({"broken_answer", "lie"})
+#: Kinds that only match a session chunk that does not reach the end of the object.
+EARLY_KINDS = frozenset({"early_200"})
 ORIGINS = ("api", "session")
 
-_INT_FIELDS = ("nth", "times", "after_bytes", "at_offset", "status", "keep_bytes")
+_INT_FIELDS = ("nth", "times", "after_bytes", "at_offset", "status", "keep_bytes", "answer_bytes")
 _FLOAT_FIELDS = ("seconds",)
-_STR_FIELDS = ("method", "origin", "path_contains", "message", "body")
+_STR_FIELDS = ("method", "origin", "path_contains", "message", "body", "lie_about")
+_BOOL_FIELDS = ("finalize", "keep_partial", "short_body")
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,29 @@ class RequestInfo:
     chunk_last: int | None = None
     #: True for ``POST .../uploads`` and ``POST .../versions/next/release``: requests that start work.
     starts_processing: bool = False
+    #: The total the request's Content-Range names (session PUTs; None for ``/*``).
+    chunk_total: int | None = None
+    #: The request is a status query (``Content-Range: bytes */...``) to a session.
+    status_query: bool = False
+    #: The session was already complete when the request arrived.
+    session_complete: bool = False
 
     @property
     def carries_chunk(self) -> bool:
         return self.chunk_first is not None and self.chunk_last is not None
+
+    @property
+    def reaches_end(self) -> bool:
+        """A session PUT that completes the object if all goes well (or reaches a complete one)."""
+        if self.session_id is None or self.method != "PUT":
+            return False
+        if self.session_complete:
+            return True
+        if self.chunk_total is None:
+            return False
+        if self.carries_chunk:
+            return self.chunk_last == self.chunk_total - 1
+        return self.status_query and self.session_held == self.chunk_total
 
 
 @dataclass(eq=False)
@@ -63,22 +100,55 @@ class Fault:
         Read ``after_bytes`` of the request body (0 if unset), or -- with ``at_offset`` -- read the
         session chunk up to that absolute offset, then reset the TCP connection (RST). A session
         keeps what Cloud Storage would: the bytes before the cut floored to 256 KiB units, or
-        ``keep_bytes`` of the chunk when given. ``at_offset`` only matches session chunks that reach it.
+        ``keep_bytes`` of the chunk when given -- or none of them on a session (or with
+        ``keep_partial=False``) that keeps nothing of a cut request, like storage-testbench's
+        ``return-reset-connection``. ``at_offset`` only matches session chunks that reach it.
     ``status``
         Read the body, store nothing, answer ``status`` (with ``headers`` and ``body``; a JSON error
-        body shaped for the origin by default).
+        body shaped for the origin by default). With ``after_bytes`` (of the body) or ``at_offset``
+        (absolute, session chunks that reach it): the session keeps the bytes before that mark as it
+        keeps those of a cut request (whole 256 KiB units, nothing when ``keep_partial`` is false,
+        or ``keep_bytes``), the rest of the body is read and dropped, then ``status`` is answered --
+        storage-testbench's ``return-503-after-256K``. A body that ends before the mark is handled
+        whole, then answered ``status``.
     ``partial``
         Session chunk PUTs only: read the whole chunk, keep only ``keep_bytes`` of it (default: one
         256 KiB unit short of all of it), answer 308 with the shorter ``Range``.
     ``stall``
-        Handle the request, then sleep ``seconds`` before answering; with ``after_bytes``, sleep once
-        that much of the body has been read instead, then carry on.
+        Handle the request, then sleep ``seconds`` before answering; with ``after_bytes`` (or
+        ``at_offset``, absolute, for session chunks that reach it), sleep once that much of the body
+        has been read instead, then carry on (``stall-for-Ns-after-NK``).
     ``drop_response``
         Handle the request fully (an upload is created, bytes are kept), then close the connection
         without answering.
+    ``broken_answer``
+        Session requests that complete the object (or reach a complete one): handle it (the object
+        is finalized), send the status line, then close the connection (FIN) -- the headers and
+        body never arrive. With ``answer_bytes``: send the status line and every header (the
+        Content-Length of the whole body) and that many bytes of the body, then close. When the body
+        has no more than ``answer_bytes`` bytes (the ``xml`` dialect's body is empty) the cut comes
+        right after the status line. ``short_body`` true: no cut -- a whole answer whose body is its
+        first ``answer_bytes`` bytes (0 if unset) and whose Content-Length says so, the connection
+        kept (storage-testbench's ``return-broken-stream-final-chunk-after-NB``).
+    ``empty_200``
+        ``finalize`` true (default): session requests that complete the object; handled (the
+        object is finalized), answered ``200`` with an empty body and no ``x-goog-*`` header.
+        ``finalize`` false: session chunks that do not reach the end; handled as usual (the object
+        is not finalized), answered that same bare ``200``.
+    ``early_200``
+        Session chunks that do not reach the end: handled as usual (not finalized), answered
+        ``200`` in the session's dialect describing the bytes held so far as if they were the object.
+    ``lie``
+        Session requests that complete the object: handled (finalized), answered ``200`` in the
+        session's dialect with ``lie_about`` (comma separated ``md5``, ``crc32c``, ``size``;
+        default ``md5,crc32c``) describing other bytes. Later status queries tell the truth.
     ``fail_processing``
         Only matches requests that start work (``POST .../uploads``, ``POST .../release``): the upload's
         processing, or the release, ends ``failed`` with ``message``.
+
+    ``keep_partial`` (``reset``, ``status`` with a mark, and any request the client cuts while the
+    fault fires): true keeps whole 256 KiB units of a cut request, false keeps nothing of it; None
+    (default) follows the session (``RedivisEmulator(keep_partial_requests=...)``).
 
     Matching: ``method``, ``origin``, ``path_contains`` (case-sensitive, on the path without query)
     and ``predicate(RequestInfo)`` must all hold. The ``nth`` matching request fires first; the
@@ -103,6 +173,11 @@ class Fault:
     keep_bytes: int | None = None
     seconds: float | None = None
     message: str | None = None
+    answer_bytes: int | None = None
+    finalize: bool = True
+    lie_about: str | None = None
+    keep_partial: bool | None = None
+    short_body: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
     matched: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
@@ -122,7 +197,7 @@ class Fault:
             raise ValueError(
                 f"Fault times must be a positive integer or None (no limit), got {self.times!r}."
             )
-        for name in ("after_bytes", "at_offset", "keep_bytes"):
+        for name in ("after_bytes", "at_offset", "keep_bytes", "answer_bytes"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"Fault {name} must be a non-negative integer, got {value!r}.")
@@ -132,8 +207,16 @@ class Fault:
             raise ValueError("A 'status' fault needs status=<HTTP status between 100 and 599>.")
         if self.kind == "stall" and self.seconds is None:
             self.seconds = 5.0
-        if self.kind == "reset" and self.after_bytes is not None and self.at_offset is not None:
-            raise ValueError("A 'reset' fault cuts after after_bytes or at at_offset, not both.")
+        if self.kind in ("reset", "status", "stall") and None not in (self.after_bytes, self.at_offset):
+            raise ValueError(f"A {self.kind!r} fault acts after after_bytes or at at_offset, not both.")
+        if self.kind == "lie":
+            self.lie_about = ",".join(_lie_fields(self.lie_about or "md5,crc32c"))
+        elif self.lie_about is not None:
+            raise ValueError("lie_about belongs to a 'lie' fault.")
+        for name in ("finalize", "keep_partial", "short_body"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"Fault {name} must be true or false, got {value!r}.")
 
     def applies_to(self, info: RequestInfo) -> bool:
         """The filters, and the scope some kinds imply (see the class docstring)."""
@@ -147,9 +230,17 @@ class Fault:
             return False
         if self.kind == "fail_processing" and not info.starts_processing:
             return False
+        if (self.kind in FINAL_KINDS or (self.kind == "empty_200" and self.finalize)) and not (
+            info.reaches_end
+        ):
+            return False
+        if (self.kind in EARLY_KINDS or (self.kind == "empty_200" and not self.finalize)) and (
+            not info.carries_chunk or info.reaches_end
+        ):
+            return False
         # Only a chunk that reaches at_offset can be cut there.
         if (
-            self.kind == "reset"
+            self.kind in ("reset", "status", "stall")
             and self.at_offset is not None
             and (not info.carries_chunk or (info.chunk_last or 0) < self.at_offset)
         ):
@@ -181,6 +272,11 @@ class Fault:
             "keep_bytes": self.keep_bytes,
             "seconds": self.seconds,
             "message": self.message,
+            "answer_bytes": self.answer_bytes,
+            "finalize": self.finalize,
+            "lie_about": self.lie_about,
+            "keep_partial": self.keep_partial,
+            "short_body": self.short_body,
             "matched": self.matched,
             "fired": self.fired,
         }
@@ -239,7 +335,7 @@ def fault_from_mapping(data: Mapping[str, Any]) -> Fault:
     """A Fault from JSON-like data (``/_emulator/faults``); unknown keys are an error."""
     if not isinstance(data, Mapping):
         raise ValueError('A fault is a JSON object like {"kind": "reset", "after_bytes": 1048576}.')
-    allowed = {"kind", "headers", *_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS}
+    allowed = {"kind", "headers", *_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS, *_BOOL_FIELDS}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValueError(
@@ -262,6 +358,11 @@ def fault_from_mapping(data: Mapping[str, Any]) -> Fault:
     for name in _STR_FIELDS:
         if data.get(name) is not None:
             kwargs[name] = str(data[name])
+    for name in _BOOL_FIELDS:
+        if data.get(name) is not None:
+            if not isinstance(data[name], bool):
+                raise ValueError(f"Fault field {name} must be true or false, got {data[name]!r}.")
+            kwargs[name] = data[name]
     if data.get("headers") is not None:
         headers = data["headers"]
         if not isinstance(headers, Mapping):
@@ -274,9 +375,12 @@ def parse_fault_spec(spec: str) -> Fault:
     """``KIND[:key=value,key=value...]``, as ``--fault`` takes it.
 
     Keys are the :class:`Fault` fields (``method``, ``origin``, ``path_contains``, ``nth``, ``times``,
-    ``after_bytes``, ``at_offset``, ``status``, ``keep_bytes``, ``seconds``, ``message``, ``body``);
-    ``times=none`` means no limit; ``header.NAME=VALUE`` adds a response header. Example:
-    ``reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1``.
+    ``after_bytes``, ``at_offset``, ``status``, ``keep_bytes``, ``answer_bytes``, ``seconds``,
+    ``message``, ``body``, ``lie_about`` -- its items joined with ``+`` since ``,`` separates
+    options --, ``finalize``, ``keep_partial``, ``short_body`` -- true/false); ``times=none`` means no limit;
+    ``header.NAME=VALUE`` adds a response header. Examples:
+    ``reset:after_bytes=1048576,method=PUT,origin=session,nth=3,times=1``,
+    ``status:status=503,at_offset=262144,keep_partial=false``, ``lie:lie_about=md5+size``.
     """
     kind, _, rest = spec.strip().partition(":")
     data: dict[str, Any] = {"kind": kind.strip()}
@@ -302,9 +406,22 @@ def parse_fault_spec(spec: str) -> Fault:
             except ValueError:
                 raise ValueError(f"Fault option {key} in {spec!r} needs a number, got {value!r}.") from None
         elif key in _STR_FIELDS:
-            data[key] = value
+            data[key] = value.replace("+", ",") if key == "lie_about" else value
+        elif key in _BOOL_FIELDS:
+            flag = value.strip().lower()
+            if flag not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"Fault option {key} in {spec!r} is true or false, got {value!r}.")
+            data[key] = flag in ("true", "1", "yes")
         else:
             raise ValueError(f"Unknown fault option {key!r} in {spec!r}.")
     if headers:
         data["headers"] = headers
     return fault_from_mapping(data)
+
+
+def _lie_fields(value: str) -> tuple[str, ...]:
+    fields = tuple(dict.fromkeys(item.strip() for item in value.split(",") if item.strip()))
+    unknown = [item for item in fields if item not in LIE_FIELDS]
+    if unknown or not fields:
+        raise ValueError(f"lie_about names {', '.join(LIE_FIELDS)} (comma separated), got {value!r}.")
+    return fields

@@ -18,32 +18,37 @@ import struct
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from airflow_provider_redivis.emulator.admin import admin_route
 from airflow_provider_redivis.emulator.catalog import (
     EDIT_SCOPE,
     ApiError,
     InsufficientScopeError,
     UploadSource,
 )
-from airflow_provider_redivis.emulator.faults import Fault, RequestInfo, fault_from_mapping
+from airflow_provider_redivis.emulator.faults import Fault, RequestInfo
 from airflow_provider_redivis.emulator.recording import (
     SESSION_PREFIX,
     TEMP_PREFIX,
     RecordedRequest,
     redact_path,
 )
+from airflow_provider_redivis.emulator.replies import (
+    Reply,
+    api_error_reply,
+    json_reply,
+    misreport,
+    session_reply,
+)
 from airflow_provider_redivis.emulator.sessions import (
     ConnectionGone,
     ContentRange,
     ResetConnection,
-    SessionReply,
     gcs_error,
     parse_content_range,
-    reply_bytes,
 )
 from airflow_provider_redivis.emulator.wire import (
     BodyCut,
@@ -64,33 +69,6 @@ API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/_emulator/"
 MAX_MULTIPART_BODY = 64 * 1024 * 1024
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None
-    #: For HEAD errors: the JSON that goes into X-REDIVIS-ERROR-PAYLOAD.
-    error_payload: dict[str, Any] | None = None
-
-
-def json_reply(status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
-
-
-def api_error_reply(error: ApiError) -> Reply:
-    reply = json_reply(error.status, error.payload(), error.headers)
-    reply.error_payload = error.payload()
-    return reply
-
-
-def session_reply(reply: SessionReply) -> Reply:
-    headers = dict(reply.headers)
-    if reply.body is not None:
-        headers["Content-Type"] = "application/json; charset=UTF-8"
-    return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
 
 
 def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:
@@ -151,6 +129,15 @@ class _Dropped(Exception):
     """Close the connection without answering (FIN)."""
 
 
+def _body_mark(fault: Fault | None, first: int | None) -> int | None:
+    """Where in the body a fault acts: ``after_bytes``, or ``at_offset`` made relative to the chunk."""
+    if fault is None:
+        return None
+    if fault.at_offset is not None and first is not None:
+        return max(0, fault.at_offset - first)
+    return fault.after_bytes
+
+
 class EmulatorRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "RedivisEmulator/1"
@@ -204,6 +191,21 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if not head and body:
             self.wfile.write(body)
 
+    def _send_broken(self, reply: Reply, record: RecordedRequest, answer_bytes: int | None) -> None:
+        """The status line (with Server and Date), and only with ``answer_bytes`` the headers and that
+        much of the body; then the connection closes (FIN) mid-answer."""
+        record.status = reply.status
+        self.close_connection = True
+        self.send_response(reply.status, reply.reason)
+        if answer_bytes is not None and answer_bytes < len(reply.body):
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body[:answer_bytes])
+        else:
+            self.flush_headers()
+
     def _sleep(self, seconds: float | None) -> None:
         self.emulator._stop.wait(seconds or 0)
 
@@ -255,6 +257,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             starts_processing=method == "POST"
             and raw_path.startswith(API_PREFIX)
             and (raw_path.endswith("/uploads") or raw_path.endswith("/release")),
+            chunk_total=content_range.total if content_range and session else None,
+            status_query=bool(content_range and session and content_range.is_query),
+            session_complete=bool(session and session.complete),
         )
         transport, processing = emu.faults.select(info)
         record = RecordedRequest(
@@ -274,17 +279,16 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
         body = BodyReader(self.rfile, content_length=content_length, chunked=chunked)  # type: ignore[arg-type]
         kind = transport.kind if transport is not None else None
+        first = content_range.first if content_range is not None and session is not None else None
+        mark = _body_mark(transport, first)
         if transport is not None and kind == "reset":
-            if (
-                transport.at_offset is not None
-                and content_range is not None
-                and content_range.first is not None
-            ):
-                body.cut_at = max(0, transport.at_offset - content_range.first)
-            else:
-                body.cut_at = transport.after_bytes or 0
+            body.cut_at = mark or 0
+        # A status after a mark: the session keeps what came before it, as it would of a cut.
+        status_after_mark = kind == "status" and mark is not None and first is not None
+        if status_after_mark:
+            body.cut_at = mark
         stall_pending = False
-        if transport is not None and kind == "stall" and transport.after_bytes is not None:
+        if transport is not None and kind == "stall" and mark is not None:
             stall_pending = True
             seconds = transport.seconds
 
@@ -293,12 +297,29 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                 stall_pending = False
                 self._sleep(seconds)
 
-            body.pause_after(transport.after_bytes, pause)
+            body.pause_after(mark, pause)
         started = time.monotonic()
         try:
             if kind == "reset" and body.cut_at == 0 and body.finished:
                 raise ResetConnection()  # nothing to read before the cut: reset at once
-            if transport is not None and kind == "status":
+            if transport is not None and status_after_mark:
+                with contextlib.suppress(ResetConnection, BodyCut):
+                    self._handle(
+                        method,
+                        origin,
+                        raw_path,
+                        query,
+                        headers,
+                        body,
+                        session,
+                        content_range,
+                        range_error,
+                        transport,
+                        processing,
+                    )
+                body.drain()
+                reply = self._fault_status_reply(transport, origin)
+            elif transport is not None and kind == "status":
                 body.drain()
                 reply = self._fault_status_reply(transport, origin)
             else:
@@ -320,16 +341,23 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                         body.drain()
                     except BodyError:
                         self.close_connection = True
+                if transport is not None and session is not None:
+                    reply = misreport(transport, session, reply)
             # The log is complete before the client can see an answer (tests read it right after).
             record.body_bytes = body.bytes_read
             if kind == "reset":
                 raise ResetConnection()  # the body ended before the cut: handled, then reset
             if kind == "drop_response":
                 raise _Dropped()
-            if kind == "stall" and (
-                transport is not None and (transport.after_bytes is None or stall_pending)
-            ):
+            if kind == "stall" and (transport is not None and (mark is None or stall_pending)):
                 self._sleep(transport.seconds)
+            if transport is not None and kind == "broken_answer":
+                if transport.short_body:
+                    short = reply.body[: transport.answer_bytes or 0]
+                    reply = Reply(reply.status, short, reply.headers, reply.reason)
+                else:
+                    self._send_broken(reply, record, transport.answer_bytes)
+                    return
             self._send(reply, record)
         except (ResetConnection, BodyCut):
             record.body_bytes = body.bytes_read
@@ -422,7 +450,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         processing: Fault | None,
     ) -> Reply:
         if origin == "session":
-            return self._session(method, raw_path, body, session, content_range, range_error, transport)
+            return self._session(
+                method, raw_path, headers, body, session, content_range, range_error, transport
+            )
         if raw_path.startswith(TEMP_PREFIX):
             return self._temp_upload(method, raw_path[len(TEMP_PREFIX) :], headers, body)
         if not raw_path.startswith(API_PREFIX):
@@ -615,6 +645,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self,
         method: str,
         raw_path: str,
+        headers: dict[str, str],
         body: BodyReader,
         session: Any,
         content_range: ContentRange | None,
@@ -645,9 +676,21 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             keep_bytes = (
                 transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
             )
-        elif transport is not None and transport.kind == "reset" and transport.keep_bytes is not None:
+        elif (
+            transport is not None
+            and transport.kind in ("reset", "status")
+            and transport.keep_bytes is not None
+        ):
             keep_bytes = transport.keep_bytes
-        return session_reply(session.put(body, content_range, keep_bytes=keep_bytes))
+        return session_reply(
+            session.put(
+                body,
+                content_range,
+                keep_bytes=keep_bytes,
+                goog_hash=headers.get("x-goog-hash"),
+                keep_partial=transport.keep_partial if transport is not None else None,
+            )
+        )
 
     # -- admin ---------------------------------------------------------------------------------
 
@@ -663,7 +706,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         seg = [unquote(s) for s in raw_path[len(ADMIN_PREFIX) :].strip("/").split("/")]
         try:
-            reply = self._admin_route(method, seg, params, body)
+            reply = admin_route(self.emulator, method, seg, params, body)
         except (ApiError, ValueError, KeyError, TypeError) as exc:
             status = exc.status if isinstance(exc, ApiError) else (404 if isinstance(exc, KeyError) else 400)
             message = exc.message if isinstance(exc, ApiError) else str(exc).strip("'\"")
@@ -677,52 +720,3 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self._send(reply, record)
         except (OSError, BodyError):
             self.close_connection = True
-
-    def _admin_route(self, method: str, seg: list[str], params: dict[str, str], body: BodyReader) -> Reply:
-        emu = self.emulator
-
-        def read_json() -> Any:
-            data = body.read_all()
-            return json.loads(data) if data.strip() else None
-
-        if seg == ["health"] and method == "GET":
-            return json_reply(
-                200, {"ok": True, "baseUrl": emu.base_url, "sessionBaseUrl": emu.session_base_url}
-            )
-        if seg == ["requests"]:
-            if method == "GET":
-                origin = params.get("origin")
-                items = [r.to_dict() for r in emu.requests if origin is None or r.origin == origin]
-                return json_reply(200, items)
-            if method == "DELETE":
-                emu.clear_requests()
-                return json_reply(200, {"cleared": True})
-        if seg == ["sessions"] and method == "GET":
-            return json_reply(200, {sid: info.to_dict() for sid, info in emu.sessions.items()})
-        if len(seg) == 3 and seg[0] == "sessions" and seg[2] == "expire" and method == "POST":
-            emu.expire_session(seg[1])
-            return json_reply(200, emu.sessions[seg[1]].to_dict())
-        if seg == ["uploads"] and method == "GET":
-            table = params.get("table")
-            if table:
-                return json_reply(200, emu.list_uploads(table))
-            return json_reply(200, emu.all_uploads())
-        if seg == ["faults"]:
-            if method == "GET":
-                return json_reply(200, [f.to_dict() for f in emu.faults.snapshot()])
-            if method == "POST":
-                data = read_json()
-                items = data if isinstance(data, list) else [data]
-                added = [emu.add_fault(fault_from_mapping(item)).to_dict() for item in items]
-                return json_reply(200, added)
-            if method == "DELETE":
-                emu.clear_faults()
-                return json_reply(200, {"cleared": True})
-        if seg == ["tables"] and method == "POST":
-            data = read_json() or {}
-            reference = data.get("table") or data.get("reference")
-            if not isinstance(reference, str):
-                raise ValueError('POST /_emulator/tables wants {"table": "owner.dataset.table"}.')
-            emu.create_table(reference, data.get("uploadMergeStrategy") or "append")
-            return json_reply(200, emu.catalog.get_table(reference))
-        raise ApiError(404, f"No admin endpoint {method} /_emulator/{'/'.join(seg)}.")

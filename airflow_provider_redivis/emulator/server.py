@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, ApiError, Catalog
+from airflow_provider_redivis.emulator.dialects import ALL_HASHES, check_dialect
 from airflow_provider_redivis.emulator.faults import Fault, FaultBook
 from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
 from airflow_provider_redivis.emulator.processing import Processor
@@ -50,6 +51,12 @@ def normalise_tokens(tokens: TokenSpec) -> dict[str, frozenset[str]]:
     return result
 
 
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
 def _url_host(host: str) -> str:
     if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding to it
         return "127.0.0.1"
@@ -68,6 +75,16 @@ class RedivisEmulator:
     processing step. ``session_ttl``: seconds a resumable session lives. ``on_name_conflict``:
     ``"error"`` (409, default) or ``"rename"`` (what the official client's ``rename_on_conflict``
     relies on).
+
+    Sessions: ``session_dialect`` -- how ``resumableUpload`` sessions answer once complete:
+    ``"json"`` (Cloud Storage's JSON API: the object resource as JSON, default) or ``"xml"`` (the XML
+    API: empty body, ``x-goog-hash`` and ``x-goog-stored-content-length`` headers).
+    ``temp_session_dialect`` -- the same for sessions started on a ``tempUploads`` URL with
+    ``x-goog-resumable: start`` (the XML API's handshake, so ``"xml"`` by default).
+    ``keep_partial_requests`` -- True (default, like Cloud Storage): a request cut mid-body keeps
+    its bytes before the cut in whole 256 KiB units; False (like storage-testbench): it keeps none.
+    :meth:`configure_sessions` changes these for sessions created later, :meth:`set_session_options`
+    for one session.
     """
 
     def __init__(
@@ -83,6 +100,9 @@ class RedivisEmulator:
         session_port: int = 0,
         faults: Iterable[Fault] = (),
         on_name_conflict: str = "error",
+        session_dialect: str = "json",
+        temp_session_dialect: str = "xml",
+        keep_partial_requests: bool = True,
     ) -> None:
         for name, value in (("port", port), ("session_port", session_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
@@ -100,6 +120,9 @@ class RedivisEmulator:
         self.processing_delay = processing_delay
         self.session_ttl = session_ttl
         self.on_name_conflict = on_name_conflict
+        self.session_dialect = check_dialect(session_dialect)
+        self.temp_session_dialect = check_dialect(temp_session_dialect)
+        self.keep_partial_requests = _flag("keep_partial_requests", keep_partial_requests)
         self.faults = FaultBook(faults)
         self.log = RequestLog()
         self._stop = threading.Event()
@@ -142,6 +165,9 @@ class RedivisEmulator:
             session_base_url=self._session_base_url,
             session_ttl=self.session_ttl,
             on_name_conflict=self.on_name_conflict,
+            session_dialect=self.session_dialect,
+            temp_session_dialect=self.temp_session_dialect,
+            keep_partial_requests=self.keep_partial_requests,
         )
         self._processor = Processor(self._catalog, self.processing_delay, self._stop)
         try:
@@ -275,6 +301,61 @@ class RedivisEmulator:
     def expire_session(self, session_id: str) -> None:
         """Make the session answer 404 from now on, as an expired Cloud Storage session does."""
         self.catalog.session(session_id).expire()
+
+    def configure_sessions(
+        self,
+        *,
+        session_dialect: str | None = None,
+        temp_session_dialect: str | None = None,
+        keep_partial_requests: bool | None = None,
+    ) -> dict[str, Any]:
+        """Change the defaults for sessions created from now on (None leaves one as it is).
+
+        Returns the defaults in force, as ``GET /_emulator/settings`` does.
+        """
+        if session_dialect is not None:
+            self.session_dialect = check_dialect(session_dialect)
+        if temp_session_dialect is not None:
+            self.temp_session_dialect = check_dialect(temp_session_dialect)
+        if keep_partial_requests is not None:
+            self.keep_partial_requests = _flag("keep_partial_requests", keep_partial_requests)
+        if self._catalog is not None:
+            with self._catalog.lock:
+                self._catalog.session_dialect = self.session_dialect
+                self._catalog.temp_session_dialect = self.temp_session_dialect
+                self._catalog.keep_partial_requests = self.keep_partial_requests
+        return self.session_settings
+
+    @property
+    def session_settings(self) -> dict[str, Any]:
+        return {
+            "sessionDialect": self.session_dialect,
+            "tempSessionDialect": self.temp_session_dialect,
+            "keepPartialRequests": self.keep_partial_requests,
+        }
+
+    def set_session_options(
+        self,
+        session_id: str,
+        *,
+        dialect: str | None = None,
+        keep_partial_requests: bool | None = None,
+        reported_hashes: tuple[str, ...] | None = None,
+    ) -> SessionInfo:
+        """One session's dialect (for every later answer), rule for a cut request, and the hashes its
+        finished object is described with (``("md5",)`` for a server that reports md5 only, ``()`` for
+        none); None: unchanged."""
+        session = self.catalog.session(session_id)
+        with session.lock:
+            if reported_hashes is not None:
+                if not set(reported_hashes) <= set(ALL_HASHES):
+                    raise ValueError(f"reported_hashes are among {ALL_HASHES}, got {reported_hashes!r}.")
+                session.reported_hashes = tuple(reported_hashes)
+            if dialect is not None:
+                session.dialect = check_dialect(dialect)
+            if keep_partial_requests is not None:
+                session.keep_partial = _flag("keep_partial_requests", keep_partial_requests)
+        return session.info()
 
     # -- tables and uploads --------------------------------------------------------------------
 

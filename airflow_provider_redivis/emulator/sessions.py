@@ -10,9 +10,13 @@ upload documentation):
   gap) is refused with ``400``;
 - ``Content-Range: bytes */total`` (or ``*/*``) with an empty body asks for the status; it also
   completes the object when every byte of ``total`` is held;
-- once complete, every ``PUT`` is answered ``200`` with the object's metadata;
+- once complete, every ``PUT`` is answered ``200`` with the object, in the session's dialect
+  (``json`` or ``xml``, see :mod:`.dialects`);
+- ``x-goog-hash`` on the request that completes the object is checked: a mismatch is ``400`` and
+  no object; the session is then spent (it keeps its bytes; every later request gets that ``400``);
 - an unknown or expired session is ``404``; a cancelled one (``DELETE``) ``410``;
-- a request cut off mid-body keeps the bytes before the cut, floored to 256 KiB units.
+- a request cut off mid-body keeps the bytes before the cut, floored to 256 KiB units (a session with
+  ``keep_partial=False`` keeps nothing of it, as storage-testbench does).
 
 Bytes stream to one file per session; md5 is computed incrementally over the kept bytes only, in
 order, so a cut that keeps fewer bytes than arrived never hashed the dropped ones.
@@ -21,7 +25,6 @@ order, so a cut that keeps fewer bytes than arrived never hashed the dropped one
 from __future__ import annotations
 
 import json
-import queue
 import re
 import threading
 import time
@@ -29,13 +32,26 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from airflow_provider_redivis.emulator.dialects import (
+    ALL_HASHES,
+    ObjectFacts,
+    SessionReply,
+    check_dialect,
+    final_reply,
+    gcs_error,
+    hash_mismatch,
+    parse_goog_hash,
+)
 from airflow_provider_redivis.emulator.wire import (
     PIECE,
+    THREADED_HASH_MIN,
     UNIT,
     BodyCut,
     BodyReader,
     ClientDisconnected,
     Digests,
+    InlineHasher,
+    ThreadedHasher,
     floor_unit,
     hash_file_range,
     write_all,
@@ -83,31 +99,6 @@ def parse_content_range(value: str) -> ContentRange:
 
 
 @dataclass(frozen=True)
-class SessionReply:
-    """What the session origin answers: status, headers, optional JSON body."""
-
-    status: int
-    headers: dict[str, str]
-    body: dict[str, Any] | None = None
-    reason: str | None = None
-
-
-def gcs_error(status: int, message: str) -> SessionReply:
-    """Cloud Storage's JSON error shape."""
-    return SessionReply(
-        status,
-        {},
-        {
-            "error": {
-                "code": status,
-                "message": message,
-                "errors": [{"message": message, "reason": "invalid"}],
-            }
-        },
-    )
-
-
-@dataclass(frozen=True)
 class SessionInfo:
     """A snapshot of a session, as ``RedivisEmulator.sessions`` hands it out."""
 
@@ -124,6 +115,14 @@ class SessionInfo:
     authorization_seen: bool
     created_at: float
     temp_upload_id: str | None
+    #: How the session answers once complete: "json" or "xml".
+    dialect: str = "json"
+    #: False: a request cut mid-body keeps none of its bytes.
+    keep_partial_requests: bool = True
+    #: The error that spent the session (a hash mismatch on the final request), else None.
+    failed: str | None = None
+    #: Base64 crc32c of the object, once complete.
+    crc32c: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,88 +139,11 @@ class SessionInfo:
             "authorizationSeen": self.authorization_seen,
             "createdAt": self.created_at,
             "tempUploadId": self.temp_upload_id,
+            "dialect": self.dialect,
+            "keepPartialRequests": self.keep_partial_requests,
+            "failed": self.failed,
+            "crc32c": self.crc32c,
         }
-
-
-class _InlineHasher:
-    """Hash on the reading thread, reusing one buffer: for small chunks."""
-
-    def __init__(self, digests: Digests) -> None:
-        self.digests = digests
-        self._view = memoryview(bytearray(PIECE))
-
-    def acquire(self) -> memoryview:
-        return self._view
-
-    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
-        if data is not None and len(data):
-            self.digests.update(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _ThreadedHasher:
-    """Hash on a helper thread while the next piece is read and written (md5 releases the GIL).
-
-    Pieces are hashed in the order submitted; a buffer returns to the pool once hashed, so the
-    memory in use stays at ``count`` pieces whatever the chunk size.
-    """
-
-    def __init__(self, digests: Digests, count: int = 4) -> None:
-        self.digests = digests
-        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-        for _ in range(count):
-            self._free.put(memoryview(bytearray(PIECE)))
-        self._work: queue.Queue[tuple[memoryview, memoryview] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="redivis-emulator-md5", daemon=True)
-        self._closed = False
-        self._error: BaseException | None = None
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._work.get()
-            try:
-                if item is None:
-                    return
-                buffer, data = item
-                try:
-                    if self._error is None:
-                        self.digests.update(data)
-                except BaseException as exc:  # reported by close(): a wrong md5 must not be committed
-                    self._error = exc
-                finally:
-                    self._free.put(buffer)
-            finally:
-                self._work.task_done()
-
-    def acquire(self) -> memoryview:
-        return self._free.get()
-
-    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
-        if data is None or not len(data):
-            self._free.put(buffer)
-        else:
-            self._work.put((buffer, data))
-
-    def flush(self) -> None:
-        self._work.join()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._work.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise RuntimeError("hashing the received bytes failed") from self._error
-
-
-#: Chunks at least this large are hashed on a helper thread.
-THREADED_HASH_MIN = 8 * PIECE
 
 
 class ResumableSession:
@@ -238,6 +160,8 @@ class ResumableSession:
         ttl: float,
         table: str,
         temp_upload_id: str | None = None,
+        dialect: str = "json",
+        keep_partial: bool = True,
     ) -> None:
         self.id = session_id
         self.token = token
@@ -254,7 +178,13 @@ class ResumableSession:
         self.held = 0
         self.digests = Digests()
         self.complete = False
-        self.metadata: dict[str, Any] | None = None
+        self.facts: ObjectFacts | None = None
+        self.dialect = check_dialect(dialect)
+        self.keep_partial = keep_partial
+        #: The hashes a finished object is described with: a server that reports fewer (md5 only) or none.
+        self.reported_hashes: tuple[str, ...] = ALL_HASHES
+        #: The reply that spent the session (hash mismatch); every later request gets it.
+        self.failed: SessionReply | None = None
         self.generation = 0
         self.expired_flag = False
         self.cancelled = False
@@ -305,9 +235,30 @@ class ResumableSession:
                 authorization_seen=self.authorization_seen,
                 created_at=self.created_at,
                 temp_upload_id=self.temp_upload_id,
+                dialect=self.dialect,
+                keep_partial_requests=self.keep_partial,
+                failed=_error_message(self.failed),
+                crc32c=self.facts.crc32c if self.facts is not None else None,
             )
 
+    def facts_now(self) -> ObjectFacts:
+        """The held bytes described as if they were the object (for a server that answers too early)."""
+        with self.lock:
+            return self._facts(self.digests)
+
+    def _facts(self, digests: Digests) -> ObjectFacts:
+        return ObjectFacts(
+            name=self.id,
+            size=self.held,
+            md5=digests.md5_base64,
+            crc32c=digests.crc32c_base64,
+            generation=int(time.time() * 1_000_000),
+            created=datetime.fromtimestamp(self.created_at, timezone.utc).isoformat(),
+        )
+
     def _gone(self) -> SessionReply | None:
+        if self.failed is not None:
+            return self.failed
         if self.cancelled:
             return gcs_error(410, "The resumable session was cancelled. Start a new session.")
         if self.is_expired():
@@ -320,24 +271,22 @@ class ResumableSession:
         return SessionReply(308, headers, None, reason="Resume Incomplete")
 
     def _completed(self) -> SessionReply:
-        return SessionReply(200, {}, dict(self.metadata or {}))
+        assert self.facts is not None  # noqa: S101 - only called once complete
+        return final_reply(self.facts, self.dialect, self.reported_hashes)
 
-    def _finalize(self) -> None:
+    def _finalize(self, expected: dict[str, str] | None) -> SessionReply:
+        """Every byte is here: check the client's hashes, then make the object (or spend the session)."""
+        facts = self._facts(self.digests)
+        mismatch = hash_mismatch(expected, facts, self.dialect) if expected else None
+        if mismatch is not None:
+            # No object. The bytes stay (visible in .sessions) but the session is spent.
+            self.failed = mismatch
+            self._close_file()
+            return mismatch
         self.complete = True
+        self.facts = facts
         self._close_file()
-        self.metadata = {
-            "kind": "storage#object",
-            "id": f"redivis-emulator/{self.id}",
-            "bucket": "redivis-emulator",
-            "name": self.id,
-            "size": str(self.held),
-            "md5Hash": self.digests.md5_base64,
-            "contentType": "application/octet-stream",
-            "timeCreated": datetime.fromtimestamp(self.created_at, timezone.utc).isoformat(),
-        }
-        crc = self.digests.crc32c_base64
-        if crc is not None:
-            self.metadata["crc32c"] = crc
+        return self._completed()
 
     def status_reply(self) -> SessionReply:
         with self.lock:
@@ -360,13 +309,24 @@ class ResumableSession:
         content_range: ContentRange,
         *,
         keep_bytes: int | None = None,
+        goog_hash: str | None = None,
+        keep_partial: bool | None = None,
     ) -> SessionReply:
         """Handle one PUT. Validation errors come back as replies (the caller drains the body).
 
         ``keep_bytes``: keep only that many bytes of this chunk (the ``partial`` fault, or a
-        ``reset`` fault's explicit keep). Raises ResetConnection when ``body.cut_at`` was reached
-        (after committing what Cloud Storage would keep), ConnectionGone when the client left.
+        ``reset`` fault's explicit keep). ``goog_hash``: the request's ``x-goog-hash``, checked if this
+        request completes the object. ``keep_partial``: overrides the session's rule for a cut body.
+        Raises ResetConnection when ``body.cut_at`` was reached (after committing what the session
+        keeps), ConnectionGone when the client left.
         """
+        expected: dict[str, str] | None = None
+        if goog_hash is not None:
+            try:
+                expected = parse_goog_hash(goog_hash)
+            except ValueError as exc:
+                return gcs_error(400, str(exc))
+        keep_cut = self.keep_partial if keep_partial is None else keep_partial
         with self.lock:
             gone = self._gone()
             if gone is not None:
@@ -375,10 +335,10 @@ class ResumableSession:
                 # Once complete, every PUT gets the final object; its bytes are ignored.
                 return self._completed()
             if content_range.is_query:
-                return self._query(body, content_range)
+                return self._query(body, content_range, expected)
             first, last, total = content_range.first, content_range.last, content_range.total
             if first is None or last is None:  # is_query covers this; narrows the types
-                return self._query(body, content_range)
+                return self._query(body, content_range, expected)
             if last < first:
                 return gcs_error(400, f"Content-Range ends ({last}) before it starts ({first}).")
             length = last - first + 1
@@ -415,9 +375,13 @@ class ResumableSession:
             generation = self.generation
             held_before = self.held
             digests = self.digests.copy()
-        return self._receive(body, first, last, held_before, generation, digests, keep_bytes)
+        return self._receive(
+            body, first, last, held_before, generation, digests, keep_bytes, keep_cut, expected
+        )
 
-    def _query(self, body: BodyReader, content_range: ContentRange) -> SessionReply:
+    def _query(
+        self, body: BodyReader, content_range: ContentRange, expected: dict[str, str] | None
+    ) -> SessionReply:
         # Caller holds the lock. A status query has an empty body.
         if body.length is not None and body.length != 0:
             return gcs_error(400, "A status query (Content-Range: bytes */...) must have an empty body.")
@@ -434,8 +398,7 @@ class ResumableSession:
             if self.held == total:
                 # Every byte is here: naming the total completes the object.
                 self.total = total
-                self._finalize()
-                return self._completed()
+                return self._finalize(expected)
         return self._incomplete()
 
     def _receive(
@@ -447,19 +410,23 @@ class ResumableSession:
         generation: int,
         digests: Digests,
         keep_bytes: int | None,
+        keep_cut: bool,
+        expected: dict[str, str] | None,
     ) -> SessionReply:
         end = last + 1
         # Bytes that will be kept whatever happens next may be hashed while they stream.
         if keep_bytes is not None:
             safe_end: int | None = first + keep_bytes
+        elif body.cut_at is not None and not keep_cut:
+            safe_end = first
         elif body.cut_at is not None:
             safe_end = floor_unit(first + body.cut_at)
         else:
             safe_end = None
-        hasher: _InlineHasher | _ThreadedHasher = (
-            _ThreadedHasher(digests)
+        hasher: InlineHasher | ThreadedHasher = (
+            ThreadedHasher(digests)
             if end - max(first, held_before) >= THREADED_HASH_MIN
-            else _InlineHasher(digests)
+            else InlineHasher(digests)
         )
         pos = first
         hashed = held_before
@@ -514,18 +481,22 @@ class ResumableSession:
         finally:
             hasher.close()
         if interrupted is not None and pos < end:
+            if keep_bytes is None and not keep_cut:
+                # A server that keeps nothing of a cut request (storage-testbench).
+                self._rollback(generation)
+                raise interrupted()
             # Cut mid-body: Cloud Storage keeps what arrived in whole 256 KiB units (or as told).
             keep = min(pos, first + keep_bytes) if keep_bytes is not None else floor_unit(pos)
         else:
             keep = end if keep_bytes is None else min(end, first + keep_bytes)
-        reply = self._commit(generation, digests, hashed, max(held_before, keep))
+        reply = self._commit(generation, digests, hashed, max(held_before, keep), expected)
         if interrupted is not None:
             raise interrupted()
         return reply
 
     def _hash_ahead(
         self,
-        hasher: _InlineHasher | _ThreadedHasher,
+        hasher: InlineHasher | ThreadedHasher,
         hashed: int,
         new_pos: int,
         new: memoryview,
@@ -554,7 +525,9 @@ class ResumableSession:
         start = max(hashed, new_pos) - new_pos
         return limit, new[start : limit - new_pos]
 
-    def _commit(self, generation: int, digests: Digests, hashed: int, keep: int) -> SessionReply:
+    def _commit(
+        self, generation: int, digests: Digests, hashed: int, keep: int, expected: dict[str, str] | None
+    ) -> SessionReply:
         """Make ``keep`` bytes durable: finish the hash from the file, trim the rest, maybe complete."""
         with self.lock:
             if self.generation != generation or self._gone() is not None:
@@ -568,8 +541,7 @@ class ResumableSession:
             self.held = keep
             self.digests = digests
             if self.total is not None and self.held == self.total:
-                self._finalize()
-                return self._completed()
+                return self._finalize(expected)
             return self._incomplete()
 
     def _rollback(self, generation: int) -> None:
@@ -580,4 +552,14 @@ class ResumableSession:
 
 
 def reply_bytes(reply: SessionReply) -> bytes:
+    if reply.data is not None:
+        return reply.data
     return b"" if reply.body is None else json.dumps(reply.body).encode()
+
+
+def _error_message(reply: SessionReply | None) -> str | None:
+    if reply is None:
+        return None
+    if reply.body is not None:
+        return str(reply.body.get("error", {}).get("message"))
+    return (reply.data or b"").decode("utf-8", "replace")

@@ -9,16 +9,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import queue
+import threading
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-try:  # optional: Cloud Storage reports crc32c, but a pure-Python crc32c is far too slow for GiB files
-    import google_crc32c as _crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    _crc32c = None
+import google_crc32c
 
 #: Cloud Storage keeps and accepts bytes in units of 256 KiB.
 UNIT = 256 * 1024
@@ -26,8 +25,8 @@ UNIT = 256 * 1024
 PIECE = 1024 * 1024
 #: JSON bodies larger than this are refused.
 MAX_JSON_BODY = 16 * 1024 * 1024
-#: Whether object metadata carries ``crc32c`` (only with the ``google_crc32c`` module installed).
-HAS_CRC32C = _crc32c is not None
+#: Kept for code that still asks: crc32c is always computed (``google-crc32c`` is a dependency).
+HAS_CRC32C = True
 
 
 class ClientDisconnected(Exception):
@@ -194,21 +193,20 @@ class BodyReader:
 
 
 class Digests:
-    """md5 (and crc32c when ``google_crc32c`` is installed), updated in order over kept bytes."""
+    """md5 and crc32c, updated in order over kept bytes."""
 
     def __init__(self) -> None:
         self.md5 = hashlib.md5()  # noqa: S324 - Cloud Storage's object checksum, not security
-        self.crc: object | None = _crc32c.Checksum() if _crc32c is not None else None
+        self.crc = google_crc32c.Checksum()
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self.md5.update(data)
-        if self.crc is not None:
-            self.crc.update(bytes(data))  # type: ignore[attr-defined]
+        self.crc.update(bytes(data))  # the C extension takes only read-only buffers
 
     def copy(self) -> Digests:
         other = Digests.__new__(Digests)
         other.md5 = self.md5.copy()
-        other.crc = self.crc.copy() if self.crc is not None else None  # type: ignore[attr-defined]
+        other.crc = self.crc.copy()
         return other
 
     @property
@@ -220,10 +218,90 @@ class Digests:
         return base64.b64encode(self.md5.digest()).decode("ascii")
 
     @property
-    def crc32c_base64(self) -> str | None:
-        if self.crc is None:
-            return None
-        return base64.b64encode(self.crc.digest()).decode("ascii")  # type: ignore[attr-defined]
+    def crc32c_base64(self) -> str:
+        """Base64 of the big-endian 4-byte CRC32C, as Cloud Storage writes it."""
+        return base64.b64encode(self.crc.digest()).decode("ascii")
+
+
+class InlineHasher:
+    """Hash on the reading thread, reusing one buffer: for small chunks."""
+
+    def __init__(self, digests: Digests) -> None:
+        self.digests = digests
+        self._view = memoryview(bytearray(PIECE))
+
+    def acquire(self) -> memoryview:
+        return self._view
+
+    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
+        if data is not None and len(data):
+            self.digests.update(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadedHasher:
+    """Hash on a helper thread while the next piece is read and written (md5 releases the GIL).
+
+    Pieces are hashed in the order submitted; a buffer returns to the pool once hashed, so the
+    memory in use stays at ``count`` pieces whatever the chunk size.
+    """
+
+    def __init__(self, digests: Digests, count: int = 4) -> None:
+        self.digests = digests
+        self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+        for _ in range(count):
+            self._free.put(memoryview(bytearray(PIECE)))
+        self._work: queue.Queue[tuple[memoryview, memoryview] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="redivis-emulator-md5", daemon=True)
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            try:
+                if item is None:
+                    return
+                buffer, data = item
+                try:
+                    if self._error is None:
+                        self.digests.update(data)
+                except BaseException as exc:  # reported by close(): a wrong md5 must not be committed
+                    self._error = exc
+                finally:
+                    self._free.put(buffer)
+            finally:
+                self._work.task_done()
+
+    def acquire(self) -> memoryview:
+        return self._free.get()
+
+    def submit(self, buffer: memoryview, data: memoryview | None) -> None:
+        if data is None or not len(data):
+            self._free.put(buffer)
+        else:
+            self._work.put((buffer, data))
+
+    def flush(self) -> None:
+        self._work.join()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._work.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("hashing the received bytes failed") from self._error
+
+
+#: Chunks at least this large are hashed on a helper thread.
+THREADED_HASH_MIN = 8 * PIECE
 
 
 def write_all(fh: BinaryIO, data: memoryview | bytes) -> None:

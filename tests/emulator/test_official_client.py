@@ -92,6 +92,9 @@ def test_official_client_uploads_40_mib(redivis_emulator: RedivisEmulator, tmp_p
     assert put.content_range == f"bytes 0-{source.stat().st_size - 1}/{source.stat().st_size}"
     # The official client sends its Redivis token to the session URL too: the emulator sees it.
     assert emu.authorization_seen("session") == 1
+    # Its session started with the XML API's handshake, so it was answered in the xml dialect.
+    [session] = emu.sessions.values()
+    assert (session.dialect, session.complete) == ("xml", True)
 
 
 def test_official_client_small_files_and_replace_on_conflict(

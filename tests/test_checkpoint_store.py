@@ -1,0 +1,60 @@
+"""BackgroundWriter: checkpoint saves that never hold the transfer up, and never overtake a later write."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from airflow_provider_redivis.checkpoint_store import BackgroundWriter
+
+
+def test_a_slow_store_does_not_hold_up_the_caller_and_only_the_newest_value_waits() -> None:
+    release = threading.Event()
+    written: list[int] = []
+
+    def slow_write(value: int) -> None:
+        release.wait(5)
+        written.append(value)
+
+    writer = BackgroundWriter(slow_write, "checkpoint")
+    started = time.monotonic()
+    for value in range(100):
+        writer.submit(value)
+    assert time.monotonic() - started < 1.0  # nobody waited for the store
+    release.set()
+    writer.close()
+    assert written[-1] == 99
+    assert len(written) <= 3  # the one in flight, perhaps one more, and the newest
+
+
+def test_close_waits_for_the_last_write() -> None:
+    written: list[int] = []
+
+    def write(value: int) -> None:
+        time.sleep(0.2)
+        written.append(value)
+
+    with BackgroundWriter(write, "checkpoint") as writer:
+        writer.submit(1)
+    assert written == [1]
+
+
+def test_a_failed_write_is_logged_and_the_next_one_still_goes(caplog: pytest.LogCaptureFixture) -> None:
+    written: list[int] = []
+
+    def flaky(value: int) -> None:
+        if value == 1:
+            raise ConnectionError("api-server restarting")
+        written.append(value)
+
+    with caplog.at_level(logging.WARNING), BackgroundWriter(flaky, "upload checkpoint") as writer:
+        writer.submit(1)
+        time.sleep(0.2)
+        writer.submit(2)
+    assert written == [2]
+    assert any(
+        "Could not save the upload checkpoint (ConnectionError)" in r.getMessage() for r in caplog.records
+    )
