@@ -11,7 +11,9 @@ port. These tests send exactly what the UI sends (the browser run is ``scripts/u
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +25,9 @@ from tests.e2e.deployment import AirflowDeployment
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 TOKEN = "ui-test-token"
+README = Path(__file__).resolve().parents[2] / "README.md"
+#: The README's emulator connection: ``export AIRFLOW_CONN_REDIVIS_DEFAULT='{...}'   # the emulator``.
+README_EMULATOR_CONNECTION = re.compile(r"AIRFLOW_CONN_REDIVIS_DEFAULT='(\{[^']*\})'\s+# the emulator")
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +90,29 @@ def test_the_connection_the_readme_teaches_tests_green(
     assert status == 200, answer
     assert answer["status"] is True, answer
     assert answer["message"] == f"Connected to {emulator.base_url}/api/v1 as emulator_user."
+
+
+def readme_emulator_connection(port: int, readme: str | None = None) -> dict[str, Any]:
+    """The host and port the README teaches for the emulator, with its port 8765 swapped for ``port``."""
+    (taught,) = README_EMULATOR_CONNECTION.findall(readme if readme is not None else README.read_text())
+    fields = json.loads(taught)
+    layout: dict[str, Any] = {"host": fields["host"].replace(":8765", f":{port}")}
+    if fields.get("port") is not None:
+        layout["port"] = port if int(fields["port"]) == 8765 else int(fields["port"])
+    return layout
+
+
+def test_the_readme_emulator_connection_tests_green(
+    api_server: AirflowDeployment, emulator: RedivisEmulator
+) -> None:
+    # Typed into the form as the README shows it, then tested with the list's button. The README once
+    # taught "host": "http://127.0.0.1:8765" without a port: that answered 400 (see the last test).
+    layout = readme_emulator_connection(int(urlsplit(emulator.base_url).port or 0))
+    stored = save_as_the_form_does(api_server, "redivis_ui_readme", **layout)
+
+    status, answer = press_test(api_server, stored)
+
+    assert (status, answer.get("status")) == (200, True), answer
 
 
 def test_only_what_was_typed_reaches_the_hook(
