@@ -135,13 +135,14 @@ def main() -> int:
 def record(
     args: argparse.Namespace, result: dict, passed: bool, duration: float, started_at: str, shots: Path
 ) -> None:
+    # The commit first: the screenshots copied below are changes of their own.
+    commit = git("rev-parse", "--short", "HEAD")
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
     DOCS.mkdir(exist_ok=True)
     for name in ("form.png", "extras.png", "tested.png"):
         if (shots / name).exists():
             shutil.copyfile(shots / name, DOCS / f"ui_connection_{name}")
-    commit = git("rev-parse", "--short", "HEAD")
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
     saved = next((r for r in result.get("requests", []) if r["path"] == "/api/v2/connections"), None)
     tested = next((r for r in result.get("requests", []) if r["path"] == "/api/v2/connections/test"), None)
     lines = [
