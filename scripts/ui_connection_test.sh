@@ -3,7 +3,7 @@
 # form as the README's connection table says (host http://127.0.0.1, port of the emulator, token),
 # checks the form (extra fields start empty, the scheme offers https/http and no "null", only what was
 # typed is saved), saves it, presses the list's Test button and waits for Airflow's success message.
-# About 30 s once the tools are there. Not part of CI (it needs Chromium and Node); run it after changing
+# About 20 s once the tools are there. Not part of CI (it needs Chromium and Node); run it after changing
 # the form, the connection parsing or the Airflow version, and commit its record.
 #
 #   scripts/ui_connection_test.sh [--record]
