@@ -56,6 +56,8 @@ TABLE_NAME = "daily_sales"
 #: Attempts per request within one try (the connection's ``max_attempts`` extra): small, so that the
 #: first try gives up after a few seconds instead of the default six attempts with longer backoff.
 MAX_ATTEMPTS = 3
+#: Cloud Storage keeps the bytes of a cut request in whole units of this size (docs/resumable-uploads.md).
+UNIT = 256 * 1024
 #: The day's files: (name, size in bytes). The largest is the one the network cut hits.
 DEMO_FILES: tuple[tuple[str, int], ...] = (
     ("sales_north.csv", 40 * 2**20),
@@ -349,6 +351,7 @@ def summarize(
     run_log: RunLog,
     returncode: int,
     elapsed: float,
+    cut_at: int | None = None,
 ) -> Outcome:
     out = Outcome()
     total = sum(p.stat().st_size for p in files)
@@ -380,6 +383,11 @@ def summarize(
         out.lines.append(
             f"  saved by resuming {_mib(offset)}: the retry continued at byte {offset:,} of {size:,} instead of 0"
         )
+        if cut_at is not None and offset != cut_at:
+            out.lines.append(
+                f"                    (the cut was at byte {cut_at:,}; the server keeps a cut request's bytes in "
+                f"whole 256 KiB units: {offset:,} = {offset // UNIT} x {UNIT:,})"
+            )
     if not run_log.resumes:
         out.lines.append("  saved by resuming 0 bytes: no upload was resumed")
     out.lines += [
@@ -443,8 +451,12 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  DAG               {dag_source.relative_to(_repo_root())} (dag id {DAG_ID}), unchanged")
         print(f"  day's files       {len(files)}, {_mib(sum(p.stat().st_size for p in files))} in {incoming}")
         print(
-            f"  network cut       at byte {cut_at:,} of {target.name} ({_mib(cut_at)}), on every attempt of "
-            f"the upload's first try ({MAX_ATTEMPTS + 1} cuts: 1 + max_attempts={MAX_ATTEMPTS})"
+            f"  network cut       at byte {cut_at:,} of {target.name} ({_mib(cut_at)}), up to "
+            f"{MAX_ATTEMPTS + 1} times (1 + max_attempts={MAX_ATTEMPTS}): the upload's first try gives up"
+        )
+        print(
+            f"                    a cut request leaves only whole 256 KiB units ({UNIT:,} bytes) on the server, "
+            f"so the retry resumes at byte {cut_at // UNIT * UNIT:,} or before"
         )
         print("Migrating the Airflow metadata database ...", flush=True)
         migrate(env, log_file)
@@ -452,7 +464,7 @@ def run_demo(args: argparse.Namespace) -> int:
         run_log = RunLog(file_names=sorted(p.name for p in files), verbose=args.verbose)
         run_log.started = time.monotonic()
         returncode = run_dag(env, home / "dags" / DAG_FILE_NAME, run_log, log_file, args.timeout)
-        outcome = summarize(emu, files, run_log, returncode, time.monotonic() - started)
+        outcome = summarize(emu, files, run_log, returncode, time.monotonic() - started, cut_at=cut_at)
 
     print("\nSummary")
     for line in outcome.lines:
