@@ -10,13 +10,13 @@ The network failure
 The emulator cuts the connection (a TCP reset) at half of the largest file, on every request that
 reaches that byte, for exactly as many requests as the upload's *first try* makes there:
 
-- the first cut still leaves Redivis the bytes before it (Cloud Storage keeps whole 256 KiB units),
-  so the upload engine sees progress, asks the server what it holds, and sends the rest again;
-- each following attempt is cut at the same byte and keeps nothing new; after ``max_attempts`` of
-  those (the connection's extra, set here to :data:`MAX_ATTEMPTS`) the engine gives up and the try
+- the first cut still leaves Redivis the bytes before it (Cloud Storage keeps whole 256 KiB units);
+  the upload engine asks the server what it holds and sends the rest again;
+- each following attempt is cut at the same byte; after ``max_attempts`` attempts at that request in
+  all (the connection's extra, set here to :data:`MAX_ATTEMPTS`) the engine gives up and the try
   fails.
 
-So the fault fires ``MAX_ATTEMPTS + 1`` times and then never again: Airflow retries the task, the
+So the fault fires ``MAX_ATTEMPTS`` times and then never again: Airflow retries the task, the
 second try finds the checkpoint, asks the server for its offset and logs "Resuming Redivis upload
 session <id> at byte <n> of <total>", and sends only the rest. The example DAG knows nothing of
 this: the fault lives in the emulator, the limit in the connection.
@@ -127,8 +127,9 @@ def first_try_cut(emulator: RedivisEmulator, target_size: int, max_attempts: int
             origin="session",
             method="PUT",
             at_offset=at_offset,
-            # One cut that saves the first half, then max_attempts cuts without progress: the try fails.
-            times=max_attempts + 1,
+            # The cut that saves the first half is the first of max_attempts attempts at that request: each
+            # later one is cut too, the retry policy is spent, and the try fails.
+            times=max_attempts,
             predicate=lambda request: request.session_size == target_size,
         )
     )
