@@ -10,13 +10,13 @@ The network failure
 The emulator cuts the connection (a TCP reset) at half of the largest file, on every request that
 reaches that byte, for exactly as many requests as the upload's *first try* makes there:
 
-- the first cut still leaves Redivis the bytes before it (Cloud Storage keeps whole 256 KiB units),
-  so the upload engine sees progress, asks the server what it holds, and sends the rest again;
-- each following attempt is cut at the same byte and keeps nothing new; after ``max_attempts`` of
-  those (the connection's extra, set here to :data:`MAX_ATTEMPTS`) the engine gives up and the try
+- the first cut still leaves Redivis the bytes before it (Cloud Storage keeps whole 256 KiB units);
+  the upload engine asks the server what it holds and sends the rest again;
+- each following attempt is cut at the same byte; after ``max_attempts`` attempts at that request in
+  all (the connection's extra, set here to :data:`MAX_ATTEMPTS`) the engine gives up and the try
   fails.
 
-So the fault fires ``MAX_ATTEMPTS + 1`` times and then never again: Airflow retries the task, the
+So the fault fires ``MAX_ATTEMPTS`` times and then never again: Airflow retries the task, the
 second try finds the checkpoint, asks the server for its offset and logs "Resuming Redivis upload
 session <id> at byte <n> of <total>", and sends only the rest. The example DAG knows nothing of
 this: the fault lives in the emulator, the limit in the connection.
@@ -56,6 +56,8 @@ TABLE_NAME = "daily_sales"
 #: Attempts per request within one try (the connection's ``max_attempts`` extra): small, so that the
 #: first try gives up after a few seconds instead of the default six attempts with longer backoff.
 MAX_ATTEMPTS = 3
+#: Cloud Storage keeps the bytes of a cut request in whole units of this size (docs/resumable-uploads.md).
+UNIT = 256 * 1024
 #: The day's files: (name, size in bytes). The largest is the one the network cut hits.
 DEMO_FILES: tuple[tuple[str, int], ...] = (
     ("sales_north.csv", 40 * 2**20),
@@ -125,8 +127,9 @@ def first_try_cut(emulator: RedivisEmulator, target_size: int, max_attempts: int
             origin="session",
             method="PUT",
             at_offset=at_offset,
-            # One cut that saves the first half, then max_attempts cuts without progress: the try fails.
-            times=max_attempts + 1,
+            # The cut that saves the first half is the first of max_attempts attempts at that request: each
+            # later one is cut too, the retry policy is spent, and the try fails.
+            times=max_attempts,
             predicate=lambda request: request.session_size == target_size,
         )
     )
@@ -349,6 +352,7 @@ def summarize(
     run_log: RunLog,
     returncode: int,
     elapsed: float,
+    cut_at: int | None = None,
 ) -> Outcome:
     out = Outcome()
     total = sum(p.stat().st_size for p in files)
@@ -380,6 +384,11 @@ def summarize(
         out.lines.append(
             f"  saved by resuming {_mib(offset)}: the retry continued at byte {offset:,} of {size:,} instead of 0"
         )
+        if cut_at is not None and offset != cut_at:
+            out.lines.append(
+                f"                    (the cut was at byte {cut_at:,}; the server keeps a cut request's bytes in "
+                f"whole 256 KiB units: {offset:,} = {offset // UNIT} x {UNIT:,})"
+            )
     if not run_log.resumes:
         out.lines.append("  saved by resuming 0 bytes: no upload was resumed")
     out.lines += [
@@ -443,8 +452,12 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  DAG               {dag_source.relative_to(_repo_root())} (dag id {DAG_ID}), unchanged")
         print(f"  day's files       {len(files)}, {_mib(sum(p.stat().st_size for p in files))} in {incoming}")
         print(
-            f"  network cut       at byte {cut_at:,} of {target.name} ({_mib(cut_at)}), on every attempt of "
-            f"the upload's first try ({MAX_ATTEMPTS + 1} cuts: 1 + max_attempts={MAX_ATTEMPTS})"
+            f"  network cut       at byte {cut_at:,} of {target.name} ({_mib(cut_at)}), up to "
+            f"{MAX_ATTEMPTS + 1} times (1 + max_attempts={MAX_ATTEMPTS}): the upload's first try gives up"
+        )
+        print(
+            f"                    a cut request leaves only whole 256 KiB units ({UNIT:,} bytes) on the server, "
+            f"so the retry resumes at byte {cut_at // UNIT * UNIT:,} or before"
         )
         print("Migrating the Airflow metadata database ...", flush=True)
         migrate(env, log_file)
@@ -452,7 +465,7 @@ def run_demo(args: argparse.Namespace) -> int:
         run_log = RunLog(file_names=sorted(p.name for p in files), verbose=args.verbose)
         run_log.started = time.monotonic()
         returncode = run_dag(env, home / "dags" / DAG_FILE_NAME, run_log, log_file, args.timeout)
-        outcome = summarize(emu, files, run_log, returncode, time.monotonic() - started)
+        outcome = summarize(emu, files, run_log, returncode, time.monotonic() - started, cut_at=cut_at)
 
     print("\nSummary")
     for line in outcome.lines:

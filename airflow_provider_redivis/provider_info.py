@@ -12,37 +12,56 @@ HOOK_CLASS_NAME = "airflow_provider_redivis.hooks.redivis.RedivisHook"
 
 #: The extra fields of the connection form. Airflow 3.2+ reads them from here (``conn-fields``);
 #: Airflow 2 reads the same fields from ``RedivisHook.get_connection_form_widgets``.
+#:
+#: No field has a schema ``default``: Airflow 3's form fills every field with its default and saves
+#: them all into the extras, which would freeze today's defaults into every connection made in the UI.
+#: An empty field is saved as null (or not at all), and the hook applies the provider's current
+#: default. Airflow 3.3's form shows no placeholder in extra fields, so the label says the default;
+#: Airflow 2 shows the ``placeholders`` of ``UI_FIELD_BEHAVIOUR`` as well.
+#: A choice list holds no ``None``: Airflow 3.3 would show it as a literal "null" choice; clearing the
+#: choice (x) is how to leave the field empty.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "connect_timeout": {
-        "label": "Connect timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 10, "exclusiveMinimum": 0},
-        "description": "How long to wait for a TCP/TLS connection to Redivis.",
+        "label": "Connect timeout (seconds; empty: 10)",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "description": "How long to wait for a TCP/TLS connection to Redivis. Leave empty for the "
+        "provider's default, 10 s.",
     },
     "read_timeout": {
-        "label": "Read timeout (seconds)",
-        "schema": {"type": ["number", "null"], "default": 60, "exclusiveMinimum": 0},
-        "description": "How long to wait for Redivis to answer once the request is sent.",
+        "label": "Read timeout (seconds; empty: 60)",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "description": "How long to wait for Redivis to answer once the request is sent. Leave empty for "
+        "the provider's default, 60 s.",
     },
     "max_attempts": {
-        "label": "Max attempts per call",
-        "schema": {"type": ["integer", "null"], "default": 6, "minimum": 1},
-        "description": "Tries per API call (first try included) on connection errors, 408, 429 and 5xx.",
+        "label": "Max attempts per call (empty: 6)",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": "Tries per API call (first try included) on connection errors, 408, 429 and 5xx. "
+        "Leave empty for the provider's default, 6.",
     },
     "max_retry_seconds": {
-        "label": "Max retry time per call (seconds)",
-        "schema": {"type": ["number", "null"], "default": 300, "exclusiveMinimum": 0},
-        "description": "Retries of one API call stop once they would run past this many seconds.",
+        "label": "Max retry time per call (seconds; empty: 300)",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "description": "Retries of one API call stop once they would run past this many seconds. Leave "
+        "empty for the provider's default, 300 s.",
     },
     "verify": {
-        "label": "Verify TLS certificates",
-        "schema": {"type": ["boolean", "null"], "default": True},
-        "description": "Leave on. Off only for a test server with a self-signed certificate; the extra "
-        "may also hold the path of a CA bundle.",
+        "label": "Verify TLS certificates (empty: on)",
+        # A choice rather than a switch: Airflow 3's switch cannot be empty, and an empty switch would
+        # look like "off" while the hook verifies.
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["true", "false"],
+            "values_display": {"true": "on", "false": "off (test servers only)"},
+        },
+        "description": "Leave empty (on). Off only for a test server with a self-signed certificate; the "
+        "extra may also hold the path of a CA bundle (edit it in the extra JSON).",
     },
     "scheme": {
-        "label": "Scheme (http/https)",
-        "schema": {"type": ["string", "null"], "enum": ["https", "http", None]},
-        "description": "Only when the host has no scheme: https by default, http for loopback hosts.",
+        "label": "Scheme (http/https; empty: from the host)",
+        "schema": {"type": ["string", "null"], "enum": ["https", "http"]},
+        "description": "Only for a host written without a scheme. Empty: https, or http for a loopback "
+        "host (127.0.0.1, ::1, localhost).",
     },
 }
 
@@ -50,13 +69,16 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema", "login"],
     "relabeling": {"host": "Redivis base URL", "password": "API token"},
     "placeholders": {
-        "host": "https://redivis.com (default; the API is at {host}/api/v1)",
+        "host": "https://redivis.com (the API is at {host}/api/v1); http://127.0.0.1 for the emulator",
         "password": "Redivis API token with the data.edit scope",
-        "port": "only if the base URL has none",
+        # Airflow 3.3's Test button sends the port it shows; an empty stored port makes it fail.
+        "port": "443 for https://redivis.com; 8765 for the emulator",
+        # Airflow 2 shows these in the extra fields too; Airflow 3.3 shows only those above.
         "connect_timeout": "10",
         "read_timeout": "60",
         "max_attempts": "6",
         "max_retry_seconds": "300",
+        "scheme": "https, or http for a loopback host",
     },
 }
 

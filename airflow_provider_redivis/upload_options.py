@@ -6,7 +6,7 @@ import posixpath
 
 from airflow_provider_redivis.errors import RedivisConfigError
 
-#: Redivis's upload types (redivis-api.md, "Create the upload").
+#: Redivis's upload types (docs/redivis-api.md, "Uploads").
 UPLOAD_TYPES = (
     "delimited",
     "stream",

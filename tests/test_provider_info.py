@@ -95,6 +95,30 @@ def test_form_fields_are_declared_for_airflow_3_and_airflow_2_alike() -> None:
     jsonschema.validate(legacy, behaviour_schema)
 
 
+def test_the_form_saves_no_defaults_and_offers_no_null_choice() -> None:
+    # Airflow 3's form starts each extra field at its schema default and saves them all: a default there
+    # would freeze in every connection made in the UI. A None in an enum shows as a "null" choice.
+    for name, definition in _connection_type(get_provider_info())["conn-fields"].items():
+        schema = definition["schema"]
+        assert "default" not in schema, name
+        assert None not in schema.get("enum", []), name
+        assert "null" in schema["type"], name  # an empty field is allowed
+
+
+def test_airflow_3_form_metadata_starts_every_extra_field_empty() -> None:
+    """What Airflow 3.3's API serves the connection form (``GET /ui/connections/hook_meta``)."""
+    from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+    (meta,) = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "redivis"]
+    fields = meta.extra_fields
+    assert set(fields) == set(_connection_type(get_provider_info())["conn-fields"])
+    assert {name: field["value"] for name, field in fields.items()} == dict.fromkeys(fields)
+    assert fields["scheme"]["schema"]["enum"] == ["https", "http"]
+    assert fields["verify"]["schema"]["enum"] == ["true", "false"]
+    assert "10" in fields["connect_timeout"]["schema"]["title"]  # the default, said in the label
+    assert meta.standard_fields.port.placeholder.startswith("443")
+
+
 _WIDGET_NAMES = (
     "from airflow_provider_redivis.hooks.redivis import RedivisHook; "
     "print(','.join(sorted(RedivisHook.get_connection_form_widgets())))"

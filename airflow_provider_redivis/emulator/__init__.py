@@ -1,7 +1,7 @@
 """A local Redivis emulator: the API, Cloud Storage's resumable sessions, and faults on demand.
 
 Nothing in this project can reach the real service, so every test, benchmark and demo runs against
-this emulator. It follows ``redivis-api.md`` (the subset of the Redivis REST API this provider and
+this emulator. It follows ``docs/redivis-api.md`` (the subset of the Redivis REST API this provider and
 the official ``redivis`` client use) and Cloud Storage's resumable-upload rules. It needs only the
 standard library and ``google-crc32c`` -- no Airflow.
 

@@ -3,7 +3,7 @@
 Every method takes the catalog lock for a short time and either returns a resource (a dict shaped
 like the Redivis API's) or raises :class:`ApiError`. HTTP lives in ``server.py``.
 
-Reference rules (``redivis-api.md``): ``owner.dataset[:refId][:version].table[:refId]``; owners
+Reference rules (``docs/redivis-api.md``): ``owner.dataset[:refId][:version].table[:refId]``; owners
 are case-insensitive; names compare after replacing every character that is not a letter, digit
 or underscore with ``_`` (case-insensitively); a ``refId`` finds the resource even after a rename.
 A reference without a version means the ``next`` version when one exists, else ``current`` -- the

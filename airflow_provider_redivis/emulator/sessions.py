@@ -1,6 +1,6 @@
 """Resumable sessions with Cloud Storage's rules, byte for byte.
 
-The rules this module enforces (see ``createResumableUpload.txt`` and Cloud Storage's resumable
+The rules this module enforces (see ``docs/resumable-uploads.md`` and Cloud Storage's resumable
 upload documentation):
 
 - ``PUT`` with ``Content-Range: bytes a-b/total`` (``/*`` while the total is unknown) carries a chunk;

@@ -8,7 +8,8 @@ The connection
   extra ``scheme`` if set, else ``http`` for a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``)
   and ``https`` for any other. Plain ``http`` to a host that is not loopback is refused: the token
   would cross the network in clear text.
-- **port** (optional): used when the host names none.
+- **port** (optional): used when the host names none; the scheme's own port (443, 80) is dropped.
+  Airflow 3.3's Test button needs it filled in the UI (443 for redivis.com); 0 counts as none.
 - **extras**: ``connect_timeout`` (10 s), ``read_timeout`` (60 s), ``max_attempts`` (6),
   ``max_retry_seconds`` (300 s), ``verify`` (true; or a CA bundle path), ``scheme``.
 
@@ -166,7 +167,9 @@ def resolve_base_url(host: str | None, port: int | None = None, scheme: str | No
         raise RedivisConfigError(
             f"The connection's host says port {url_port} and its port field says {port}: keep one."
         )
-    final_port = url_port or port or None
+    final_port = url_port or port or None  # 0 (what Airflow 3.3's UI sends for an empty port) is none
+    if final_port == {"http": 80, "https": 443}[url_scheme]:
+        final_port = None  # host https://redivis.com + port 443 (as the UI form needs it) is redivis.com
     if url_scheme == "http" and not is_loopback_host(hostname):
         raise RedivisConfigError(
             f"Plain http:// to {hostname!r} would send the API token unencrypted; it is allowed only for "
@@ -925,8 +928,10 @@ class RedivisHook(BaseHook):
                 description=CONN_FIELDS["max_attempts"]["description"],
             ),
             "max_retry_seconds": text("max_retry_seconds"),
-            "verify": BooleanField(
-                label("verify"), default=True, description=CONN_FIELDS["verify"]["description"]
+            "verify": BooleanField(  # a checkbox is never empty: it starts ticked
+                lazy_gettext("Verify TLS certificates"),
+                default=True,
+                description="Leave ticked. Untick only for a test server with a self-signed certificate.",
             ),
             "scheme": text("scheme"),
         }

@@ -1,4 +1,4 @@
-"""The Redivis API as redivis-api.md describes it: auth, error shapes, references, datasets, versions, uploads."""
+"""The Redivis API as docs/redivis-api.md describes it: auth, error shapes, references, datasets, versions, uploads."""
 
 from __future__ import annotations
 

@@ -75,7 +75,16 @@ def test_port_field_is_used_when_the_host_has_none(make_connection: MakeConnecti
         ("[::1]:8765", None, None, "http://[::1]:8765"),
         ("localhost", 1, "https", "https://localhost:1"),
         ("redivis.com", None, "HTTPS", "https://redivis.com"),
-        ("https://redivis.com:443", 443, None, "https://redivis.com:443"),
+        # The scheme's own port is dropped: the UI form needs a port for its Test button (443, 80).
+        ("https://redivis.com:443", 443, None, "https://redivis.com"),
+        ("https://redivis.com", 443, None, "https://redivis.com"),
+        ("", 443, None, "https://redivis.com"),
+        ("http://127.0.0.1", 80, None, "http://127.0.0.1"),
+        ("https://127.0.0.1", 80, None, "https://127.0.0.1:80"),
+        ("http://127.0.0.1", 8765, None, "http://127.0.0.1:8765"),
+        # Port 0 is what Airflow 3.3's UI sends for an empty port field: no port.
+        ("http://127.0.0.1:8765", 0, None, "http://127.0.0.1:8765"),
+        ("127.0.0.1", 0, None, "http://127.0.0.1"),
     ],
 )
 def test_resolve_base_url(host: str | None, port: int | None, scheme: str | None, expected: str) -> None:
@@ -162,6 +171,25 @@ def test_extras_written_by_the_airflow_2_form_are_read_too(make_connection: Make
     hook = RedivisHook(conn_id)
     assert hook.timeout == (2.0, 60.0)
     assert hook.settings.verify is False
+
+
+def test_extras_written_by_the_airflow_3_form_mean_only_what_was_typed(
+    make_connection: MakeConnection,
+) -> None:
+    # What Airflow 3.3's form saves when only the connect timeout was typed: every other field null.
+    extra = {
+        "connect_timeout": 30,
+        "read_timeout": None,
+        "max_attempts": None,
+        "max_retry_seconds": None,
+        "verify": None,
+        "scheme": None,
+    }
+    hook = RedivisHook(make_connection(host="http://127.0.0.1", port=8765, password=TOKEN, extra=extra))
+    assert hook.api_url == "http://127.0.0.1:8765/api/v1"
+    assert hook.timeout == (30.0, 60.0)
+    assert hook.retry_policy == RetryPolicy()
+    assert hook.settings.verify is True
 
 
 @pytest.mark.parametrize(
