@@ -21,9 +21,13 @@ from airflow_provider_redivis.checksums import (
     goog_hash_header,
     validate_checksum,
 )
-from airflow_provider_redivis.errors import SourceChangedError, UploadIntegrityError, UploadInterruptedError
+from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError
 from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error
+from airflow_provider_redivis.transfer_source import RequestBody, SharedReader, TailHash
 from airflow_provider_redivis.upload_protocol import (
+    CHUNK_UNIT,
+    MAX_CHUNK_SIZE,
+    MAX_GROWTH,
     RequestSizer,
     SessionAnswerError,
     SessionStatus,
@@ -37,44 +41,14 @@ from airflow_provider_redivis.upload_protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-#: Bytes read from the source per write to the socket.
-_BLOCK = 1024 * 1024
-
-
-class _RequestBody:
-    """``length`` bytes of the source from ``offset``, read block by block as ``requests`` sends them.
-
-    Each block is hashed as it goes out; memory is one block whatever the request size. A short read
-    means the source shrank while it was being sent.
-    """
-
-    def __init__(self, reader: IO[bytes], offset: int, length: int, checksums: SourceChecksums) -> None:
-        self._reader = reader
-        self._offset = offset
-        self._length = length
-        self._checksums = checksums
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __iter__(self) -> Iterator[bytes]:
-        self._reader.seek(self._offset)
-        position, end = self._offset, self._offset + self._length
-        while position < end:
-            block = self._reader.read(min(_BLOCK, end - position))
-            if not block:
-                raise SourceChangedError(
-                    f"The source ended at byte {position}, before the {end} bytes it had when the upload "
-                    "started: it changed while being read. Nothing was created; run the task again once the "
-                    "file is complete."
-                )
-            self._checksums.update(position, block)
-            position += len(block)
-            yield block
+#: A last request up to this size is hashed just before it is sent (a few milliseconds).
+PREHASH_LIMIT = 32 * 1024 * 1024
+#: Else, unless its hash is ready, all of it but this much goes first, and this last.
+FINAL_TAIL = 8 * 1024 * 1024
 
 
 class _NoProgress(SessionAnswerError):
@@ -126,7 +100,7 @@ class ResumableSession:
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _put(self, body: bytes | _RequestBody, headers: Mapping[str, str]) -> tuple[SessionStatus, bool]:
+    def _put(self, body: bytes | RequestBody, headers: Mapping[str, str]) -> tuple[SessionStatus, bool]:
         """One PUT; the status, and whether the server refused the request's ``x-goog-hash``."""
         data: Any = body  # requests sends an iterable with a length as one body of that length
         response = self.http.put(
@@ -208,7 +182,9 @@ class _Transfer:
         check_source: Callable[[], None] | None,
     ) -> None:
         self.session = session
-        self.reader = reader
+        self.source = SharedReader(reader)
+        #: The last request's bytes, hashed ahead on a thread (crc32c only).
+        self.tail: TailHash | None = None
         self.offset = offset
         self.total = session.total
         self.on_progress = on_progress
@@ -222,7 +198,14 @@ class _Transfer:
         self.early_completions = 0
 
     def run(self) -> StoredObject:
-        self.checksums.hash_range(self.reader, self.offset)
+        try:
+            return self._run()
+        finally:
+            if self.tail is not None:
+                self.tail.cancel()
+
+    def _run(self) -> StoredObject:
+        self.checksums.hash_range(self.source.read_at, self.offset)
         while True:
             status = self.session._retrying(f"The request at byte {self.offset}")(self._step)
             if status.complete:
@@ -278,36 +261,73 @@ class _Transfer:
             )
         self.offset = held
 
-    def _next_request(self) -> tuple[bytes | _RequestBody, dict[str, str], int]:
+    def _next_request(self) -> tuple[bytes | RequestBody, dict[str, str], int]:
         """The next request's body, headers and end; the last one carries the whole source's hashes."""
-        size = self.session.sizer.next_size()
+        sizer = self.session.sizer
+        size = sizer.next_size()
         if self.total is None:
             return self._next_unknown_total_request(size)
-        length = max(0, min(size, self.total - self.offset))
+        total = self.total
+        remaining = total - self.offset
+        if self.tail is not None and self.tail.start == self.offset and sizer.fixed is None:
+            size = max(size, remaining)  # the request planned as the last, its hash computed already
+        if remaining > size:
+            return self._body(size, total, final=False)
+        if not self._final_hash_ready(total):
+            if remaining > PREHASH_LIMIT and sizer.fixed is None:
+                # Reading all of it before sending would leave the link idle: all but a short tail goes first.
+                return self._body((remaining - FINAL_TAIL) // CHUNK_UNIT * CHUNK_UNIT, total, final=False)
+            self.checksums.hash_range(self.source.read_at, total)
+        self.source.check_no_growth(total)
+        return self._body(remaining, total, final=True)
+
+    def _body(
+        self, length: int, total: int, *, final: bool
+    ) -> tuple[bytes | RequestBody, dict[str, str], int]:
         end = self.offset + length
-        if end < self.total:
-            return (
-                _RequestBody(self.reader, self.offset, length, self.checksums),
-                _range(self.offset, end, None),
-                end,
-            )
-        self._check_no_growth(self.total)
+        body: bytes | RequestBody = (
+            RequestBody(self.source, self.offset, length, self.checksums) if length else b""
+        )
+        if not final:
+            self._plan_tail(end, length, total)
+            return body, _range(self.offset, end, None), end
         # The final request states the hashes, so the server itself refuses bytes that differ from them.
-        self.checksums.hash_range(self.reader, self.total)
-        headers = _range(self.offset, end, self.total)
+        headers = _range(self.offset, end, total)
         if self.checksums.algorithms:
             headers["x-goog-hash"] = goog_hash_header(self.checksums.digests())
-        body: bytes | _RequestBody = (
-            _RequestBody(self.reader, self.offset, length, self.checksums) if length else b""
-        )
         return body, headers, end
+
+    def _plan_tail(self, end: int, length: int, total: int) -> None:
+        """If the request after this one can be the last, hash its bytes now, on a thread, while this one streams."""
+        if self.tail is not None:
+            if self.tail.start == end:
+                return
+            self.tail.cancel()
+            self.tail = None
+        left = total - end
+        fits = self.session.sizer.fixed or min(MAX_CHUNK_SIZE, length * MAX_GROWTH)
+        if self.checksums.crc32c_only and 0 < left <= fits:
+            self.tail = TailHash(self.source, end, total)
+
+    def _final_hash_ready(self, total: int) -> bool:
+        """Whether the whole source's hash is known, joining the tail hashed ahead to what was sent."""
+        if self.checksums.position >= total:
+            return True  # an earlier attempt at the final request hashed it all
+        tail = self.tail
+        if tail is None or tail.end != total or self.checksums.position > tail.start:
+            return False
+        crc = tail.result(wait_if_left=PREHASH_LIMIT)
+        if crc is None:
+            return False
+        self.checksums.hash_range(self.source.read_at, tail.start)  # what a cut request left unhashed
+        self.checksums.append_crc32c(crc, total - tail.start)
+        return True
 
     def _next_unknown_total_request(self, size: int) -> tuple[bytes, dict[str, str], int]:
         # The Content-Range goes out before the body, so the request is read first: one byte more tells
         # whether it is the last.
-        self.reader.seek(self.offset)
-        data = self.reader.read(size)
-        last = len(data) < size or not self.reader.read(1)
+        data = self.source.read_at(self.offset, size)
+        last = len(data) < size or not self.source.read_at(self.offset + len(data), 1)
         end = self.offset + len(data)
         self.checksums.update(self.offset, data)
         if not last:
@@ -317,15 +337,6 @@ class _Transfer:
         if self.checksums.algorithms:
             headers["x-goog-hash"] = goog_hash_header(self.checksums.digests())
         return data, headers, end
-
-    def _check_no_growth(self, total: int) -> None:
-        # Shrinking shows as a short read while a body is sent; growth shows past the announced end.
-        self.reader.seek(total)
-        if self.reader.read(1):
-            raise SourceChangedError(
-                f"The source grew past its {total} bytes while being read. Nothing was created; run the task "
-                "again once the file is complete."
-            )
 
     def _confirmed(self, status: SessionStatus) -> StoredObject | None:
         """A completing answer that states the size of a request that reached the end; else ask the server.
@@ -359,7 +370,7 @@ class _Transfer:
     def _verified(self, stored: StoredObject) -> StoredObject:
         total = self.total if self.total is not None else self.checksums.position
         # An earlier try's last request may have completed the object: hash the rest locally.
-        self.checksums.hash_range(self.reader, total)
+        self.checksums.hash_range(self.source.read_at, total)
         if self.check_source is not None:
             self.check_source()
         computed = self.checksums.digests()
@@ -367,7 +378,7 @@ class _Transfer:
             # The server reports only a hash this engine did not compute (md5, say): compute it now, once.
             missing = [name for name in ("crc32c", "md5") if name in stored.hashes]
             extra = SourceChecksums(missing)  # type: ignore[arg-type]
-            extra.hash_range(self.reader, total)
+            extra.hash_range(self.source.read_at, total)
             computed.update(extra.digests())
         compared = verify_stored(stored, total, computed, checksum=self.session.checksum)
         log.info("The upload server holds all %d bytes; %s match the source", total, compared)

@@ -43,7 +43,7 @@ MiB = 1024 * 1024
 CHUNK_UNIT = 256 * 1024
 MAX_CHUNK_SIZE = 1024 * MiB
 #: Adaptive sizing: the first request, before a rate is known.
-FIRST_REQUEST_SIZE = 16 * MiB
+FIRST_REQUEST_SIZE = 32 * MiB
 #: Adaptive sizing: each request aims at this many seconds on the wire (see README "Request sizes").
 TARGET_REQUEST_SECONDS = 8.0
 #: Adaptive sizing never shrinks a request below this, so a slow start does not mean tiny requests.
@@ -51,7 +51,7 @@ MIN_ADAPTIVE_REQUEST_SIZE = 8 * MiB
 #: A request of unknown total is read into memory before it is sent (to know whether it is the last).
 MAX_UNKNOWN_TOTAL_REQUEST_SIZE = 32 * MiB
 #: Adaptive sizing grows a request at most this many times over the one before.
-MAX_GROWTH = 4
+MAX_GROWTH = 16
 
 
 def validate_chunk_size(chunk_size: object) -> int | None:
@@ -246,7 +246,8 @@ class RequestSizer:
     the round trip and the server's answer between two requests cost about 1 % of the time, short
     enough that a server which keeps nothing of a cut request makes the next try re-send at most that
     many seconds of bytes. It starts at :data:`FIRST_REQUEST_SIZE` and grows at most
-    :data:`MAX_GROWTH`-fold per request, between 8 MiB and 1 GiB, in 256 KiB units.
+    :data:`MAX_GROWTH`-fold per request, between 8 MiB and 1 GiB, in 256 KiB units. Few requests matter
+    on a long link: each boundary costs a round trip.
     """
 
     def __init__(self, chunk_size: int | None = None, *, unknown_total: bool = False) -> None:

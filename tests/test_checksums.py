@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import logging
 
 import google_crc32c
@@ -14,6 +13,7 @@ from airflow_provider_redivis import checksums
 from airflow_provider_redivis.checksums import (
     SourceChecksums,
     algorithms_for,
+    crc32c_combine,
     goog_hash_header,
     md5_of,
     parse_goog_hash,
@@ -53,16 +53,37 @@ def test_crc32c_is_encoded_as_cloud_storage_reports_it() -> None:
     assert sums.digests()["crc32c"] == "yZRlqg=="
 
 
+def read_at(data: bytes):
+    return lambda offset, length: data[offset : offset + length]
+
+
 def test_hash_range_reads_the_local_source() -> None:
     sums = SourceChecksums(("crc32c",))
-    sums.hash_range(io.BytesIO(DATA), len(DATA))
+    sums.hash_range(read_at(DATA), len(DATA))
     assert sums.digests()["crc32c"] == crc32c_b64(DATA)
     with pytest.raises(SourceChangedError, match="changed while being read"):
-        SourceChecksums(("crc32c",)).hash_range(io.BytesIO(DATA[:10]), 20)
+        SourceChecksums(("crc32c",)).hash_range(read_at(DATA[:10]), 20)
 
 
 def test_md5_of_a_prefix() -> None:
-    assert md5_of(io.BytesIO(DATA), 1000) == base64.b64encode(hashlib.md5(DATA[:1000]).digest()).decode()
+    assert md5_of(read_at(DATA), 1000) == base64.b64encode(hashlib.md5(DATA[:1000]).digest()).decode()
+
+
+@pytest.mark.parametrize("split", [0, 1, 7, 255, 4096, 300_001, len(DATA) - 1, len(DATA)])
+def test_crc32c_of_two_parts_combines_to_the_whole(split: int) -> None:
+    head, tail = DATA[:split], DATA[split:]
+    combined = crc32c_combine(google_crc32c.value(head), google_crc32c.value(tail), len(tail))
+    assert combined == google_crc32c.value(DATA)
+
+
+def test_a_tail_hashed_apart_joins_the_running_checksum() -> None:
+    sums = SourceChecksums(("crc32c",))
+    sums.update(0, DATA[:1000])
+    sums.append_crc32c(google_crc32c.value(DATA[1000:]), len(DATA) - 1000)
+    assert sums.position == len(DATA)
+    assert sums.digests()["crc32c"] == crc32c_b64(DATA)
+    with pytest.raises(ValueError, match="crc32c-only"):
+        SourceChecksums(("md5", "crc32c")).append_crc32c(0, 1)
 
 
 def test_auto_is_crc32c_with_the_c_extension() -> None:

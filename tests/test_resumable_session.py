@@ -294,9 +294,11 @@ def test_default_requests_are_sized_from_the_rate_and_stay_in_256_kib_units(
     metadata = upload(emulator, path, engine(emulator, session, size, chunk_size=None))
     assert_exact(emulator, session, path, metadata)
     puts = [r for r in emulator.requests if r.origin == "session"]
-    assert puts[0].body_bytes == 16 * 1024 * 1024
+    assert puts[0].body_bytes == 32 * 1024 * 1024
     assert all(r.body_bytes % CHUNK_UNIT == 0 for r in puts[:-1])
-    assert len(puts) <= 3  # 16 MiB, then the rest in at most two larger requests
+    assert [r.body_bytes for r in puts[1:]] == [
+        size - 32 * 1024 * 1024
+    ]  # the rest, hashed while the first went
 
 
 # -- edge cases ------------------------------------------------------------------------------------
@@ -414,3 +416,36 @@ def test_a_connect_timeout_leaves_the_session_url_out_of_the_error() -> None:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_a_last_request_whose_hash_is_not_ready_sends_all_but_a_short_tail_first(
+    emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link never waits for a long read: when hashing ahead lags, all but 8 MiB goes first."""
+    import threading
+    import time
+    import types
+
+    import google_crc32c
+
+    from airflow_provider_redivis import transfer_source
+
+    def slow_extend(crc: int, data: bytes) -> int:
+        time.sleep(3)  # hashing ahead that cannot keep up, as on a slow disk
+        return google_crc32c.extend(crc, data)
+
+    monkeypatch.setattr(transfer_source, "google_crc32c", types.SimpleNamespace(extend=slow_extend))
+    MiB = 1024 * 1024
+    path = tmp_path / "big.bin"
+    path.write_bytes(os.urandom(80 * MiB + 5))
+    size = path.stat().st_size
+    session = new_session(emulator, size)
+    with open(path, "rb") as fh:
+        stored = engine(emulator, session, size, chunk_size=None).upload(fh, 0)
+    assert stored.size == size
+    puts = [r.body_bytes for r in emulator.requests if r.origin == "session"]
+    assert puts == [32 * MiB, 40 * MiB, 8 * MiB + 5]
+    assert_exact(emulator, session, path, dict(stored.metadata))
+    assert not [
+        t for t in threading.enumerate() if t.name == "redivis-tail-hash"
+    ]  # cancelled, not left running

@@ -206,10 +206,10 @@ def test_a_fixed_chunk_size_is_kept_whatever_the_rate() -> None:
 def test_adaptive_requests_grow_towards_the_target_time_at_most_fourfold() -> None:
     sizer = RequestSizer()
     assert sizer.next_size() == FIRST_REQUEST_SIZE
-    sizer.record(FIRST_REQUEST_SIZE, 0.01)  # a fast link: 1.6 GB/s
-    assert sizer.next_size() == FIRST_REQUEST_SIZE * MAX_GROWTH
+    sizer.record(FIRST_REQUEST_SIZE, 0.001)  # a fast link: 32 GB/s
+    assert sizer.next_size() == min(MAX_CHUNK_SIZE, FIRST_REQUEST_SIZE * MAX_GROWTH)
     for _ in range(5):
-        sizer.record(sizer.next_size(), 0.01)
+        sizer.record(sizer.next_size(), 0.001)
     assert sizer.next_size() == MAX_CHUNK_SIZE
 
 
