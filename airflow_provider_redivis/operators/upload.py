@@ -16,6 +16,7 @@ from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, Uploa
 from airflow_provider_redivis.checkpoint_store import BackgroundWriter, checkpoint_store_for
 from airflow_provider_redivis.checksums import validate_checksum
 from airflow_provider_redivis.errors import (
+    RedivisAPIError,
     RedivisConfigError,
     RedivisConflictError,
     RedivisError,
@@ -340,21 +341,22 @@ class RedivisResumableUploadOperator(BaseOperator):
             else:
                 try:
                     status = self._session_for(hook, checkpoint).query_status()
+                    reason = None
+                    if status.offset > checkpoint.total_size:
+                        reason = (
+                            f"holds {status.offset} bytes, more than the source's {checkpoint.total_size}"
+                        )
                 except ResumableSessionExpiredError:
+                    reason = "is gone on the server (expired or cancelled)"
+                except RedivisAPIError as exc:
+                    if not 400 <= exc.status < 500:
+                        raise
+                    reason = f"refuses this source's size ({exc.status}): it is not this source's session"
+                if reason is not None:
                     log.warning(
-                        "Starting a new upload session from byte 0: session %s is gone on the server (expired or "
-                        "cancelled)",
+                        "Starting a new upload session from byte 0: session %s %s",
                         checkpoint.session_id,
-                    )
-                    checkpoint = None
-                    continue
-                if status.offset > checkpoint.total_size:
-                    log.warning(
-                        "Starting a new upload session from byte 0: session %s holds %d bytes, more than the "
-                        "source's %d; it is not this source's",
-                        checkpoint.session_id,
-                        status.offset,
-                        checkpoint.total_size,
+                        reason,
                     )
                     store.delete()
                     checkpoint = None
