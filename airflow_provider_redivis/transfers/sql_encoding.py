@@ -182,8 +182,10 @@ class _CsvBatchWriter:
             if converted is not column:
                 columns[index] = tuple(converted)
                 changed = True
-        self.writer.writerows(zip(*columns) if changed else rows)
+        self.writer.writerows(zip(*columns, strict=True) if changed else rows)
         text = self._take()
+        if "\r" in text:
+            return self._slow(rows)  # the C writer quotes only the line terminator's \n, not a lone \r
         if substituted:
             found = text.count(_SENTINEL_EMPTY) + text.count(_SENTINEL_MARKER)
             if found != substituted:
@@ -320,7 +322,7 @@ class _Sink:
 def _require_pyarrow() -> Any:
     try:
         import pyarrow as pa
-        import pyarrow.parquet  # noqa: F401 - the submodule must be importable too
+        import pyarrow.parquet  # the submodule must be importable too
     except ImportError:
         raise RedivisConfigError(
             "file_format='parquet' needs pyarrow: pip install 'airflow-provider-redivis[parquet]'."
@@ -382,10 +384,11 @@ def parquet_blocks(
     while True:
         columns = arrays(batch)
         if schema is None:
-            schema = pa.schema([pa.field(name, array.type) for name, array in zip(names, columns, strict=True)])
+            schema = pa.schema(
+                [pa.field(name, array.type) for name, array in zip(names, columns, strict=True)]
+            )
             writer = pq.ParquetWriter(sink, schema, compression="snappy")
-        assert writer is not None
-        if batch:
+        if batch and writer is not None:
             writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=row_group_rows)
             stats.rows += len(batch)
         data = sink.drain()
@@ -397,8 +400,8 @@ def parquet_blocks(
         batch = cursor.fetchmany(fetch_size)
         if not batch:
             break
-    assert writer is not None
-    writer.close()
+    if writer is not None:
+        writer.close()
     data = sink.drain()
     if data:
         stats.bytes += len(data)

@@ -158,14 +158,18 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         if mode not in MODES:
             raise RedivisConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
         if file_format not in FILE_FORMATS:
-            raise RedivisConfigError(f"file_format must be one of {', '.join(FILE_FORMATS)}; got {file_format!r}.")
+            raise RedivisConfigError(
+                f"file_format must be one of {', '.join(FILE_FORMATS)}; got {file_format!r}."
+            )
         if isinstance(fetch_size, bool) or not isinstance(fetch_size, int) or fetch_size < 1:
             raise RedivisConfigError(f"fetch_size must be a positive number of rows; got {fetch_size!r}.")
         marker = validate_null_marker(null_marker)
         if marker and file_format != "csv":
             raise RedivisConfigError("null_marker applies to CSV only; Parquet has real NULLs.")
         if postgres_copy and file_format != "csv":
-            raise RedivisConfigError("postgres_copy writes CSV; it cannot be used with file_format='parquet'.")
+            raise RedivisConfigError(
+                "postgres_copy writes CSV; it cannot be used with file_format='parquet'."
+            )
         if file_format == "csv":
             kwargs.setdefault("delimiter", ",")
             kwargs.setdefault("has_header_row", True)
@@ -265,7 +269,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                 cursor.itersize = self.fetch_size
             return cursor
         if driver == "MySQLdb":
-            import MySQLdb.cursors  # type: ignore[import-not-found]
+            import MySQLdb.cursors
 
             return conn.cursor(MySQLdb.cursors.SSCursor)
         return conn.cursor()
@@ -305,7 +309,9 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                 blocks = self._copy_blocks(conn, sql, stats)
             else:
                 cursor = self.open_cursor(conn)
-                log.info("Running the query on %s (fetching %d rows at a time)", self.conn_id, self.fetch_size)
+                log.info(
+                    "Running the query on %s (fetching %d rows at a time)", self.conn_id, self.fetch_size
+                )
                 if self.parameters is None:
                     cursor.execute(sql)
                 else:
@@ -542,7 +548,11 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         else:
             marker = self._stage(path)
         context["ti"].xcom_push(key=XCOM_ROWS, value=marker.get("rows"))
-        if self.file_format == "csv" and marker.get("has_quoted_newlines") and self.has_quoted_newlines is None:
+        if (
+            self.file_format == "csv"
+            and marker.get("has_quoted_newlines")
+            and self.has_quoted_newlines is None
+        ):
             self.has_quoted_newlines = True
         self.source = path
         result = super().execute(context)
@@ -647,6 +657,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             last_log = [time.monotonic()]
 
             def progress(held: int, _total: int | None) -> None:
+                reader.release(held)  # the server holds these: they are never sent again
                 now = time.monotonic()
                 if now - last_log[0] >= 30:
                     last_log[0] = now
@@ -673,7 +684,9 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         upload = self._create_streamed_upload(hook, table, name, temp_id)
         return self._wait(hook, upload)
 
-    def _create_streamed_upload(self, hook: RedivisHook, table: str, name: str, temp_id: str) -> dict[str, Any]:
+    def _create_streamed_upload(
+        self, hook: RedivisHook, table: str, name: str, temp_id: str
+    ) -> dict[str, Any]:
         try:
             upload = hook.create_upload(
                 table,

@@ -2,9 +2,11 @@
 
 The upload engine (:meth:`ResumableSession.upload` with ``total=None``) reads each request into
 memory, then one byte more to know whether it is the last. After a failed request it asks the server
-what it holds and seeks back to that offset, never before the start of the request it is re-sending.
-So this reader keeps only the bytes from the last position sought to onwards: one request plus one
-produced block. A seek further back than that cannot be served and says so.
+what it holds and seeks back to that offset, never before the start of the request it is re-sending
+(once the total is known it also peeks at the end, then seeks back). So this reader keeps the bytes
+from the last offset the server acknowledged (:meth:`StreamReader.release`, fed by the engine's
+``on_progress``) onwards: one request plus one produced block. A seek further back cannot be served
+and says so.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class StreamRewindError(RedivisError):
 
 
 class StreamReader(io.RawIOBase):
-    """``read``/``seek``/``tell`` over ``blocks``, remembering bytes from the last seek target onwards.
+    """``read``/``seek``/``tell`` over ``blocks``, remembering bytes from the last released offset onwards.
 
     :param blocks: the bytes, in order (an encoder's generator); pulled only as reads need them.
     :param max_buffer: an upper bound on the bytes held, a guard against a caller that never seeks
@@ -65,20 +67,27 @@ class StreamReader(io.RawIOBase):
         if whence == io.SEEK_CUR:
             offset += self._position
         elif whence != io.SEEK_SET:
-            raise io.UnsupportedOperation("a stream of unknown length can only seek from its start or position")
+            raise io.UnsupportedOperation(
+                "a stream of unknown length can only seek from its start or position"
+            )
         if offset < self._base:
             raise StreamRewindError(
                 f"The upload asked to go back to byte {offset}, but the stream keeps only the bytes from "
                 f"{self._base} on (one request). The query's rows are not kept, so this try cannot continue; "
                 "the task's next try runs the query again into a new upload session."
             )
-        # Nothing before the position sought to is ever asked for again: let it go.
-        drop = min(offset - self._base, len(self._buffer))
+        self._position = offset
+        return offset
+
+    def release(self, offset: int) -> None:
+        """The server holds every byte before ``offset``: they are never asked for again; let them go.
+
+        Called with each offset the server acknowledges (the engine's ``on_progress``).
+        """
+        drop = min(max(0, offset - self._base), len(self._buffer))
         if drop:
             del self._buffer[:drop]
             self._base += drop
-        self._position = offset
-        return offset
 
     def _fill(self, upto: int) -> None:
         while self.produced < upto and not self._exhausted:

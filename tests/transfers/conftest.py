@@ -80,7 +80,11 @@ def task_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, A
 
 @pytest.fixture
 def redivis_conn(redivis_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    conn = {"conn_type": "redivis", "host": redivis_emulator.base_url, "password": redivis_emulator.token,
-            "extra": {"max_attempts": 3, "max_retry_seconds": 10, "read_timeout": 5, "connect_timeout": 2}}
+    conn = {
+        "conn_type": "redivis",
+        "host": redivis_emulator.base_url,
+        "password": redivis_emulator.token,
+        "extra": {"max_attempts": 3, "max_retry_seconds": 10, "read_timeout": 5, "connect_timeout": 2},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_REDIVIS_DEFAULT", json.dumps(conn))
     return redivis_emulator

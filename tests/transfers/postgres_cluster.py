@@ -17,7 +17,10 @@ from pathlib import Path
 
 
 def find_pg_bin() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in p.split("/")[-2].split(".") if x.isdigit()])
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: [int(x) for x in p.split("/")[-2].split(".") if x.isdigit()],
+    )
     for candidate in reversed(candidates):
         if (Path(candidate) / "initdb").exists():
             return Path(candidate)
@@ -52,11 +55,31 @@ class PostgresCluster:
         if self._as_root:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(
-            str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-            "--no-sync", "--locale=C",
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
         )
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off"
-        self._run(str(self.bin / "pg_ctl"), "start", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.root / "server.log"), "-o", options)
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data),
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -67,7 +90,9 @@ class PostgresCluster:
         return self
 
     def stop(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-t", "30", check=False)
+        self._run(
+            str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-t", "30", check=False
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
     @property
@@ -75,11 +100,38 @@ class PostgresCluster:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
     def airflow_connection(self) -> dict[str, object]:
-        return {"conn_type": "postgres", "host": "127.0.0.1", "port": self.port, "login": self.user, "schema": self.database}
+        return {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "login": self.user,
+            "schema": self.database,
+        }
 
     def psql(self, sql: str) -> str:
         result = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", self.database, "-c", sql],
-            capture_output=True, text=True, timeout=600, check=True,
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                self.database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
         )
         return result.stdout
