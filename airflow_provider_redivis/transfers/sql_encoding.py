@@ -54,11 +54,13 @@ class EncodeStats:
     has_quoted_newlines: bool = False
     #: ``\n`` bytes seen in COPY output (rows + header + line breaks inside fields).
     newlines: int = 0
+    #: The rows the server says its COPY wrote (its command tag), when it says.
+    server_rows: int | None = None
 
-    def settle_copy(self, rowcount: int | None) -> None:
+    def settle_copy(self) -> None:
         """After a COPY: the rows the server counted; any ``\n`` beyond one per line was inside a field."""
-        if rowcount is not None and rowcount >= 0:
-            self.rows = rowcount
+        if self.server_rows is not None and self.server_rows >= 0:
+            self.rows = self.server_rows
         else:
             self.rows = max(0, self.newlines - 1)
         if self.newlines > self.rows + 1:
@@ -256,29 +258,33 @@ def csv_blocks(
         yield block
 
 
-def copy_csv_blocks(chunks: Iterator[bytes], stats: EncodeStats) -> Iterator[bytes]:
-    """PostgreSQL's own ``COPY ... TO STDOUT (FORMAT csv, HEADER)`` output, counted on the way through.
+def copy_csv_blocks(chunks: Iterator[Any], stats: EncodeStats) -> Iterator[bytes]:
+    """PostgreSQL's own ``COPY ... TO STDOUT (FORMAT csv, HEADER)`` output, gathered into blocks.
 
-    ``\\n`` bytes are counted on the way (see :meth:`EncodeStats.settle_copy`); a ``\\r`` can only be data.
+    The driver hands over one row at a time, so the work per row is an append; ``\\n`` bytes are
+    counted per block (see :meth:`EncodeStats.settle_copy`); a ``\\r`` can only be data.
     """
-    pending: list[bytes] = []
+    pending: list[Any] = []
     held = 0
-    for chunk in chunks:
-        data = bytes(chunk)
-        stats.newlines += data.count(b"\n")
-        if not stats.has_quoted_newlines and b"\r" in data:
-            stats.has_quoted_newlines = True
-        pending.append(data)
-        held += len(data)
-        if held >= BLOCK_SIZE:
-            block = b"".join(pending)
-            stats.bytes += len(block)
-            yield block
-            pending, held = [], 0
-    if pending:
+
+    def gather() -> bytes:
         block = b"".join(pending)
+        pending.clear()
+        stats.newlines += block.count(b"\n")
+        if not stats.has_quoted_newlines and b"\r" in block:
+            stats.has_quoted_newlines = True
         stats.bytes += len(block)
-        yield block
+        return block
+
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= BLOCK_SIZE:
+            yield gather()
+            held = 0
+    if pending:
+        yield gather()
+    stats.settle_copy()
 
 
 # -- Parquet ---------------------------------------------------------------------------------------------

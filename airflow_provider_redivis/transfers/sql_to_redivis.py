@@ -92,6 +92,48 @@ def default_staging_path(context: Any, file_format: str) -> Path:
     )
 
 
+def _psycopg_copy_chunks(conn: Any, copy_sql: str, stats: EncodeStats) -> Iterator[bytes]:
+    """``COPY ... TO STDOUT`` on a psycopg (3) connection, through its libpq handle, in ~1 MiB pieces.
+
+    libpq hands COPY data over one row at a time, so the Python around each row is what costs: staging
+    500,000 rows through psycopg's ``Copy`` iterator took 1.2 s where this loop took 0.5 s and ``psql``'s
+    ``\\copy`` 0.35 s (one measurement on the shared 2-core machine). Errors (a bad query, one that fails
+    halfway) come back as psycopg's own exceptions.
+    """
+    from psycopg import errors, pq
+
+    encoding = conn.info.encoding
+    pgconn = conn.pgconn
+    pgconn.send_query(copy_sql.encode(encoding))
+    result = pgconn.get_result()
+    if result is None or result.status != pq.ExecStatus.COPY_OUT:
+        while pgconn.get_result() is not None:
+            pass
+        raise errors.error_from_result(result, encoding=encoding)
+    get = pgconn.get_copy_data
+    pending: list[Any] = []
+    append = pending.append
+    held = 0
+    while True:
+        size, data = get(0)
+        if size < 0:
+            break  # -1: the COPY ended (or failed: the result says which)
+        append(data)
+        held += size
+        if held >= 1024 * 1024:
+            yield b"".join(pending)
+            pending.clear()
+            held = 0
+    result = pgconn.get_result()
+    while pgconn.get_result() is not None:
+        pass
+    if result is None or result.status != pq.ExecStatus.COMMAND_OK:
+        raise errors.error_from_result(result, encoding=encoding)
+    if pending:
+        yield b"".join(pending)
+    stats.server_rows = result.command_tuples
+
+
 class _Cancelled(RedivisError):
     """on_kill while the query was being written."""
 
@@ -342,13 +384,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         cursor = conn.cursor()
         cursor.execute("SET TIME ZONE 'UTC'")
         if self._driver(conn) == "psycopg":
-
-            def chunks() -> Iterator[bytes]:
-                with cursor.copy(copy_sql) as copy:
-                    yield from copy
-                stats.settle_copy(cursor.rowcount)
-
-            return copy_csv_blocks(chunks(), stats)
+            return copy_csv_blocks(_psycopg_copy_chunks(conn, copy_sql, stats), stats)
         return self._psycopg2_copy_blocks(cursor, copy_sql, stats)
 
     def _psycopg2_copy_blocks(self, cursor: Any, copy_sql: str, stats: EncodeStats) -> Iterator[bytes]:
@@ -360,15 +396,31 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         stop = threading.Event()
 
         class _Writer:
+            """psycopg2 writes one row per call: gather them, hand over about a MiB at a time."""
+
+            def __init__(self) -> None:
+                self.parts: list[bytes] = []
+                self.held = 0
+
             def write(self, data: Any) -> int:
                 if stop.is_set():
                     raise InterruptedError("the consumer stopped")
-                handoff.put(bytes(data) if not isinstance(data, str) else data.encode("utf-8"))
+                self.parts.append(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+                self.held += len(data)
+                if self.held >= 1024 * 1024:
+                    self.flush()
                 return len(data)
+
+            def flush(self) -> None:
+                if self.parts:
+                    handoff.put(b"".join(self.parts))
+                    self.parts, self.held = [], 0
 
         def run() -> None:
             try:
-                cursor.copy_expert(copy_sql, _Writer(), size=1024 * 1024)
+                writer = _Writer()
+                cursor.copy_expert(copy_sql, writer, size=1024 * 1024)
+                writer.flush()
                 handoff.put(None)
             except BaseException as exc:
                 handoff.put(exc)
@@ -390,7 +442,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                     while True:
                         handoff.get_nowait()
                 thread.join(timeout=30)
-            stats.settle_copy(cursor.rowcount)
+            stats.server_rows = cursor.rowcount
 
         return copy_csv_blocks(chunks(), stats)
 

@@ -110,7 +110,8 @@ class StreamReader(io.RawIOBase):
             raise io.UnsupportedOperation("read the stream in bounded pieces: read(n)")
         self._fill(self._position + size)
         start = self._position - self._base
-        data = bytes(self._buffer[start : start + size])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[start : start + size])  # one copy, not a slice and then a copy
         self._position += len(data)
         return data
 

@@ -131,7 +131,9 @@ class PostgresCluster:
             ],
             capture_output=True,
             text=True,
-            timeout=600,
-            check=True,
+            timeout=3600,
+            check=False,
         )
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout

@@ -505,3 +505,59 @@ def test_streamed_if_exists(
     while upload["status"] != "completed" and time.monotonic() < deadline:
         time.sleep(0.05)
         (upload,) = redivis_conn.list_uploads(TABLE)
+
+
+class Psycopg2Operator(SqlToRedivisOperator):
+    """The same operator on a psycopg2 connection (PostgresHook picks psycopg 3 where it is installed)."""
+
+    uri = ""
+
+    def get_db_hook(self) -> Any:
+        import psycopg2
+
+        uri = self.uri
+
+        class Psycopg2Hook:
+            def get_conn(self) -> Any:
+                return psycopg2.connect(uri)
+
+        return Psycopg2Hook()
+
+
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+@pytest.mark.parametrize(
+    ("copy", "expected"), [(None, PG_COPY_CSV), (False, PG_CURSOR_CSV)], ids=["copy", "cursor"]
+)
+def test_postgres_through_psycopg2(
+    typed_pg: PostgresCluster,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    mode: str,
+    copy: bool | None,
+    expected: str,
+) -> None:
+    pytest.importorskip("psycopg2")
+    Psycopg2Operator.uri = typed_pg.uri
+    op = Psycopg2Operator(
+        task_id="to_redivis", table=TABLE, poll_interval=0.05, sql=PG_QUERY, conn_id="unused", mode=mode,
+        postgres_copy=copy,
+    )  # fmt: skip
+    result = op.execute(task_context)
+    assert stored(redivis_conn) == expected.encode()
+    assert result["numRows"] == 3
+    assert only_upload(redivis_conn)["hasQuotedNewlines"] is True
+    assert task_context["ti"].xcoms["redivis_sql_rows"] == 3
+
+
+def test_psycopg2_query_error_creates_nothing(
+    typed_pg: PostgresCluster, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    psycopg2 = pytest.importorskip("psycopg2")
+    Psycopg2Operator.uri = typed_pg.uri
+    for mode in ("staged", "streamed"):
+        op = Psycopg2Operator(
+            task_id="to_redivis", table=TABLE, sql="SELECT * FROM nope", conn_id="unused", mode=mode
+        )
+        with pytest.raises(psycopg2.errors.UndefinedTable):
+            op.execute(task_context)
+    assert redivis_calls(redivis_conn) == []
