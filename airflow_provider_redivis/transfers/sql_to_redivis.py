@@ -30,6 +30,7 @@ import requests
 import tenacity
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseHook
 
+from airflow_provider_redivis.checkpoint_store import checkpoint_store_for
 from airflow_provider_redivis.errors import (
     RedivisConfigError,
     RedivisConflictError,
@@ -586,7 +587,25 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                 log.warning("Could not delete the staged file %s (%s)", victim, exc)
         log.info("Deleted the staged file %s", path)
 
+    def _skip_early(self, context: Any) -> dict[str, Any] | None:
+        """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too."""
+        if self.if_exists != "skip" or checkpoint_store_for(context).load() is not None:
+            return None
+        table = validate_table_reference(self.table)
+        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
+        if not hook.upload_exists(table, str(self.upload_name)):
+            return None
+        log.info(
+            "Upload %r exists in %s; if_exists='skip' runs no query and sends nothing",
+            self.upload_name,
+            table,
+        )
+        return summarize_upload(hook.get_upload(table, str(self.upload_name)))
+
     def _execute_staged(self, context: Any) -> dict[str, Any]:
+        skipped = self._skip_early(context)
+        if skipped is not None:
+            return skipped
         path = self._staged_path(context)
         marker = self._complete_staged(path)
         if marker is not None:

@@ -561,3 +561,42 @@ def test_psycopg2_query_error_creates_nothing(
         with pytest.raises(psycopg2.errors.UndefinedTable):
             op.execute(task_context)
     assert redivis_calls(redivis_conn) == []
+
+
+def test_staged_skip_runs_no_query_when_the_upload_exists(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    make_sqlite(sqlite_db)
+    operator(sql="SELECT i FROM t", conn_id="lite_test").execute(task_context)
+    caplog.set_level(logging.INFO)
+    result = operator(sql="SELECT * FROM missing_table", conn_id="lite_test", if_exists="skip").execute(
+        {"ti": FakeTI(), "task_state_store": DictStateStore()}
+    )
+    assert "runs no query" in caplog.text
+    assert result["name"] == NAME
+    assert stored(redivis_conn).startswith(b"i\n")
+
+
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+def test_bind_parameters_on_both_databases(
+    typed_pg: PostgresCluster,
+    pg_conn: str,
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    mode: str,
+) -> None:
+    make_sqlite(sqlite_db)
+    operator(
+        sql="SELECT i, t FROM typed WHERE i = %(i)s", parameters={"i": 1}, conn_id=pg_conn, mode=mode,
+        upload_name="pg.csv",
+    ).execute(task_context)  # fmt: skip
+    assert stored(redivis_conn, "pg.csv") == b"i,t\n1,plain\n"  # parameters: the cursor path, not COPY
+    operator(
+        sql="SELECT i, t FROM t WHERE i = ?", parameters=[2], conn_id="lite_test", mode=mode,
+        upload_name="lite.csv",
+    ).execute({"ti": FakeTI(), "task_state_store": DictStateStore()})  # fmt: skip
+    assert stored(redivis_conn, "lite.csv") == b'i,t\n2,""\n'

@@ -3,7 +3,8 @@
 One DAG run holds three tasks, one after the other:
 
 - ``streamed``: the rows go straight into a session of unknown size; the network is cut once in the
-  middle of a request and the engine resumes within the try (seeking back in the stream reader);
+  middle of a request and the engine resumes within the try (seeking back in the stream reader); the
+  wait for Redivis's processing is deferred to the triggerer;
 - ``stage_killed``: try 1 dies while the rows are being written (its cursor raises), try 2 writes
   them again and uploads them;
 - ``upload_killed``: try 1 writes the file, then loses the network for good mid-upload; try 2 finds
@@ -84,7 +85,9 @@ COMMON = dict(
 )
 
 with DAG(dag_id="sql_dag", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
-    streamed = SqlToRedivisOperator(task_id="streamed", sql={small_sql!r}, mode="streamed", **COMMON)
+    streamed = SqlToRedivisOperator(
+        task_id="streamed", sql={small_sql!r}, mode="streamed", deferrable=True, **COMMON
+    )
     stage_killed = DiesWhileStaging(
         task_id="stage_killed", sql={small_sql!r}, postgres_copy=False, fetch_size=1000, **COMMON
     )
