@@ -600,3 +600,32 @@ def test_bind_parameters_on_both_databases(
         upload_name="lite.csv",
     ).execute({"ti": FakeTI(), "task_state_store": DictStateStore()})  # fmt: skip
     assert stored(redivis_conn, "lite.csv") == b'i,t\n2,""\n'
+
+
+def test_staging_on_object_storage(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An ObjectStoragePath (here file://; s3:// and gs:// go through the same fsspec calls)."""
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    make_sqlite(sqlite_db)
+    where = f"file://{tmp_path}/bucket"
+    staged = ObjectStoragePath(f"{where}/run/out.csv")
+    op = operator(sql="SELECT * FROM t ORDER BY i IS NULL, i", conn_id="lite_test", staging_path=staged)
+    redivis_conn.add_fault(
+        Fault("status", origin="session", status=400, times=1)
+    )  # try 1 fails after staging
+    with pytest.raises(AirflowFailException):
+        op.execute(task_context)
+    assert staged.exists()
+    assert ObjectStoragePath(f"{where}/run/out.csv{MARKER_SUFFIX}").exists()
+    assert staged.read_bytes() == SQLITE_CSV.encode()
+    caplog.set_level(logging.INFO)
+    op.execute({"ti": FakeTI(), "task_state_store": DictStateStore()})  # a cleared task: reuses the file
+    assert "Reusing the complete staged file" in caplog.text
+    assert stored(redivis_conn) == SQLITE_CSV.encode()
+    assert not staged.exists()
