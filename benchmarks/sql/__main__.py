@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="redivis-sql-bench-", dir=args.tmp))
     root.chmod(0o755)  # the cluster's directory below belongs to the postgres user when run as root
     pg = PostgresCluster(bin_dir, root / "pg").start()
-    command = "python -m benchmarks.sql " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.sql " + shlex.join(sys.argv[1:] if argv is None else argv)
     results: list[dict[str, Any]] = []
     started_at = datetime.now(timezone.utc)
     load_before = load_average()
