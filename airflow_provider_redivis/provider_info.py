@@ -120,6 +120,14 @@ PROVIDER_INFO: dict[str, Any] = {
     "sensors": [
         {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.sensors.upload"]}
     ],
+    # SqlToRedivisOperator; "Common SQL" is the integration apache-airflow-providers-common-sql declares.
+    "transfers": [
+        {
+            "source-integration-name": "Common SQL",
+            "target-integration-name": INTEGRATION,
+            "python-module": "airflow_provider_redivis.transfers.sql_to_redivis",
+        }
+    ],
     "triggers": [
         {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.triggers.upload"]}
     ],

@@ -1,0 +1,200 @@
+"""SqlToRedivisOperator in real Airflow (``dag.test()``, real retries, the real checkpoint store).
+
+One DAG run holds three tasks, one after the other:
+
+- ``streamed``: the rows go straight into a session of unknown size; the network is cut once in the
+  middle of a request and the engine resumes within the try (seeking back in the stream reader); the
+  wait for Redivis's processing is deferred to the triggerer;
+- ``stage_killed``: try 1 dies while the rows are being written (its cursor raises), try 2 writes
+  them again and uploads them;
+- ``upload_killed``: try 1 writes the file, then loses the network for good mid-upload; try 2 finds
+  the complete staged file, does not run the query again (a sequence counts the runs), resumes the
+  session from its checkpoint, and waits deferred.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
+from tests.transfers.postgres_cluster import PostgresCluster
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+TABLE = "test_owner.test_dataset.test_table"
+CONN_EXTRA = {"max_attempts": 3, "max_retry_seconds": 10, "read_timeout": 3, "connect_timeout": 2}
+
+DAG = '''
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+
+ADMIN = {admin!r}
+FLAG = Path({flag!r})
+
+
+def clear_faults(context):
+    request = urllib.request.Request(ADMIN + "/_emulator/faults", method="DELETE")
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the test's emulator on 127.0.0.1
+
+
+class FailingCursor:
+    def __init__(self, cursor, after):
+        self._cursor, self._left = cursor, after
+
+    def fetchmany(self, size):
+        if self._left == 0:
+            raise ConnectionResetError("the worker died while writing the rows")
+        self._left -= 1
+        return self._cursor.fetchmany(size)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class DiesWhileStaging(SqlToRedivisOperator):
+    """Try 1's cursor fails after 5 batches: a worker that dies halfway through the query."""
+
+    def open_cursor(self, conn):
+        cursor = super().open_cursor(conn)
+        if FLAG.exists():
+            return cursor
+        FLAG.write_text("try 1 died here")
+        return FailingCursor(cursor, 5)
+
+
+COMMON = dict(
+    conn_id="db_test",
+    table={table!r},
+    staging_path={staging!r} + "/{{{{ ti.task_id }}}}.csv",
+    poll_interval=0.2,
+    retries=1,
+    retry_delay=timedelta(seconds=1),
+    chunk_size=256 * 1024,
+)
+
+with DAG(dag_id="sql_dag", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+    streamed = SqlToRedivisOperator(
+        task_id="streamed", sql={small_sql!r}, mode="streamed", deferrable=True, **COMMON
+    )
+    stage_killed = DiesWhileStaging(
+        task_id="stage_killed", sql={small_sql!r}, postgres_copy=False, fetch_size=1000, **COMMON
+    )
+    upload_killed = SqlToRedivisOperator(
+        task_id="upload_killed", sql={big_sql!r}, deferrable=True, on_retry_callback=clear_faults, **COMMON
+    )
+    streamed >> stage_killed >> upload_killed
+'''
+
+SMALL_ROWS = 60000
+BIG_ROWS = 150000
+
+
+def small_expected() -> bytes:
+    return ("id,label\n" + "".join(f"{g},row {g}\n" for g in range(1, SMALL_ROWS + 1))).encode()
+
+
+def big_expected() -> bytes:
+    lines = (f"{g},{hashlib.md5(str(g).encode()).hexdigest()}\n" for g in range(1, BIG_ROWS + 1))
+    return ("id,label\n" + "".join(lines)).encode()
+
+
+def run(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path, db_conn: dict, small_sql: str, big_sql: str):
+    staging = tmp_path / "staging"
+    dag_file = home.write_dag(
+        "sql_dag",
+        DAG.format(
+            admin=emu.base_url,
+            flag=str(tmp_path / "try1.flag"),
+            table=TABLE,
+            staging=str(staging),
+            small_sql=small_sql,
+            big_sql=big_sql,
+        ),
+    )
+    # Cut once inside the streamed task's second request (the engine resumes within the try), and cut
+    # for good once the big upload passes 3 MiB (only it gets there): its try 1 gives up.
+    emu.add_fault(Fault("reset", origin="session", at_offset=300_000, times=1))
+    emu.add_fault(Fault("reset", origin="session", at_offset=3 * 1024 * 1024, times=None))
+    connections = {
+        "redivis_default": redivis_connection(emu.base_url, emu.token, **CONN_EXTRA),
+        "db_test": db_conn,
+    }
+    result = home.dag_test(dag_file, "sql_dag", connections=connections, timeout=300)
+    assert result.succeeded, result.output[-8000:]
+    stored = {u["name"]: u for u in emu.list_uploads(TABLE)}
+    assert sorted(stored) == ["stage_killed.csv", "streamed.csv", "upload_killed.csv"]
+    assert all(u["status"] == "completed" for u in stored.values()), stored
+    assert emu.upload_bytes_path(TABLE, "streamed.csv").read_bytes() == small_expected()
+    assert emu.upload_bytes_path(TABLE, "stage_killed.csv").read_bytes() == small_expected()
+    assert emu.upload_bytes_path(TABLE, "upload_killed.csv").read_bytes() == big_expected()
+    assert stored["upload_killed.csv"]["numRows"] == BIG_ROWS
+    # The streamed task's cut was resumed inside its try: no retry of that task, one temp upload each.
+    assert "asking the server what it holds" in result.output
+    temp_uploads = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
+    assert len(temp_uploads) == 1
+    assert "the worker died while writing the rows" in result.output
+    assert "Reusing the complete staged file" in result.output
+    assert "Resuming Redivis upload session" in result.output
+    assert list(staging.iterdir()) == []  # every staged file and marker deleted after success
+    assert emu.token not in result.output
+    return result
+
+
+@pytest.fixture
+def emulator(tmp_path: Path):
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05) as emu:
+        yield emu
+
+
+def test_postgres_staged_and_streamed_with_kills_and_retries_airflow3(
+    tmp_path: Path, emulator: RedivisEmulator, postgres: PostgresCluster
+) -> None:
+    postgres.psql("DROP SEQUENCE IF EXISTS big_runs; CREATE SEQUENCE big_runs;")
+    small = "SELECT g AS id, 'row ' || g AS label FROM generate_series(1, 60000) AS g ORDER BY g"
+    big = (
+        "WITH run AS (SELECT nextval('big_runs') AS n) "
+        "SELECT g AS id, md5(g::text) AS label FROM run, generate_series(1, 150000) AS g ORDER BY g"
+    )
+    home = AirflowHome(tmp_path / "airflow")
+    run(home, emulator, tmp_path, postgres.airflow_connection(), small, big)
+    assert postgres.psql("SELECT last_value FROM big_runs").strip() == "1"  # the query ran once
+    assert home.query("SELECT * FROM task_state_store") == []  # checkpoints deleted on success
+
+
+def test_sqlite_staged_and_streamed_with_kills_and_retries_airflow2(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    python = airflow2_python()
+    if python is None:
+        pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    database = tmp_path / "source.db"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE small (id INTEGER, label TEXT)")
+        db.executemany("INSERT INTO small VALUES (?, ?)", [(g, f"row {g}") for g in range(1, SMALL_ROWS + 1)])
+        db.execute("CREATE TABLE big (id INTEGER, label TEXT)")
+        db.executemany(
+            "INSERT INTO big VALUES (?, ?)",
+            [(g, hashlib.md5(str(g).encode()).hexdigest()) for g in range(1, BIG_ROWS + 1)],
+        )
+    home = AirflowHome(tmp_path / "airflow2", python=python)
+    run(
+        home,
+        emulator,
+        tmp_path,
+        {"conn_type": "sqlite", "host": str(database)},
+        "SELECT id, label FROM small ORDER BY id",
+        "SELECT id, label FROM big ORDER BY id",
+    )
+    assert home.query("SELECT key FROM variable") == []  # the fallback checkpoint deleted on success
