@@ -1,0 +1,535 @@
+"""One upload, from checkpoint to created upload: plain Python, no Airflow import.
+
+:class:`UploadJob` owns the order of things: load the checkpoint, open (or resume) the session on the
+chosen transport, send the bytes, then create the upload once or attach to the one this session
+already created. The operator wires Airflow to it (context, XCom, deferral, failing for good).
+
+An upload is attached to only when this session can be shown to have created it: same name, same
+size, the md5 Redivis reports equal to the one the upload server reported for this session's bytes,
+created after this session was, and, where Redivis names it ("already used by upload 123"), the
+same id. Redivis's upload resource echoes neither ``resumableUploadId`` nor ``tempUploadId``, so
+that is the strongest tie there is. Anything else under the name is another task's: a conflict.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from airflow_provider_redivis.checkpoint import (
+    TRANSPORTS,
+    CheckpointUnreadableError,
+    UploadCheckpoint,
+    UploadPhase,
+)
+from airflow_provider_redivis.checkpoint_store import BackgroundWriter
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConfigError,
+    RedivisConflictError,
+    RedivisError,
+    RedivisNotFoundError,
+    ResumableSessionExpiredError,
+    UploadIntegrityError,
+)
+from airflow_provider_redivis.sealing import SessionUrlSeal
+from airflow_provider_redivis.upload_protocol import redact_session_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+    from airflow_provider_redivis.resumable import ResumableSession
+    from airflow_provider_redivis.sources import UploadSource
+
+log = logging.getLogger(__name__)
+
+IF_EXISTS = ("fail", "replace", "skip")
+#: Clocks of Redivis and the worker may differ this much when an upload's ``createdAt`` is compared.
+CLOCK_SKEW = timedelta(minutes=5)
+#: How long an upload Redivis says exists may take to show under its name.
+VISIBILITY_WAIT = 30.0
+#: Creation requests one try sends at most (the first, and one after each lost answer).
+MAX_CREATE_POSTS = 3
+_USED_BY = re.compile(r"already used by upload\s+['\"]?([\w-]+)", re.IGNORECASE)
+
+
+def collision_hint(name: str) -> str:
+    return (
+        f"Two tasks may be loading files with the same name {name!r} into this table (mapped tasks loading "
+        "east/sales.csv and west/sales.csv both default to 'sales.csv'): give each its own upload_name, e.g. "
+        "upload_name=\"{{ ti.map_index }}_sales.csv\". Or set if_exists='replace' to overwrite, 'skip' to keep it."
+    )
+
+
+@dataclass
+class UploadSpec:
+    """What to upload where, and how; the upload options go to Redivis as they are."""
+
+    table: str
+    name: str
+    upload_type: str | None = None
+    transport: str = "resumable_upload"
+    if_exists: str = "fail"
+    chunk_size: int | None = None
+    checksum: str | None = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise RedivisConfigError(
+                f"transport must be one of {', '.join(TRANSPORTS)}; got {self.transport!r}."
+            )
+        if self.if_exists not in IF_EXISTS:
+            raise RedivisConfigError(
+                f"if_exists must be one of {', '.join(IF_EXISTS)}; got {self.if_exists!r}."
+            )
+
+
+@dataclass
+class JobResult:
+    upload: dict[str, Any]
+    #: True when an existing upload was returned under if_exists='skip' (nothing was sent).
+    skipped: bool = False
+
+
+class UploadJob:
+    """Checkpoint → session → transfer → attach-or-create, for one source and one task instance.
+
+    :param report: called with ``("session_id", id)`` and ``("offset", n)`` as the transfer advances
+        (the operator pushes them to XCom); later calls come from the checkpoint writer's thread.
+    """
+
+    def __init__(
+        self,
+        hook: RedivisHook,
+        store: CheckpointStore,
+        spec: UploadSpec,
+        source: UploadSource,
+        *,
+        report: Callable[[str, Any], None] | None = None,
+        visibility_wait: float = VISIBILITY_WAIT,
+    ) -> None:
+        self.hook = hook
+        self.store = store
+        self.spec = spec
+        self.source = source
+        self.seal = SessionUrlSeal(hook.settings.token)
+        self._report = report or (lambda _key, _value: None)
+        self.visibility_wait = visibility_wait
+        self._session: ResumableSession | None = None
+
+    # -- the store ------------------------------------------------------------------------------
+
+    def save(self, checkpoint: UploadCheckpoint) -> None:
+        self.store.save(checkpoint.to_json(self.seal))
+
+    def forget(self) -> None:
+        """Delete the checkpoint: the upload is done, or the next try must start clean."""
+        self.store.delete()
+
+    def cancel(self) -> None:
+        if self._session is not None:
+            self._session.cancel()
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def run(self) -> JobResult:
+        checkpoint = self.usable_checkpoint()
+        if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+            return JobResult(self.attach_or_create(checkpoint))
+        if checkpoint is None:
+            existing = self.resolve_existing()
+            if existing is not None:
+                self.forget()
+                return JobResult(existing, skipped=True)
+        checkpoint = self.transfer(checkpoint)
+        return JobResult(self.attach_or_create(checkpoint))
+
+    def usable_checkpoint(self) -> UploadCheckpoint | None:
+        """The stored checkpoint if this try may resume from it; otherwise None, with the reason logged."""
+        raw = self.store.load()
+        if raw is None:
+            return None
+        try:
+            checkpoint = UploadCheckpoint.from_json(raw, self.seal)
+        except CheckpointUnreadableError as exc:
+            log.warning("Starting a new upload session from byte 0: the checkpoint cannot be read (%s)", exc)
+            return None
+        spec = self.spec
+        if (checkpoint.table, checkpoint.upload_name, checkpoint.transport) != (
+            spec.table,
+            spec.name,
+            spec.transport,
+        ):
+            log.warning(
+                "Starting a new upload session from byte 0: the checkpoint is for %s/%s over %s, this try uploads "
+                "%s/%s over %s",
+                checkpoint.table,
+                checkpoint.upload_name,
+                checkpoint.transport,
+                spec.table,
+                spec.name,
+                spec.transport,
+            )
+            return None
+        if checkpoint.fingerprint != self.source.fingerprint():
+            log.warning(
+                "Starting a new upload session from byte 0: the source changed since the last try "
+                "(size %d → %d); resuming would splice two versions of the file",
+                checkpoint.fingerprint.size,
+                self.source.size,
+            )
+            return None
+        if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+            return checkpoint  # the bytes are with Redivis already: the session's age no longer matters
+        if checkpoint.session_expired():
+            log.warning(
+                "Starting a new upload session from byte 0: session %s was created at %s and has expired",
+                checkpoint.session_id,
+                checkpoint.created_at.isoformat(),
+            )
+            return None
+        return checkpoint
+
+    def resolve_existing(self) -> dict[str, Any] | None:
+        """Apply ``if_exists`` before anything is sent; return the upload to report when skipping."""
+        table, name = self.spec.table, self.spec.name
+        if not self.hook.upload_exists(table, name):
+            return None
+        if self.spec.if_exists == "skip":
+            log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
+            return self.hook.get_upload(table, name)
+        if self.spec.if_exists == "replace":
+            upload = self.hook.get_upload(table, name)
+            log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
+            self.hook.delete_upload(upload["uri"])
+            return None
+        raise RedivisConflictError(
+            409, f"table {table} already has an upload named {name!r}", hint=collision_hint(name)
+        )
+
+    # -- sessions and bytes ---------------------------------------------------------------------
+
+    def new_session(self) -> UploadCheckpoint:
+        spec, size = self.spec, self.source.size
+        if spec.transport == "temp_upload":
+            temp = self.hook.create_temp_upload(spec.table, size, spec.name)
+            session_id, url = str(temp["id"]), self.hook.start_temp_upload_session(str(temp["url"]), size)
+        else:
+            created = self.hook.create_resumable_upload(spec.table, size)
+            session_id, url = str(created["id"]), str(created["url"])
+        checkpoint = UploadCheckpoint(
+            table=spec.table,
+            upload_name=spec.name,
+            session_id=session_id,
+            session_url=url,
+            total_size=size,
+            fingerprint=self.source.fingerprint(),
+            transport=spec.transport,
+        )
+        self.save(checkpoint)  # before the first byte
+        log.info(
+            "Created Redivis upload session %s (%s, %s) for %d bytes of %s",
+            session_id,
+            spec.transport,
+            redact_session_url(url),
+            size,
+            self.source.display,
+        )
+        return checkpoint
+
+    def session_for(self, checkpoint: UploadCheckpoint) -> ResumableSession:
+        return self.hook.resumable_session(
+            checkpoint.session_url,
+            checkpoint.total_size,
+            chunk_size=self.spec.chunk_size,
+            checksum=self.spec.checksum,
+        )
+
+    def transfer(self, checkpoint: UploadCheckpoint | None) -> UploadCheckpoint:
+        for attempt in (1, 2):
+            if checkpoint is None:
+                checkpoint, offset = self.new_session(), 0
+            else:
+                resumed = self._resume_offset(checkpoint)
+                if resumed is None:
+                    checkpoint = None
+                    continue
+                offset = resumed
+            self._report("session_id", checkpoint.session_id)
+            self._report("offset", offset)
+            try:
+                current, md5 = self._send(checkpoint, offset)
+            except UploadIntegrityError:
+                self.forget()  # that session's object is wrong: the next try starts a new one
+                raise
+            except ResumableSessionExpiredError:
+                if attempt == 2:
+                    raise
+                log.warning(
+                    "Starting a new upload session from byte 0: session %s expired during the transfer",
+                    checkpoint.session_id,
+                )
+                self.forget()
+                checkpoint = None
+                continue
+            done = current.advanced(
+                offset=checkpoint.total_size, phase=UploadPhase.TRANSFERRED, stored_md5=md5
+            )
+            self.save(done)
+            log.info("All %d bytes are with Redivis, proven to be the source's", done.total_size)
+            return done
+        raise ResumableSessionExpiredError("Two upload sessions in a row expired; run the task again.")
+
+    def _resume_offset(self, checkpoint: UploadCheckpoint) -> int | None:
+        try:
+            status = self.session_for(checkpoint).query_status()
+        except ResumableSessionExpiredError:
+            log.warning(
+                "Starting a new upload session from byte 0: session %s is gone on the server (expired or cancelled)",
+                checkpoint.session_id,
+            )
+            return None
+        if status.offset > checkpoint.total_size:
+            log.warning(
+                "Starting a new upload session from byte 0: session %s holds %d bytes, more than the source's %d; "
+                "it is not this source's",
+                checkpoint.session_id,
+                status.offset,
+                checkpoint.total_size,
+            )
+            self.forget()
+            return None
+        # A complete session only lost its last answer: nothing is left to send.
+        offset = checkpoint.total_size if status.complete else status.offset
+        log.info(
+            "Resuming Redivis upload session %s at byte %d of %d",
+            checkpoint.session_id,
+            offset,
+            checkpoint.total_size,
+        )
+        return offset
+
+    def _send(self, checkpoint: UploadCheckpoint, offset: int) -> tuple[UploadCheckpoint, str | None]:
+        """Send from ``offset`` to the end; acknowledged offsets are saved on the writer's thread, never in the way."""
+        progress = _Progress(checkpoint.total_size, offset)
+        current = checkpoint
+
+        def save(update: UploadCheckpoint) -> None:
+            self.save(update)
+            self._report("offset", update.offset)
+
+        with BackgroundWriter(save, "upload checkpoint") as writer:
+
+            def acknowledged(held: int, _total: int | None) -> None:
+                nonlocal current
+                if held == current.offset:
+                    return
+                current = current.advanced(offset=held)
+                writer.submit(current)
+                progress.update(held)
+
+            self._session = self.session_for(checkpoint)
+            try:
+                with self.source.open() as reader:
+                    stored = self._session.upload(
+                        reader, offset, on_progress=acknowledged, check_source=self.source.check_unchanged
+                    )
+            finally:
+                self._session = None
+        return current, stored.hashes.get("md5")
+
+    # -- the upload, once -----------------------------------------------------------------------
+
+    def attach_or_create(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
+        """Create the upload once; attach only to an upload this session provably created."""
+        if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
+            log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
+            return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+        # A creation request of this session may have reached Redivis before (its answer lost).
+        may_exist = checkpoint.phase is UploadPhase.CREATING
+        if may_exist:
+            found = self._lookup(checkpoint)
+            if found is not None:
+                return self._attach(
+                    checkpoint, found, "an earlier try's request to create it lost its answer"
+                )
+        creating = checkpoint.advanced(phase=UploadPhase.CREATING)
+        self.save(creating)
+        for _ in range(MAX_CREATE_POSTS):
+            try:
+                upload = self._post(creating)
+            except (requests.ConnectionError, requests.Timeout):
+                log.warning("The answer to creating upload %r was lost; looking for it", creating.upload_name)
+                may_exist = True
+                found = self._lookup(creating)
+                if found is not None:
+                    return self._attach(creating, found, "the answer to creating it was lost")
+                continue  # not there (yet): ask again; Redivis refuses a second upload of this session
+            except RedivisAPIError as exc:
+                used_by = _used_by(exc)
+                if used_by is not None or _already_used(exc):
+                    # "This session's upload already exists": find it, giving it time to show.
+                    found = self._await_visible(creating, used_by)
+                    return self._attach(creating, found, "Redivis says this session's upload exists", used_by)
+                if exc.status == 409:
+                    # Our own earlier request can hold the name only if one was sent: else it is another's.
+                    found = self._lookup(creating) if may_exist else None
+                    if found is not None:
+                        return self._attach(creating, found, "an earlier request of this session created it")
+                    raise self._collision(creating) from None
+                raise
+            self.save(creating.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
+            log.info("Created upload %s", upload.get("uri"))
+            return upload
+        raise RedivisError(
+            f"Creating upload {creating.upload_name!r} lost its answer {MAX_CREATE_POSTS} times; the next try looks "
+            "for it before asking again."
+        )
+
+    def _post(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
+        temp = checkpoint.transport == "temp_upload"
+        return self.hook.create_upload(
+            checkpoint.table,
+            name=checkpoint.upload_name,
+            upload_type=self.spec.upload_type,
+            resumable_upload_id=None if temp else checkpoint.session_id,
+            temp_upload_id=checkpoint.session_id if temp else None,
+            **self.spec.options,
+        )
+
+    def _lookup(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
+        try:
+            return self.hook.get_upload(checkpoint.table, checkpoint.upload_name)
+        except RedivisNotFoundError:
+            return None
+
+    def _await_visible(self, checkpoint: UploadCheckpoint, used_by: str | None) -> dict[str, Any]:
+        deadline = time.monotonic() + self.visibility_wait
+        pause = 0.5
+        while True:
+            found = self._lookup(checkpoint)
+            if found is not None:
+                return found
+            if time.monotonic() + pause > deadline:
+                raise RedivisError(
+                    f"Redivis says upload {used_by or checkpoint.upload_name!r} of this session exists, but it did not "
+                    f"show in table {checkpoint.table} within {self.visibility_wait:.0f} s; the next try looks again."
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _attach(
+        self, checkpoint: UploadCheckpoint, upload: dict[str, Any], why: str, used_by: str | None = None
+    ) -> dict[str, Any]:
+        refusal = self._proves_own(checkpoint, upload, used_by)
+        if refusal is not None:
+            raise self._collision(checkpoint, refusal)
+        log.info(
+            "Upload %r (%s) is this session's: %s; attaching", checkpoint.upload_name, upload.get("uri"), why
+        )
+        self.save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
+        return upload
+
+    def _proves_own(
+        self, checkpoint: UploadCheckpoint, upload: dict[str, Any], used_by: str | None
+    ) -> str | None:
+        """None when ``upload`` is tied to this session; else what shows it is another's."""
+        if upload.get("name") != checkpoint.upload_name:
+            return f"its name is {upload.get('name')!r}"
+        if used_by is not None and str(upload.get("id")) != used_by:
+            return f"Redivis says this session made upload {used_by}, not {upload.get('id')}"
+        size = upload.get("size", upload.get("numBytes"))
+        if size is None or int(size) != checkpoint.total_size:
+            return f"it holds {size} bytes, this source {checkpoint.total_size}"
+        theirs, ours = _md5_bytes(upload.get("hash")), _md5_bytes(checkpoint.stored_md5)
+        if theirs is not None and ours is not None and theirs != ours:
+            return "its md5 differs from this session's bytes"
+        created = _timestamp(upload.get("createdAt"))
+        if created is not None and created < checkpoint.created_at - CLOCK_SKEW:
+            return f"it was created at {created.isoformat()}, before this session ({checkpoint.created_at.isoformat()})"
+        return None
+
+    def _collision(self, checkpoint: UploadCheckpoint, refusal: str | None = None) -> RedivisConflictError:
+        self.forget()  # never resume into someone else's upload: the next try starts clean
+        reason = f" ({refusal})" if refusal else ""
+        return RedivisConflictError(
+            409,
+            f"table {checkpoint.table} already has an upload named {checkpoint.upload_name!r} that this task did not "
+            f"create{reason}; it was left as it is and nothing was created",
+            hint=collision_hint(checkpoint.upload_name),
+        )
+
+
+def _already_used(exc: RedivisAPIError) -> bool:
+    return exc.status in (400, 409) and "already used" in (exc.message or "").lower()
+
+
+def _used_by(exc: RedivisAPIError) -> str | None:
+    match = _USED_BY.search(exc.message or "") if exc.status in (400, 409) else None
+    return match.group(1) if match else None
+
+
+def _md5_bytes(value: object) -> bytes | None:
+    """An md5 as hex or base64, as bytes; None when it is neither."""
+    if not isinstance(value, str) or not value:
+        return None
+    if re.fullmatch(r"[0-9a-fA-F]{32}", value):
+        return bytes.fromhex(value)
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == 16 else None
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Redivis's ``createdAt``: milliseconds since the epoch (or an ISO text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+class _Progress:
+    """Task-log progress at a readable pace: about every 10 % or every 30 s."""
+
+    def __init__(self, total: int, start: int) -> None:
+        self.total = total
+        self.start_offset = start
+        self.started = time.monotonic()
+        self.last_logged = self.started
+        self.last_percent_step = start * 10 // total if total else 10
+
+    def update(self, offset: int) -> None:
+        now = time.monotonic()
+        step = offset * 10 // self.total
+        if step == self.last_percent_step and now - self.last_logged < 30 and offset < self.total:
+            return
+        self.last_percent_step, self.last_logged = step, now
+        elapsed = max(now - self.started, 1e-6)
+        rate = (offset - self.start_offset) / elapsed
+        eta = (self.total - offset) / rate if rate > 0 else float("inf")
+        log.info(
+            "Uploaded %.1f of %.1f MiB (%.0f%%) at %.1f MiB/s, ETA %s",
+            offset / 2**20,
+            self.total / 2**20,
+            100 * offset / self.total,
+            rate / 2**20,
+            f"{eta:.0f} s" if eta != float("inf") else "unknown",
+        )
