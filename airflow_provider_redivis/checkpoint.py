@@ -55,6 +55,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _aware(text: Any) -> Any:
+    if text is None:
+        return None
+    when = datetime.fromisoformat(str(text))
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class UploadCheckpoint:
     table: str
@@ -71,6 +78,9 @@ class UploadCheckpoint:
     #: The md5 the upload server reported for the complete object (base64), once transferred: what ties
     #: an upload Redivis shows under this name to this session's bytes.
     stored_md5: str | None = None
+    #: When this session's first request to create the upload was sent: an upload created before it
+    #: (less clock skew) cannot be this session's.
+    creating_since: datetime | None = None
 
     def advanced(self, **changes: Any) -> UploadCheckpoint:
         return replace(self, **changes)
@@ -98,6 +108,7 @@ class UploadCheckpoint:
             "created_at": self.created_at.isoformat(),
             "upload_uri": self.upload_uri,
             "stored_md5": self.stored_md5,
+            "creating_since": self.creating_since.isoformat() if self.creating_since else None,
             "fingerprint": self.fingerprint.to_json(),
         }
 
@@ -123,9 +134,7 @@ class UploadCheckpoint:
                 session_url = seal.open(str(data["session_url_sealed"]))
             else:
                 session_url = str(data["session_url"])
-            created_at = datetime.fromisoformat(data["created_at"])
-            if created_at.tzinfo is None:
-                created_at = created_at.replace(tzinfo=timezone.utc)
+            created_at = _aware(data["created_at"])
             return cls(
                 table=str(data["table"]),
                 upload_name=str(data["upload_name"]),
@@ -138,6 +147,7 @@ class UploadCheckpoint:
                 upload_uri=data.get("upload_uri"),
                 transport=transport,
                 stored_md5=data.get("stored_md5"),
+                creating_since=_aware(data.get("creating_since")),
                 fingerprint=SourceFingerprint.from_json(data["fingerprint"]),
             )
         except SealBrokenError as exc:

@@ -13,13 +13,10 @@ that is the strongest tie there is. Anything else under the name is another task
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -41,6 +38,13 @@ from airflow_provider_redivis.errors import (
     UploadIntegrityError,
 )
 from airflow_provider_redivis.sealing import SessionUrlSeal
+from airflow_provider_redivis.upload_ownership import (
+    Progress,
+    already_used,
+    collision_hint,
+    refusal_of,
+    used_by_of,
+)
 from airflow_provider_redivis.upload_protocol import redact_session_url
 
 if TYPE_CHECKING:
@@ -54,21 +58,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IF_EXISTS = ("fail", "replace", "skip")
-#: Clocks of Redivis and the worker may differ this much when an upload's ``createdAt`` is compared.
-CLOCK_SKEW = timedelta(minutes=5)
 #: How long an upload Redivis says exists may take to show under its name.
 VISIBILITY_WAIT = 30.0
 #: Creation requests one try sends at most (the first, and one after each lost answer).
 MAX_CREATE_POSTS = 3
-_USED_BY = re.compile(r"already used by upload\s+['\"]?([\w-]+)", re.IGNORECASE)
-
-
-def collision_hint(name: str) -> str:
-    return (
-        f"Two tasks may be loading files with the same name {name!r} into this table (mapped tasks loading "
-        "east/sales.csv and west/sales.csv both default to 'sales.csv'): give each its own upload_name, e.g. "
-        "upload_name=\"{{ ti.map_index }}_sales.csv\". Or set if_exists='replace' to overwrite, 'skip' to keep it."
-    )
 
 
 @dataclass
@@ -322,7 +315,7 @@ class UploadJob:
 
     def _send(self, checkpoint: UploadCheckpoint, offset: int) -> tuple[UploadCheckpoint, str | None]:
         """Send from ``offset`` to the end; acknowledged offsets are saved on the writer's thread, never in the way."""
-        progress = _Progress(checkpoint.total_size, offset)
+        progress = Progress(checkpoint.total_size, offset)
         current = checkpoint
 
         def save(update: UploadCheckpoint) -> None:
@@ -352,49 +345,52 @@ class UploadJob:
     # -- the upload, once -----------------------------------------------------------------------
 
     def attach_or_create(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
-        """Create the upload once; attach only to an upload this session provably created."""
+        """Create the upload once; attach only to an upload this session provably created.
+
+        A try whose predecessor (or its own earlier request) may have created the upload asks again
+        rather than looking by name first: Redivis refuses a second upload of one session with
+        "already used by upload N", the strongest proof there is that the upload is this session's.
+        """
         if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
             log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
             return self.hook.get_upload_by_uri(checkpoint.upload_uri)
         # A creation request of this session may have reached Redivis before (its answer lost).
         may_exist = checkpoint.phase is UploadPhase.CREATING
-        if may_exist:
-            found = self._lookup(checkpoint)
-            if found is not None:
-                return self._attach(
-                    checkpoint, found, "an earlier try's request to create it lost its answer"
-                )
-        creating = checkpoint.advanced(phase=UploadPhase.CREATING)
+        creating = checkpoint.advanced(
+            phase=UploadPhase.CREATING, creating_since=checkpoint.creating_since or datetime.now(timezone.utc)
+        )
         self.save(creating)
         for _ in range(MAX_CREATE_POSTS):
             try:
                 upload = self._post(creating)
             except (requests.ConnectionError, requests.Timeout):
-                log.warning("The answer to creating upload %r was lost; looking for it", creating.upload_name)
+                # It may have been created: asking again is safe, Redivis refuses a second upload of a session.
+                log.warning("The answer to creating upload %r was lost; asking again", creating.upload_name)
                 may_exist = True
-                found = self._lookup(creating)
-                if found is not None:
-                    return self._attach(creating, found, "the answer to creating it was lost")
-                continue  # not there (yet): ask again; Redivis refuses a second upload of this session
+                continue
             except RedivisAPIError as exc:
-                used_by = _used_by(exc)
-                if used_by is not None or _already_used(exc):
+                used_by = used_by_of(exc)
+                if used_by is not None or already_used(exc):
                     # "This session's upload already exists": find it, giving it time to show.
-                    found = self._await_visible(creating, used_by)
-                    return self._attach(creating, found, "Redivis says this session's upload exists", used_by)
+                    return self._attach(
+                        creating,
+                        self._await_visible(creating, used_by),
+                        f"Redivis says this session's upload exists ({exc.message})",
+                        used_by,
+                    )
                 if exc.status == 409:
                     # Our own earlier request can hold the name only if one was sent: else it is another's.
-                    found = self._lookup(creating) if may_exist else None
-                    if found is not None:
-                        return self._attach(creating, found, "an earlier request of this session created it")
+                    holder = self._lookup(creating) if may_exist else None
+                    if holder is not None:
+                        return self._attach(creating, holder, "an earlier request of this session created it")
                     raise self._collision(creating) from None
                 raise
             self.save(creating.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
             log.info("Created upload %s", upload.get("uri"))
             return upload
         raise RedivisError(
-            f"Creating upload {creating.upload_name!r} lost its answer {MAX_CREATE_POSTS} times; the next try looks "
-            "for it before asking again."
+            f"Creating upload {creating.upload_name!r} lost its answer {MAX_CREATE_POSTS} times; the next try asks "
+            "again, and attaches if it was created."
         )
 
     def _post(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
@@ -432,7 +428,7 @@ class UploadJob:
     def _attach(
         self, checkpoint: UploadCheckpoint, upload: dict[str, Any], why: str, used_by: str | None = None
     ) -> dict[str, Any]:
-        refusal = self._proves_own(checkpoint, upload, used_by)
+        refusal = refusal_of(checkpoint, upload, used_by)
         if refusal is not None:
             raise self._collision(checkpoint, refusal)
         log.info(
@@ -440,25 +436,6 @@ class UploadJob:
         )
         self.save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
         return upload
-
-    def _proves_own(
-        self, checkpoint: UploadCheckpoint, upload: dict[str, Any], used_by: str | None
-    ) -> str | None:
-        """None when ``upload`` is tied to this session; else what shows it is another's."""
-        if upload.get("name") != checkpoint.upload_name:
-            return f"its name is {upload.get('name')!r}"
-        if used_by is not None and str(upload.get("id")) != used_by:
-            return f"Redivis says this session made upload {used_by}, not {upload.get('id')}"
-        size = upload.get("size", upload.get("numBytes"))
-        if size is None or int(size) != checkpoint.total_size:
-            return f"it holds {size} bytes, this source {checkpoint.total_size}"
-        theirs, ours = _md5_bytes(upload.get("hash")), _md5_bytes(checkpoint.stored_md5)
-        if theirs is not None and ours is not None and theirs != ours:
-            return "its md5 differs from this session's bytes"
-        created = _timestamp(upload.get("createdAt"))
-        if created is not None and created < checkpoint.created_at - CLOCK_SKEW:
-            return f"it was created at {created.isoformat()}, before this session ({checkpoint.created_at.isoformat()})"
-        return None
 
     def _collision(self, checkpoint: UploadCheckpoint, refusal: str | None = None) -> RedivisConflictError:
         self.forget()  # never resume into someone else's upload: the next try starts clean
@@ -468,68 +445,4 @@ class UploadJob:
             f"table {checkpoint.table} already has an upload named {checkpoint.upload_name!r} that this task did not "
             f"create{reason}; it was left as it is and nothing was created",
             hint=collision_hint(checkpoint.upload_name),
-        )
-
-
-def _already_used(exc: RedivisAPIError) -> bool:
-    return exc.status in (400, 409) and "already used" in (exc.message or "").lower()
-
-
-def _used_by(exc: RedivisAPIError) -> str | None:
-    match = _USED_BY.search(exc.message or "") if exc.status in (400, 409) else None
-    return match.group(1) if match else None
-
-
-def _md5_bytes(value: object) -> bytes | None:
-    """An md5 as hex or base64, as bytes; None when it is neither."""
-    if not isinstance(value, str) or not value:
-        return None
-    if re.fullmatch(r"[0-9a-fA-F]{32}", value):
-        return bytes.fromhex(value)
-    try:
-        digest = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return digest if len(digest) == 16 else None
-
-
-def _timestamp(value: object) -> datetime | None:
-    """Redivis's ``createdAt``: milliseconds since the epoch (or an ISO text)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return None
-
-
-class _Progress:
-    """Task-log progress at a readable pace: about every 10 % or every 30 s."""
-
-    def __init__(self, total: int, start: int) -> None:
-        self.total = total
-        self.start_offset = start
-        self.started = time.monotonic()
-        self.last_logged = self.started
-        self.last_percent_step = start * 10 // total if total else 10
-
-    def update(self, offset: int) -> None:
-        now = time.monotonic()
-        step = offset * 10 // self.total
-        if step == self.last_percent_step and now - self.last_logged < 30 and offset < self.total:
-            return
-        self.last_percent_step, self.last_logged = step, now
-        elapsed = max(now - self.started, 1e-6)
-        rate = (offset - self.start_offset) / elapsed
-        eta = (self.total - offset) / rate if rate > 0 else float("inf")
-        log.info(
-            "Uploaded %.1f of %.1f MiB (%.0f%%) at %.1f MiB/s, ETA %s",
-            offset / 2**20,
-            self.total / 2**20,
-            100 * offset / self.total,
-            rate / 2**20,
-            f"{eta:.0f} s" if eta != float("inf") else "unknown",
         )
