@@ -8,7 +8,7 @@ import posixpath
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, TaskDeferred, conf
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint import TRANSPORTS
@@ -169,6 +169,8 @@ class RedivisResumableUploadOperator(BaseOperator):
             if final:
                 raise AirflowFailException(str(exc)) from exc
             raise
+        except TaskDeferred:
+            raise  # the wait goes on in the triggerer; execute_complete decides
         except BaseException:
             if not store.keep_after_last_try and _is_last_try(context, self):
                 _forget(store, "this was the task's last try")
