@@ -39,13 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from airflow_provider_redivis.emulator import Fault, RedivisEmulator  # noqa: E402
-from tests.e2e.deployment import AirflowDeployment, find_task_processes, wait_for  # noqa: E402
+from tests.e2e.deployment import AirflowDeployment, find_task_processes, log_messages, wait_for  # noqa: E402
 
 DAG_ID = "redivis_load_proof"
 TASK_ID = "upload"
 TABLE = "load_owner.load_dataset.load_table"
 FILES = 16
-FILE_SIZE = 6 * 1024 * 1024 + 12_345
+FILE_SIZE = 12 * 1024 * 1024 + 12_345
 CHUNK = 1024 * 1024
 PARALLELISM = 8
 RUN_TIMEOUT = 1200.0
@@ -187,9 +187,14 @@ def main() -> int:
                 lambda: True if emu.bytes_received("session") >= total // 2 else None,
                 timeout=600,
             )
+            running = [
+                t["map_index"] for t in deployment.task_instances(DAG_ID, run_id) if t["state"] == "running"
+            ]
             api = deployment.services.pop("api-server")
             api.stop()
-            say("stopped the API server")
+            say(
+                f"stopped the API server at {emu.bytes_received('session')} bytes received; running: map indexes {running}"
+            )
             time.sleep(5)
             deployment.start_service("api-server")
             deployment.wait_healthy(timeout=120)
@@ -206,6 +211,24 @@ def main() -> int:
             say(f"the killed task's tries: {[(t['try_number'], t['state']) for t in killed_tries]}")
             if len(killed_tries) < 2:
                 failures.append("the killed task was not retried")
+            else:
+                resumed = [
+                    m
+                    for m in log_messages(
+                        deployment.task_log(
+                            DAG_ID, run_id, TASK_ID, killed_tries[1]["try_number"], map_index=killed[0]
+                        )
+                    )
+                    if m.startswith(("Resuming Redivis upload session", "Starting a new upload session"))
+                ]
+                say(f"the killed task's try {killed_tries[1]['try_number']}: {resumed}")
+            for map_index, try_count, _state in tries:
+                for number in range(1, try_count):
+                    text = deployment.task_log(DAG_ID, run_id, TASK_ID, number, map_index=map_index)
+                    errors = [m for m in log_messages(text) if "Error" in m or "failed" in m.lower()]
+                    say(
+                        f"map index {map_index} try {number} ended with: {(errors or ['(no error logged: killed)'])[-1][:200]}"
+                    )
         finally:
             say("stopping every service")
             deployment.stop()

@@ -155,6 +155,11 @@ class RedivisResumableUploadOperator(BaseOperator):
         if upload_name is not None and not is_template(upload_name):
             validate_upload_name(upload_name)
         self._job: UploadJob | None = None
+        # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
+        # result's XCom, the API server away) leaves it, so the retry attaches to the upload by its uri.
+        given: Any = self.on_success_callback
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [] if given is None else [given]
+        self.on_success_callback = [*callbacks, _delete_checkpoint_after_success]
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -181,8 +186,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         store = checkpoint_store_for(context)
         upload = event.get("upload") or {}
         if event.get("status") == "success" and upload_outcome(upload) is UploadOutcome.COMPLETED:
-            store.delete()
-            return summarize_upload(upload)
+            return summarize_upload(upload)  # the checkpoint goes with the task's success callback
         if upload and upload_outcome(upload) is UploadOutcome.FAILED:
             store.delete()
             raise AirflowFailException(str(upload_failure(upload)))
@@ -271,10 +275,10 @@ class RedivisResumableUploadOperator(BaseOperator):
 
     @staticmethod
     def _conclude(store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
-        store.delete()
         if upload_outcome(upload) is UploadOutcome.FAILED:
+            store.delete()
             raise upload_failure(upload)
-        return summarize_upload(upload)
+        return summarize_upload(upload)  # the checkpoint goes with the task's success callback
 
 
 def _is_last_try(context: Any, task: BaseOperator) -> bool:
@@ -287,6 +291,11 @@ def _is_last_try(context: Any, task: BaseOperator) -> bool:
     if not isinstance(try_number, int) or not isinstance(max_tries, int):
         return False  # cannot tell: keep it, the sweep removes it once stale
     return try_number > max_tries
+
+
+def _delete_checkpoint_after_success(context: Any) -> None:
+    """``on_success_callback``: the task's success is Airflow's now; nothing needs the checkpoint."""
+    _forget(checkpoint_store_for(context), "the task succeeded")
 
 
 def _forget(store: CheckpointStore, why: str) -> None:

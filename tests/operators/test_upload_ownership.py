@@ -209,3 +209,24 @@ def test_airflow2_stale_checkpoints_are_swept_by_the_next_upload(
         "redivis_upload_secret__live_dag__upload__-1__" + "1" * 32,
         "unrelated_variable",
     ]
+
+
+def test_a_failure_after_the_upload_is_done_is_retried_into_success(
+    tmp_path: Path, emulator: RedivisEmulator
+) -> None:
+    """Found by the load proof: try 1 created the upload, then its result could not be saved (the API server
+    was away). The checkpoint must outlive that: try 2 attaches to the upload instead of meeting a conflict."""
+    source = write_source(tmp_path / "after.csv", 2 * CHUNK + 5)
+    after_execute = (
+        "post_execute=lambda context, result=None: "
+        "(_ for _ in ()).throw(RuntimeError('the API server is away')) if context['ti'].try_number == 1 else None"
+    )
+    home = AirflowHome(tmp_path / "airflow")
+    result = run_dag(
+        home, emulator, operator_kwargs=f"source={str(source)!r}, upload_type='stream', {after_execute}"
+    )
+    assert result.succeeded, result.output[-6000:]
+    assert "the API server is away" in result.output
+    assert "was created by an earlier try; attaching to it" in result.output
+    assert_one_exact_upload(emulator, "after.csv", source)
+    assert home.query("SELECT * FROM task_state_store") == []  # gone with the task's success
