@@ -81,6 +81,17 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def last_error(log_text: str) -> str:
+    """The exception a try ended with, from its JSON task log."""
+    found = "(no exception logged: the process was killed, or lost the API server)"
+    for line in log_text.splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            record = json.loads(line)
+            for detail in record.get("error_detail") or []:
+                found = f"{detail.get('exc_type')}: {str(detail.get('exc_value'))[:160]}"
+    return found
+
+
 def seeded_faults(rng: random.Random) -> list[Fault]:
     """Connection cuts at seeded random points, and a few other ways the network fails."""
     chunks_in_all = FILES * (FILE_SIZE // CHUNK + 1)
@@ -225,10 +236,7 @@ def main() -> int:
             for map_index, try_count, _state in tries:
                 for number in range(1, try_count):
                     text = deployment.task_log(DAG_ID, run_id, TASK_ID, number, map_index=map_index)
-                    errors = [m for m in log_messages(text) if "Error" in m or "failed" in m.lower()]
-                    say(
-                        f"map index {map_index} try {number} ended with: {(errors or ['(no error logged: killed)'])[-1][:200]}"
-                    )
+                    say(f"map index {map_index} try {number} ended with: {last_error(text)}")
         finally:
             say("stopping every service")
             deployment.stop()
