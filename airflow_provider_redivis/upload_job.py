@@ -248,7 +248,7 @@ class UploadJob:
             self._report("session_id", checkpoint.session_id)
             self._report("offset", offset)
             try:
-                current, md5 = self._send(checkpoint, offset)
+                current, md5 = self.send(checkpoint, offset)
             except UploadIntegrityError:
                 self.forget()  # that session's object is wrong: the next try starts a new one
                 raise
@@ -299,7 +299,7 @@ class UploadJob:
         )
         return offset
 
-    def _send(self, checkpoint: UploadCheckpoint, offset: int) -> tuple[UploadCheckpoint, str | None]:
+    def send(self, checkpoint: UploadCheckpoint, offset: int) -> tuple[UploadCheckpoint, str | None]:
         """Send from ``offset`` to the end; acknowledged offsets are saved on the writer's thread, never in the way."""
         progress = Progress(checkpoint.total_size, offset)
         current = checkpoint
