@@ -31,7 +31,8 @@ def main() -> int:
         import airflow
 
         major = int(airflow.__version__.split(".", 1)[0])
-        run = dag.test(logical_date=when) if major >= 3 else dag.test(execution_date=when)
+        # Airflow 3 names the run after run_after: the same one makes it the same run (cleared, run again).
+        run = dag.test(logical_date=when, run_after=when) if major >= 3 else dag.test(execution_date=when)
     state = str(getattr(run, "state", run))
     print(f"DAGRUN_STATE={state}", flush=True)
     return 0 if state.endswith("success") else 1

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_redivis.emulator import Fault, RedivisEmulator
-from tests.airflow.harness import AirflowHome, airflow2_python
+from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 from tests.operators.test_upload_retries import (
     CHUNK,
+    CONN_EXTRA,
     TABLE,
     TRANSPORTS,
     assert_one_exact_upload,
@@ -32,6 +33,8 @@ from tests.operators.test_upload_retries import (
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 LOGICAL_DATE = "2026-03-04T05:06:07+00:00"
+#: dag.test names the run after its run_after, which the runner sets to the logical date.
+RUN_ID = f"manual__{LOGICAL_DATE}"
 
 
 @pytest.fixture
@@ -75,20 +78,17 @@ def test_colliding_default_names_never_adopt_the_other_tasks_upload(
     winner = east if md5_of(emulator.upload_bytes_path(TABLE, "sales.csv")) == md5_of(east) else west
     assert sorted(_states(home).values()) == ["failed", "success"]
 
-    # Clear the run and run it again (the same logical date): the loser must not adopt the winner's upload.
+    # The user clears the failed task and runs it again, in the same run: it must not adopt the other's upload.
+    loser = next(index for index, state in _states(home).items() if state == "failed")
     emulator.clear_faults()
-    second = run_dag(
-        home,
-        emulator,
-        operator_kwargs="upload_type='stream'",
-        mapped_sources=[str(east), str(west)],
-        transport=transport,
-        REDIVIS_TEST_LOGICAL_DATE=LOGICAL_DATE,
+    connections = {"redivis_default": redivis_connection(emulator.base_url, emulator.token, **CONN_EXTRA)}
+    cleared = home.cli("tasks", "clear", "upload_dag", "-t", "^upload$", "-y", connections=connections)
+    assert cleared.returncode == 0, cleared.output[-3000:]
+    again = home.cli(
+        "tasks", "test", "upload_dag", "upload", RUN_ID, "--map-index", str(loser), connections=connections
     )
-    assert not second.succeeded
-    assert "attaching" not in second.output
-    assert set(_states(home).values()) == {"failed"}  # both meet an upload they did not create
-    assert "already has an upload named 'sales.csv'" in second.output
+    assert "attaching" not in again.output, again.output[-6000:]
+    assert "already has an upload named 'sales.csv'" in again.output, again.output[-6000:]
     # One upload under the name, the winner's bytes, nothing overwritten; no checkpoint left.
     assert_one_exact_upload(emulator, "sales.csv", winner)
     assert home.query("SELECT * FROM task_state_store") == []
