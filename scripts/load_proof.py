@@ -87,8 +87,11 @@ def last_error(log_text: str) -> str:
     for line in log_text.splitlines():
         with contextlib.suppress(ValueError, AttributeError):
             record = json.loads(line)
-            for detail in record.get("error_detail") or []:
-                found = f"{detail.get('exc_type')}: {str(detail.get('exc_value'))[:160]}"
+            chain = record.get("error_detail") or []
+            if chain:  # the exception raised first, then what it was raised while handling
+                found = "; while handling ".join(
+                    f"{detail.get('exc_type')}: {str(detail.get('exc_value'))[:140]}" for detail in chain
+                )
     return found
 
 
