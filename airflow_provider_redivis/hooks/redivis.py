@@ -828,8 +828,9 @@ class RedivisHook(BaseHook):
         """Create the upload (``POST /tables/{table}/uploads``) and return its resource.
 
         Not idempotent: retried only when Redivis answered 429/503 (it refused the request). After a
-        connection error or timeout the upload may exist, so the error propagates and the caller
-        checks with :meth:`upload_exists` before trying again.
+        connection error or timeout the upload may exist, so the error propagates. Asking again is
+        safe: Redivis refuses a second upload of one session ("already used by upload N"), which
+        :class:`~airflow_provider_redivis.upload_creation.CreateOnce` turns into attaching to it.
         """
         if not isinstance(name, str) or not name.strip():
             raise RedivisConfigError(f"An upload name must be a non-empty string, got {name!r}.")
