@@ -206,26 +206,22 @@ class Client:
 
     def operator(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         from airflow_provider_redivis.checkpoint_store import TaskStateCheckpointStore
-        from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
         from airflow_provider_redivis.sources import open_source
+        from airflow_provider_redivis.upload_job import UploadJob, UploadSpec
 
         name = self.unique_name("op")
-        operator = RedivisResumableUploadOperator(
-            task_id="upload",
-            source=run["path"],
-            table=self.table,
-            upload_name=name,
-            chunk_size=run.get("chunk_size"),
-        )
         source = open_source(run["path"])
         store = TaskStateCheckpointStore(self.state)
-        checkpoint = operator._new_session(self.hook, store, self.table, name, source)
+        # The operator's transfer, as its upload job runs it (checkpoint saves and XCom included).
+        spec = UploadSpec(table=self.table, name=name, chunk_size=run.get("chunk_size"))
+        job = UploadJob(self.hook, store, spec, source, report=lambda k, v: self.ti.xcom_push(key=k, value=v))
+        checkpoint = job.new_session()
         self.fresh_connections()
         info: dict[str, Any] = {"session_id": checkpoint.session_id}
 
         def measured() -> None:
             writes, seconds, failed = self.state.writes, self.state.write_seconds, self.state.failed_writes
-            operator._send(self.ti, self.hook, store, checkpoint, 0, source)
+            job.send(checkpoint, 0)
             info["state_writes"] = self.state.writes - writes
             info["state_write_seconds"] = self.state.write_seconds - seconds
             if self.state.failed_writes > failed:

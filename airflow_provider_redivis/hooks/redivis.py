@@ -690,6 +690,99 @@ class RedivisHook(BaseHook):
             raise RedivisConfigError(f"size must be a whole number of bytes >= 0, got {size!r}.")
         return self._call("POST", f"{self._table_path(table)}/resumableUpload", params={"size": size})
 
+    def create_temp_upload(self, table: str, size: int, name: str | None = None) -> dict[str, Any]:
+        """A temp upload for ``size`` bytes (``POST /tables/{table}/tempUploads``, the official client's path).
+
+        Returns ``{"kind", "id", "url", "name", "size", "resumable"}``: ``url`` is served by Redivis and
+        takes :meth:`start_temp_upload_session`; ``id`` goes into :meth:`create_upload` as
+        ``temp_upload_id``. Retried like a read: one created by a lost attempt is never used.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise RedivisConfigError(f"size must be a whole number of bytes >= 0, got {size!r}.")
+        spec = {"size": size, "name": name or "upload", "resumable": True}
+        body = self._call(
+            "POST",
+            f"{self._table_path(table)}/tempUploads",
+            json_body={"tempUploads": [spec]},
+            send_json=True,
+        )
+        results = body.get("results")
+        if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+            raise RedivisAPIError(
+                200, "the answer to creating a temp upload holds no single result", path="tempUploads"
+            )
+        temp = results[0]
+        if not temp.get("id") or not temp.get("url"):
+            raise RedivisAPIError(
+                200, "the temp upload Redivis returned has no id or url", path="tempUploads"
+            )
+        mask_session_url(str(temp["url"]))
+        return temp
+
+    def sends_token_to(self, url: str) -> bool:
+        """Whether a request to ``url`` carries the Redivis token: only when it is the API's own origin.
+
+        The token policy in one place: a temp upload's URL is served by Redivis, and when it is on the
+        API's origin (scheme, host and port) it gets the token, as the official client sends it; on any
+        other origin (a Cloud Storage session URL, say) it never does.
+        """
+        return origin_of(url) == origin_of(self.api_url)
+
+    def start_temp_upload_session(self, url: str, size: int) -> str:
+        """Open the resumable session of a temp upload: ``POST {url}`` with ``x-goog-resumable: start``.
+
+        Returns the session URL from ``Location``, for :meth:`resumable_session`. The token goes with
+        this request only if ``url`` is on the API's origin (:meth:`sends_token_to`); the session URL
+        it returns is its own credential and gets no token unless it too is on the API's origin. Both
+        URLs are masked in Airflow's logs. Retried like a read: a session opened by a lost attempt
+        is never used and expires.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise RedivisConfigError("A temp upload URL must be an http(s) URL.")
+        mask_session_url(url)
+        secrets = (self.settings.token, url)
+        path = "<temp upload url>"
+
+        def attempt() -> requests.Response:
+            response = self.session.post(
+                url,
+                data=b"",
+                headers={"x-goog-resumable": "start", "x-upload-content-length": str(size)},
+                timeout=self.timeout,
+                verify=self.settings.verify,
+                allow_redirects=False,
+            )
+            if response.status_code >= 400:
+                error = api_error_from_response(response, method="POST", path=path, secrets=secrets)
+                response.close()
+                raise error
+            return response
+
+        args = self.retry_policy.retry_args(is_retryable_error, before_sleep=self._log_retry("POST", path))
+        args.update(self._retry_args_override)
+        response = tenacity.Retrying(**args)(attempt)
+        location = response.headers.get("Location")
+        response.close()
+        if response.status_code not in (200, 201) or not location:
+            raise RedivisAPIError(
+                response.status_code,
+                "starting the temp upload's session returned no Location",
+                method="POST",
+                path=path,
+            )
+        parts = urlsplit(location)
+        if parts.scheme != "https" and not (
+            parts.scheme == "http" and is_loopback_host(parts.hostname or "")
+        ):
+            raise RedivisAPIError(
+                response.status_code,
+                "the temp upload's session URL is not https; refusing to send the source over it",
+                method="POST",
+                path=path,
+            )
+        mask_session_url(location)
+        return location
+
     def resumable_session(
         self, url: str, total: int | None, *, chunk_size: int | None = None, checksum: str | None = "auto"
     ) -> ResumableSession:
@@ -738,8 +831,9 @@ class RedivisHook(BaseHook):
         """Create the upload (``POST /tables/{table}/uploads``) and return its resource.
 
         Not idempotent: retried only when Redivis answered 429/503 (it refused the request). After a
-        connection error or timeout the upload may exist, so the error propagates and the caller
-        checks with :meth:`upload_exists` before trying again.
+        connection error or timeout the upload may exist, so the error propagates. Asking again is
+        safe: Redivis refuses a second upload of one session ("already used by upload N"), which
+        :class:`~airflow_provider_redivis.upload_creation.CreateOnce` turns into attaching to it.
         """
         if not isinstance(name, str) or not name.strip():
             raise RedivisConfigError(f"An upload name must be a non-empty string, got {name!r}.")

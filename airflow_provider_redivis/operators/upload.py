@@ -8,32 +8,23 @@ import posixpath
 import time
 from typing import TYPE_CHECKING, Any
 
-import requests
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, TaskDeferred, conf
 
 from airflow_provider_redivis.assets import asset_for_table
-from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
-from airflow_provider_redivis.checkpoint_store import BackgroundWriter, checkpoint_store_for
+from airflow_provider_redivis.checkpoint import TRANSPORTS
+from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, checkpoint_store_for
 from airflow_provider_redivis.checksums import validate_checksum
-from airflow_provider_redivis.errors import (
-    RedivisAPIError,
-    RedivisConfigError,
-    RedivisConflictError,
-    RedivisError,
-    RedivisNotFoundError,
-    ResumableSessionExpiredError,
-    UploadIntegrityError,
-    is_final,
-)
+from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.sources import open_source
+from airflow_provider_redivis.upload_job import IF_EXISTS, UploadJob, UploadSpec
 from airflow_provider_redivis.upload_options import (
     infer_upload_type,
     validate_upload_name,
     validate_upload_type,
 )
-from airflow_provider_redivis.upload_protocol import redact_session_url, validate_chunk_size
+from airflow_provider_redivis.upload_protocol import validate_chunk_size
 from airflow_provider_redivis.upload_status import (
     UploadOutcome,
     summarize_upload,
@@ -45,43 +36,11 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
-    from airflow_provider_redivis.resumable import ResumableSession
-    from airflow_provider_redivis.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
 XCOM_SESSION_ID = "redivis_session_id"
 XCOM_OFFSET = "redivis_offset"
-IF_EXISTS = ("fail", "replace", "skip")
-
-
-class _Progress:
-    """Task-log progress at a readable pace: about every 10 % or every 30 s."""
-
-    def __init__(self, total: int, start: int) -> None:
-        self.total = total
-        self.start_offset = start
-        self.started = time.monotonic()
-        self.last_logged = self.started
-        self.last_percent_step = start * 10 // total
-
-    def update(self, offset: int) -> None:
-        now = time.monotonic()
-        step = offset * 10 // self.total
-        if step == self.last_percent_step and now - self.last_logged < 30 and offset < self.total:
-            return
-        self.last_percent_step, self.last_logged = step, now
-        elapsed = max(now - self.started, 1e-6)
-        rate = (offset - self.start_offset) / elapsed
-        eta = (self.total - offset) / rate if rate > 0 else float("inf")
-        log.info(
-            "Uploaded %.1f of %.1f MiB (%.0f%%) at %.1f MiB/s, ETA %s",
-            offset / 2**20,
-            self.total / 2**20,
-            100 * offset / self.total,
-            rate / 2**20,
-            f"{eta:.0f} s" if eta != float("inf") else "unknown",
-        )
 
 
 class RedivisResumableUploadOperator(BaseOperator):
@@ -103,6 +62,10 @@ class RedivisResumableUploadOperator(BaseOperator):
         ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
+        An upload under the name that this task's session did not create is never adopted.
+    :param transport: ``"resumable_upload"`` (default; ``POST /tables/{t}/resumableUpload``) or
+        ``"temp_upload"`` (``tempUploads``, the path of the official client since 0.14). Same engine,
+        checkpoint and resume; the checkpoint records which.
     :param wait_for_completion: wait until Redivis has processed the upload.
     :param deferrable: wait in the triggerer rather than a worker slot.
     :param poll_interval: seconds between status checks while waiting.
@@ -140,6 +103,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         poll_interval: float = 10.0,
         wait_timeout: float = 24 * 3600.0,
         if_exists: str = "fail",
+        transport: str = "resumable_upload",
         delimiter: str | None = None,
         has_header_row: bool | None = None,
         skip_bad_records: bool | None = None,
@@ -170,6 +134,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
         self.if_exists = if_exists
+        self.transport = transport
         self.delimiter = delimiter
         self.has_header_row = has_header_row
         self.skip_bad_records = skip_bad_records
@@ -182,21 +147,38 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.metadata = metadata
         if if_exists not in IF_EXISTS:
             raise RedivisConfigError(f"if_exists must be one of {', '.join(IF_EXISTS)}; got {if_exists!r}.")
+        if transport not in TRANSPORTS:
+            raise RedivisConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
         validate_upload_type(upload_type)
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
         if upload_name is not None and not is_template(upload_name):
             validate_upload_name(upload_name)
-        self._session: ResumableSession | None = None
+        self._job: UploadJob | None = None
+        # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
+        # result's XCom, the API server away) leaves it, so the retry attaches to the upload by its uri.
+        given: Any = self.on_success_callback
+        callbacks = list(given) if isinstance(given, (list, tuple)) else [] if given is None else [given]
+        self.on_success_callback = [*callbacks, _delete_checkpoint_after_success]
 
     # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        store = checkpoint_store_for(context)
         try:
-            return self._execute(context)
+            return self._execute(context, store)
         except RedivisError as exc:
-            if is_final(exc):
+            final = is_final(exc)
+            if final or (not store.keep_after_last_try and _is_last_try(context, self)):
+                _forget(store, "the task ends here" if final else "this was the task's last try")
+            if final:
                 raise AirflowFailException(str(exc)) from exc
+            raise
+        except TaskDeferred:
+            raise  # the wait goes on in the triggerer; execute_complete decides
+        except BaseException:
+            if not store.keep_after_last_try and _is_last_try(context, self):
+                _forget(store, "this was the task's last try")
             raise
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -204,298 +186,68 @@ class RedivisResumableUploadOperator(BaseOperator):
         store = checkpoint_store_for(context)
         upload = event.get("upload") or {}
         if event.get("status") == "success" and upload_outcome(upload) is UploadOutcome.COMPLETED:
-            store.delete()
-            return summarize_upload(upload)
+            return summarize_upload(upload)  # the checkpoint goes with the task's success callback
         if upload and upload_outcome(upload) is UploadOutcome.FAILED:
             store.delete()
             raise AirflowFailException(str(upload_failure(upload)))
+        if not store.keep_after_last_try and _is_last_try(context, self):
+            _forget(store, "this was the task's last try")
         raise RedivisError(f"Waiting for the Redivis upload ended without success: {event.get('message')}")
 
     def on_kill(self) -> None:
-        if self._session is not None:
+        if self._job is not None:
             log.info("Stopping the upload; the checkpoint stays and the next try resumes from it")
-            self._session.cancel()
+            self._job.cancel()
 
     # -- the work -------------------------------------------------------------------------------
 
-    def _execute(self, context: Any) -> dict[str, Any]:
+    def _execute(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
         table = validate_table_reference(self.table)
         source = open_source(self.source)
         name = validate_upload_name(self.upload_name or _default_name(self.source))
-        upload_type = validate_upload_type(self.upload_type) or infer_upload_type(name)
-        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        store = checkpoint_store_for(context)
-        log.info("Checkpoints for this upload are kept in %s", store.description)
-        checkpoint = self._usable_checkpoint(store, table, name, source)
-
-        if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
-            upload = self._attach_or_create(hook, store, checkpoint, upload_type)
-        else:
-            if checkpoint is None:
-                existing = self._resolve_existing(hook, table, name)
-                if existing is not None:
-                    store.delete()
-                    return summarize_upload(existing)
-            checkpoint = self._transfer(context, hook, store, checkpoint, table, name, source)
-            upload = self._attach_or_create(hook, store, checkpoint, upload_type)
-
-        context["ti"].xcom_push(key=XCOM_OFFSET, value=checkpoint.total_size)
-        return self._finish(context, hook, store, upload)
-
-    def _usable_checkpoint(
-        self, store: CheckpointStore, table: str, name: str, source: UploadSource
-    ) -> UploadCheckpoint | None:
-        """The stored checkpoint if this try may resume from it; otherwise None, with the reason logged."""
-        raw = store.load()
-        if raw is None:
-            return None
-        try:
-            checkpoint = UploadCheckpoint.from_json(raw)
-        except CheckpointUnreadableError as exc:
-            log.warning("Starting a new upload session from byte 0: the checkpoint cannot be read (%s)", exc)
-            return None
-        if checkpoint.table != table or checkpoint.upload_name != name:
-            log.warning(
-                "Starting a new upload session from byte 0: the checkpoint is for %s/%s, this try uploads %s/%s",
-                checkpoint.table,
-                checkpoint.upload_name,
-                table,
-                name,
-            )
-            return None
-        if checkpoint.fingerprint != source.fingerprint():
-            log.warning(
-                "Starting a new upload session from byte 0: the source changed since the last try "
-                "(size %d → %d); resuming would splice two versions of the file",
-                checkpoint.fingerprint.size,
-                source.size,
-            )
-            return None
-        if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
-            return checkpoint  # the bytes are with Redivis already: the session's age no longer matters
-        if checkpoint.session_expired():
-            log.warning(
-                "Starting a new upload session from byte 0: session %s was created at %s and has expired",
-                checkpoint.session_id,
-                checkpoint.created_at.isoformat(),
-            )
-            return None
-        return checkpoint
-
-    def _resolve_existing(self, hook: RedivisHook, table: str, name: str) -> dict[str, Any] | None:
-        """Apply ``if_exists`` before anything is sent; return the upload to report when skipping."""
-        if not hook.upload_exists(table, name):
-            return None
-        if self.if_exists == "skip":
-            upload = hook.get_upload(table, name)
-            log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
-            return upload
-        if self.if_exists == "replace":
-            upload = hook.get_upload(table, name)
-            log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
-            hook.delete_upload(upload["uri"])
-            return None
-        raise RedivisConflictError(
-            409,
-            f"table {table} already has an upload named {name!r}",
-            hint="Set if_exists='replace' to overwrite it, 'skip' to keep it, or choose another upload_name.",
-        )
-
-    def _new_session(
-        self, hook: RedivisHook, store: CheckpointStore, table: str, name: str, source: UploadSource
-    ) -> UploadCheckpoint:
-        created = hook.create_resumable_upload(table, source.size)
-        checkpoint = UploadCheckpoint(
+        spec = UploadSpec(
             table=table,
-            upload_name=name,
-            session_id=created["id"],
-            session_url=created["url"],
-            total_size=source.size,
-            fingerprint=source.fingerprint(),
+            name=name,
+            upload_type=validate_upload_type(self.upload_type) or infer_upload_type(name),
+            transport=self.transport,
+            if_exists=self.if_exists,
+            chunk_size=self.chunk_size,
+            checksum=self.checksum,
+            options=self._upload_options(),
         )
-        store.save(checkpoint.to_json())
-        log.info(
-            "Created Redivis upload session %s (%s) for %d bytes of %s",
-            checkpoint.session_id,
-            redact_session_url(checkpoint.session_url),
-            source.size,
-            source.display,
-        )
-        return checkpoint
-
-    def _transfer(
-        self,
-        context: Any,
-        hook: RedivisHook,
-        store: CheckpointStore,
-        checkpoint: UploadCheckpoint | None,
-        table: str,
-        name: str,
-        source: UploadSource,
-    ) -> UploadCheckpoint:
+        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
+        log.info("Checkpoints for this upload are kept in %s", store.description)
+        if isinstance(store, VariableCheckpointStore):
+            store.sweep()
         ti = context["ti"]
-        for attempt in (1, 2):
-            if checkpoint is None:
-                checkpoint = self._new_session(hook, store, table, name, source)
-                offset = 0
-            else:
-                try:
-                    status = self._session_for(hook, checkpoint).query_status()
-                    reason = None
-                    if status.offset > checkpoint.total_size:
-                        reason = (
-                            f"holds {status.offset} bytes, more than the source's {checkpoint.total_size}"
-                        )
-                except ResumableSessionExpiredError:
-                    reason = "is gone on the server (expired or cancelled)"
-                except RedivisAPIError as exc:
-                    if not 400 <= exc.status < 500:
-                        raise
-                    reason = f"refuses this source's size ({exc.status}): it is not this source's session"
-                if reason is not None:
-                    log.warning(
-                        "Starting a new upload session from byte 0: session %s %s",
-                        checkpoint.session_id,
-                        reason,
-                    )
-                    store.delete()
-                    checkpoint = None
-                    continue
-                # A complete session only lost its last answer: nothing is left to send.
-                offset = checkpoint.total_size if status.complete else status.offset
-                log.info(
-                    "Resuming Redivis upload session %s at byte %d of %d",
-                    checkpoint.session_id,
-                    offset,
-                    checkpoint.total_size,
-                )
-            ti.xcom_push(key=XCOM_SESSION_ID, value=checkpoint.session_id)
-            ti.xcom_push(key=XCOM_OFFSET, value=offset)
-            try:
-                current = self._send(ti, hook, store, checkpoint, offset, source)
-            except UploadIntegrityError:
-                store.delete()  # that session's object is wrong: the next try starts a new one
-                raise
-            except ResumableSessionExpiredError:
-                if attempt == 2:
-                    raise
-                log.warning(
-                    "Starting a new upload session from byte 0: session %s expired during the transfer",
-                    checkpoint.session_id,
-                )
-                store.delete()
-                checkpoint = None
-                continue
-            done = current.advanced(offset=checkpoint.total_size, phase=UploadPhase.TRANSFERRED)
-            store.save(done.to_json())
-            log.info("All %d bytes are with Redivis, proven to be the source's", done.total_size)
-            return done
-        raise ResumableSessionExpiredError("Two upload sessions in a row expired; run the task again.")
-
-    def _send(
-        self,
-        ti: Any,
-        hook: RedivisHook,
-        store: CheckpointStore,
-        checkpoint: UploadCheckpoint,
-        offset: int,
-        source: UploadSource,
-    ) -> UploadCheckpoint:
-        """Send from ``offset`` to the end; the offsets the server acknowledges are saved in the background.
-
-        The session is in the checkpoint before the first byte; later saves (checkpoint and XCom) run on a
-        thread of their own, so a slow metadata database never holds the transfer up.
-        """
-        progress = _Progress(checkpoint.total_size, offset)
-        current = checkpoint
-
-        def save(update: UploadCheckpoint) -> None:
-            store.save(update.to_json())
-            ti.xcom_push(key=XCOM_OFFSET, value=update.offset)
-
-        with BackgroundWriter(save, "upload checkpoint") as writer:
-
-            def acknowledged(held: int, _total: int | None) -> None:
-                nonlocal current
-                if held == current.offset:
-                    return
-                current = current.advanced(offset=held)
-                writer.submit(current)
-                progress.update(held)
-
-            self._session = self._session_for(hook, checkpoint)
-            try:
-                with source.open() as reader:
-                    self._session.upload(
-                        reader, offset, on_progress=acknowledged, check_source=source.check_unchanged
-                    )
-            finally:
-                self._session = None
-        return current
-
-    def _session_for(self, hook: RedivisHook, checkpoint: UploadCheckpoint) -> ResumableSession:
-        return hook.resumable_session(
-            checkpoint.session_url, checkpoint.total_size, chunk_size=self.chunk_size, checksum=self.checksum
+        keys = {"session_id": XCOM_SESSION_ID, "offset": XCOM_OFFSET}
+        self._job = UploadJob(
+            hook, store, spec, source, report=lambda key, value: ti.xcom_push(key=keys[key], value=value)
         )
-
-    def _attach_or_create(
-        self, hook: RedivisHook, store: CheckpointStore, checkpoint: UploadCheckpoint, upload_type: str | None
-    ) -> dict[str, Any]:
-        """Create the upload once: a try that finds it created already (its answer was lost) attaches to it."""
-        if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
-            log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
-            return hook.get_upload_by_uri(checkpoint.upload_uri)
-        if checkpoint.phase is UploadPhase.CREATING:
-            found = self._find_upload(hook, checkpoint)
-            if found is not None:
-                log.info(
-                    "Upload %r was created by an earlier try whose answer was lost; attaching",
-                    checkpoint.upload_name,
-                )
-                store.save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=found["uri"]).to_json())
-                return found
-        creating = checkpoint.advanced(phase=UploadPhase.CREATING)
-        store.save(creating.to_json())
         try:
-            upload = hook.create_upload(
-                checkpoint.table,
-                name=checkpoint.upload_name,
-                upload_type=upload_type,
-                resumable_upload_id=checkpoint.session_id,
-                delimiter=self.delimiter,
-                has_header_row=self.has_header_row,
-                skip_bad_records=self.skip_bad_records,
-                has_quoted_newlines=self.has_quoted_newlines,
-                allow_jagged_rows=self.allow_jagged_rows,
-                quote_character=self.quote_character,
-                escape_character=self.escape_character,
-                null_markers=self.null_markers,
-                schema=self.schema,
-                metadata=self.metadata,
-            )
-        except (requests.ConnectionError, requests.Timeout):
-            # The request may have reached Redivis: look before anyone posts again.
-            found = self._find_upload(hook, checkpoint)
-            if found is None:
-                raise
-            log.info(
-                "The answer to creating upload %r was lost, but it exists; attaching", checkpoint.upload_name
-            )
-            upload = found
-        store.save(creating.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]).to_json())
-        log.info("Created upload %s", upload.get("uri"))
-        return upload
+            result = self._job.run()
+        finally:
+            self._job = None
+        if result.skipped:
+            return summarize_upload(result.upload)
+        ti.xcom_push(key=XCOM_OFFSET, value=source.size)
+        return self._finish(hook, store, result.upload)
 
-    @staticmethod
-    def _find_upload(hook: RedivisHook, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
-        try:
-            return hook.get_upload(checkpoint.table, checkpoint.upload_name)
-        except RedivisNotFoundError:
-            return None
+    def _upload_options(self) -> dict[str, Any]:
+        return {
+            "delimiter": self.delimiter,
+            "has_header_row": self.has_header_row,
+            "skip_bad_records": self.skip_bad_records,
+            "has_quoted_newlines": self.has_quoted_newlines,
+            "allow_jagged_rows": self.allow_jagged_rows,
+            "quote_character": self.quote_character,
+            "escape_character": self.escape_character,
+            "null_markers": self.null_markers,
+            "schema": self.schema,
+            "metadata": self.metadata,
+        }
 
-    def _finish(
-        self, context: Any, hook: RedivisHook, store: CheckpointStore, upload: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _finish(self, hook: RedivisHook, store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
         if not self.wait_for_completion or upload_outcome(upload) is not UploadOutcome.PENDING:
             return self._conclude(store, upload)
         if self.deferrable:
@@ -523,10 +275,37 @@ class RedivisResumableUploadOperator(BaseOperator):
 
     @staticmethod
     def _conclude(store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
-        store.delete()
         if upload_outcome(upload) is UploadOutcome.FAILED:
+            store.delete()
             raise upload_failure(upload)
-        return summarize_upload(upload)
+        return summarize_upload(upload)  # the checkpoint goes with the task's success callback
+
+
+def _is_last_try(context: Any, task: BaseOperator) -> bool:
+    """No retry follows this try: Airflow's own rule (``retries`` set and ``try_number <= max_tries``)."""
+    ti = context["ti"]
+    try_number = getattr(ti, "try_number", None)
+    max_tries = getattr(ti, "max_tries", None)
+    if not task.retries:
+        return True
+    if not isinstance(try_number, int) or not isinstance(max_tries, int):
+        return False  # cannot tell: keep it, the sweep removes it once stale
+    return try_number > max_tries
+
+
+def _delete_checkpoint_after_success(context: Any) -> None:
+    """``on_success_callback``: the task's success is Airflow's now; nothing needs the checkpoint."""
+    _forget(checkpoint_store_for(context), "the task succeeded")
+
+
+def _forget(store: CheckpointStore, why: str) -> None:
+    try:
+        store.delete()
+        log.info("Deleted the upload checkpoint: %s", why)
+    except Exception as exc:  # the task's own error matters more; a sweep removes it later
+        log.warning(
+            "Could not delete the upload checkpoint (%s); a later upload task sweeps it", type(exc).__name__
+        )
 
 
 def _default_name(source: object) -> str:

@@ -130,6 +130,22 @@ class AirflowHome:
                 output += f"\n=== {log_file.relative_to(logs)} ===\n" + log_file.read_text(errors="replace")
         return DagRunResult(proc.returncode, output)
 
+    def cli(
+        self, *args: str, connections: dict[str, dict[str, object]] | None = None, timeout: float = 240
+    ) -> DagRunResult:
+        """``airflow <args>`` in this home (``tasks clear``, ``tasks test`` ...), its output and exit code."""
+        self.migrate()
+        proc = subprocess.run(
+            [str(Path(self.python).parent / "airflow"), *args],
+            env=self.env(connections),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.root,
+        )
+        return DagRunResult(proc.returncode, proc.stdout + "\n" + proc.stderr)
+
     def query(self, sql: str) -> list[tuple[object, ...]]:
         """Rows from this home's metadata database, read after a run."""
         with sqlite3.connect(self.root / "airflow.db") as db:

@@ -62,6 +62,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+from airflow_provider_redivis.sealing import SessionUrlSeal
 
 API, ADMIN, TOKEN, TABLE, SIZE = {api!r}, {admin!r}, {token!r}, {table!r}, {size!r}
 
@@ -91,7 +92,8 @@ def swap_in_a_longer_session(context):
     with sqlite3.connect(path) as db:
         (value,) = db.execute("SELECT value FROM task_state_store").fetchone()
         checkpoint = json.loads(value)
-        checkpoint["session_url"] = url
+        checkpoint.pop("session_url", None)
+        checkpoint["session_url_sealed"] = SessionUrlSeal(TOKEN).seal(url)
         db.execute("UPDATE task_state_store SET value = ?", (json.dumps(checkpoint),))
 
 

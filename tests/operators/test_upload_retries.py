@@ -2,7 +2,8 @@
 
 Each test writes a DAG file into a fresh AIRFLOW_HOME's DAGs folder, runs it in a subprocess, and then
 asks the emulator what it received and stored: the table must end up with the source's exact bytes,
-in exactly one upload.
+in exactly one upload. The retry and resume tests run on both transports (``resumable_upload`` and
+``temp_upload``): same engine, same checkpoint, same guarantees.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+TRANSPORTS = ["resumable_upload", "temp_upload"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
 def emulator(tmp_path: Path):
     with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05) as emu:
@@ -93,7 +102,11 @@ def run_dag(
     between_tries: str = CLEAR_FAULTS,
     mapped_sources: list[str] | None = None,
     conn_extra: dict[str, object] | None = None,
+    transport: str | None = None,
+    **extra_env: str,
 ):
+    if transport is not None:
+        operator_kwargs += f", transport={transport!r}"
     dag_file = home.write_dag(
         dag_id,
         DAG_TEMPLATE.format(
@@ -112,7 +125,7 @@ def run_dag(
         ),
     )
     connection = redivis_connection(emu.base_url, emu.token, **(conn_extra or CONN_EXTRA))
-    return home.dag_test(dag_file, dag_id, connections={"redivis_default": connection})
+    return home.dag_test(dag_file, dag_id, connections={"redivis_default": connection}, **extra_env)
 
 
 def assert_one_exact_upload(emu: RedivisEmulator, name: str, source: Path) -> None:
@@ -127,11 +140,15 @@ def drop_everything_after(fraction: float, size: int) -> Fault:
     return Fault("reset", origin="session", at_offset=int(size * fraction), times=None)
 
 
-def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path, store: str) -> str:
+def _interrupted_resume(
+    home: AirflowHome, emu: RedivisEmulator, tmp_path: Path, store: str, transport: str
+) -> str:
     size = 20 * CHUNK + 4321
     source = write_source(tmp_path / "sales.csv", size)
     emu.add_fault(drop_everything_after(0.6, size))
-    result = run_dag(home, emu, operator_kwargs=f"source={str(source)!r}, upload_type='stream'")
+    result = run_dag(
+        home, emu, operator_kwargs=f"source={str(source)!r}, upload_type='stream'", transport=transport
+    )
     assert result.succeeded, result.output[-6000:]
     assert "Resuming Redivis upload session" in result.output
     assert f"of {size}" in result.output
@@ -158,20 +175,22 @@ def _interrupted_resume(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path,
 
 
 def test_retry_resumes_after_the_network_drops_at_60_percent_airflow3(
-    tmp_path: Path, emulator: RedivisEmulator
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
 ) -> None:
     home = AirflowHome(tmp_path / "airflow")
-    _interrupted_resume(home, emulator, tmp_path, "the task state store")
+    _interrupted_resume(home, emulator, tmp_path, "the task state store", transport)
     # The checkpoint is deleted once the upload is done.
     assert home.query("SELECT * FROM task_state_store") == []
 
 
-def test_retry_resumes_on_airflow2_with_the_variable_store(tmp_path: Path, emulator: RedivisEmulator) -> None:
+def test_retry_resumes_on_airflow2_with_the_variable_store(
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
+) -> None:
     python = airflow2_python()
     if python is None:
         pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
     home = AirflowHome(tmp_path / "airflow2", python=python)
-    _interrupted_resume(home, emulator, tmp_path, "an Airflow Variable")
+    _interrupted_resume(home, emulator, tmp_path, "an Airflow Variable", transport)
     # The fallback Variable is deleted once the upload is done.
     assert home.query("SELECT key FROM variable") == []
 
@@ -194,7 +213,7 @@ NETWORK_FAULTS = {
 
 @pytest.mark.parametrize("what", list(NETWORK_FAULTS))
 def test_network_faults_leave_the_exact_bytes_once(
-    tmp_path: Path, emulator: RedivisEmulator, what: str
+    tmp_path: Path, emulator: RedivisEmulator, transport: str, what: str
 ) -> None:
     fault = NETWORK_FAULTS[what]()
     size = 6 * CHUNK + 99
@@ -204,6 +223,7 @@ def test_network_faults_leave_the_exact_bytes_once(
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        transport=transport,
     )
     assert result.succeeded, f"{what}:\n{result.output[-6000:]}"
     assert any(fault.kind in r.faults for r in emulator.requests), f"the {what} fault never fired"
@@ -211,7 +231,9 @@ def test_network_faults_leave_the_exact_bytes_once(
     assert emulator.bytes_received("session") <= size + CHUNK
 
 
-def test_session_expiring_between_tries_starts_a_new_one(tmp_path: Path, emulator: RedivisEmulator) -> None:
+def test_session_expiring_between_tries_starts_a_new_one(
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
+) -> None:
     size = 10 * CHUNK
     source = write_source(tmp_path / "g.csv", size)
     emulator.add_fault(drop_everything_after(0.5, size))
@@ -219,6 +241,7 @@ def test_session_expiring_between_tries_starts_a_new_one(tmp_path: Path, emulato
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        transport=transport,
         between_tries=EXPIRE_SESSIONS,
     )
     assert result.succeeded, result.output[-6000:]
@@ -228,7 +251,7 @@ def test_session_expiring_between_tries_starts_a_new_one(tmp_path: Path, emulato
 
 
 def test_source_changed_between_tries_is_uploaded_whole_and_new(
-    tmp_path: Path, emulator: RedivisEmulator
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
 ) -> None:
     size = 10 * CHUNK
     source = write_source(tmp_path / "h.csv", size)
@@ -240,6 +263,7 @@ def test_source_changed_between_tries_is_uploaded_whole_and_new(
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        transport=transport,
         between_tries=rewrite,
     )
     assert result.succeeded, result.output[-6000:]
@@ -248,7 +272,9 @@ def test_source_changed_between_tries_is_uploaded_whole_and_new(
     assert_one_exact_upload(emulator, "h.csv", replacement)
 
 
-def test_unreadable_checkpoint_starts_over_and_says_why(tmp_path: Path, emulator: RedivisEmulator) -> None:
+def test_unreadable_checkpoint_starts_over_and_says_why(
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
+) -> None:
     size = 8 * CHUNK
     source = write_source(tmp_path / "k.csv", size)
     # The execution API refuses state-store writes from a retry callback: damage the row in the database.
@@ -263,6 +289,7 @@ def test_unreadable_checkpoint_starts_over_and_says_why(tmp_path: Path, emulator
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        transport=transport,
         between_tries=damage,
     )
     assert result.succeeded, result.output[-6000:]
@@ -271,7 +298,7 @@ def test_unreadable_checkpoint_starts_over_and_says_why(tmp_path: Path, emulator
 
 
 def test_lost_answer_to_upload_creation_attaches_instead_of_creating_twice(
-    tmp_path: Path, emulator: RedivisEmulator
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
 ) -> None:
     size = 3 * CHUNK + 10
     source = write_source(tmp_path / "i.csv", size)
@@ -280,6 +307,7 @@ def test_lost_answer_to_upload_creation_attaches_instead_of_creating_twice(
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        transport=transport,
     )
     assert result.succeeded, result.output[-6000:]
     assert "attaching" in result.output
@@ -303,7 +331,9 @@ def test_failed_processing_fails_the_task_with_redivis_message(
     assert [u["status"] for u in uploads] == ["failed"]
 
 
-def test_mapped_upload_resumes_only_the_file_that_failed(tmp_path: Path, emulator: RedivisEmulator) -> None:
+def test_mapped_upload_resumes_only_the_file_that_failed(
+    tmp_path: Path, emulator: RedivisEmulator, transport: str
+) -> None:
     sizes = {"a.csv": 4 * CHUNK, "b.csv": 12 * CHUNK + 5, "c.csv": 3 * CHUNK + 1}
     sources = {name: write_source(tmp_path / name, size) for name, size in sizes.items()}
     # Only b.csv's session is cut after half its bytes.
@@ -320,6 +350,7 @@ def test_mapped_upload_resumes_only_the_file_that_failed(tmp_path: Path, emulato
         AirflowHome(tmp_path / "airflow"),
         emulator,
         operator_kwargs="upload_type='stream'",
+        transport=transport,
         mapped_sources=[str(p) for p in sources.values()],
     )
     assert result.succeeded, result.output[-6000:]

@@ -1,0 +1,158 @@
+"""Create the upload once, or attach to the one this session created. Plain Python, no Airflow import."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from airflow_provider_redivis.checkpoint import UploadPhase
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConflictError,
+    RedivisError,
+    RedivisNotFoundError,
+)
+from airflow_provider_redivis.upload_ownership import already_used, collision_hint, refusal_of, used_by_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_redivis.checkpoint import UploadCheckpoint
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+    from airflow_provider_redivis.upload_job import UploadSpec
+
+log = logging.getLogger("airflow_provider_redivis.upload_job")
+
+#: How long an upload Redivis says exists may take to show under its name.
+VISIBILITY_WAIT = 30.0
+#: Creation requests one try sends at most (the first, and one after each lost answer).
+MAX_CREATE_POSTS = 3
+
+
+class CreateOnce:
+    """``POST /tables/{t}/uploads`` for a transferred session, attaching instead where it already happened.
+
+    :param save: stores a checkpoint (the job's, sealed); :param forget: deletes it.
+    """
+
+    def __init__(
+        self,
+        hook: RedivisHook,
+        spec: UploadSpec,
+        save: Callable[[UploadCheckpoint], None],
+        forget: Callable[[], None],
+        *,
+        visibility_wait: float = VISIBILITY_WAIT,
+    ) -> None:
+        self.hook = hook
+        self.spec = spec
+        self._save = save
+        self._forget = forget
+        self.visibility_wait = visibility_wait
+
+    def __call__(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
+        """Create the upload once; attach only to an upload this session provably created.
+
+        A try whose predecessor (or its own earlier request) may have created the upload asks again
+        rather than looking by name first: Redivis refuses a second upload of one session with
+        "already used by upload N", the strongest proof there is that the upload is this session's.
+        """
+        if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
+            log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
+            return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+        # A creation request of this session may have reached Redivis before (its answer lost).
+        may_exist = checkpoint.phase is UploadPhase.CREATING
+        creating = checkpoint.advanced(
+            phase=UploadPhase.CREATING, creating_since=checkpoint.creating_since or datetime.now(timezone.utc)
+        )
+        self._save(creating)
+        for _ in range(MAX_CREATE_POSTS):
+            try:
+                upload = self._post(creating)
+            except (requests.ConnectionError, requests.Timeout):
+                # It may have been created: asking again is safe, Redivis refuses a second upload of a session.
+                log.warning("The answer to creating upload %r was lost; asking again", creating.upload_name)
+                may_exist = True
+                continue
+            except RedivisAPIError as exc:
+                used_by = used_by_of(exc)
+                if used_by is not None or already_used(exc):
+                    # "This session's upload already exists": find it, giving it time to show.
+                    return self._attach(
+                        creating,
+                        self._await_visible(creating, used_by),
+                        f"Redivis says this session's upload exists ({exc.message})",
+                        used_by,
+                    )
+                if exc.status == 409:
+                    # Our own earlier request can hold the name only if one was sent: else it is another's.
+                    holder = self._lookup(creating) if may_exist else None
+                    if holder is not None:
+                        return self._attach(creating, holder, "an earlier request of this session created it")
+                    raise self._collision(creating) from None
+                raise
+            self._save(creating.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
+            log.info("Created upload %s", upload.get("uri"))
+            return upload
+        raise RedivisError(
+            f"Creating upload {creating.upload_name!r} lost its answer {MAX_CREATE_POSTS} times; the next try asks "
+            "again, and attaches if it was created."
+        )
+
+    def _post(self, checkpoint: UploadCheckpoint) -> dict[str, Any]:
+        temp = checkpoint.transport == "temp_upload"
+        return self.hook.create_upload(
+            checkpoint.table,
+            name=checkpoint.upload_name,
+            upload_type=self.spec.upload_type,
+            resumable_upload_id=None if temp else checkpoint.session_id,
+            temp_upload_id=checkpoint.session_id if temp else None,
+            **self.spec.options,
+        )
+
+    def _lookup(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
+        try:
+            return self.hook.get_upload(checkpoint.table, checkpoint.upload_name)
+        except RedivisNotFoundError:
+            return None
+
+    def _await_visible(self, checkpoint: UploadCheckpoint, used_by: str | None) -> dict[str, Any]:
+        deadline = time.monotonic() + self.visibility_wait
+        pause = 0.5
+        while True:
+            found = self._lookup(checkpoint)
+            if found is not None:
+                return found
+            if time.monotonic() + pause > deadline:
+                raise RedivisError(
+                    f"Redivis says upload {used_by or checkpoint.upload_name!r} of this session exists, but it did not "
+                    f"show in table {checkpoint.table} within {self.visibility_wait:.0f} s; the next try looks again."
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    def _attach(
+        self, checkpoint: UploadCheckpoint, upload: dict[str, Any], why: str, used_by: str | None = None
+    ) -> dict[str, Any]:
+        refusal = refusal_of(checkpoint, upload, used_by)
+        if refusal is not None:
+            raise self._collision(checkpoint, refusal)
+        log.info(
+            "Upload %r (%s) is this session's: %s; attaching", checkpoint.upload_name, upload.get("uri"), why
+        )
+        self._save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
+        return upload
+
+    def _collision(self, checkpoint: UploadCheckpoint, refusal: str | None = None) -> RedivisConflictError:
+        self._forget()  # never resume into someone else's upload: the next try starts clean
+        reason = f" ({refusal})" if refusal else ""
+        return RedivisConflictError(
+            409,
+            f"table {checkpoint.table} already has an upload named {checkpoint.upload_name!r} that this task did not "
+            f"create{reason}; it was left as it is and nothing was created",
+            hint=collision_hint(checkpoint.upload_name),
+        )

@@ -1,0 +1,330 @@
+"""One upload, from checkpoint to created upload: plain Python, no Airflow import.
+
+:class:`UploadJob` owns the order of things: load the checkpoint, open (or resume) the session on the
+chosen transport, send the bytes, then create the upload once or attach to the one this session
+already created. The operator wires Airflow to it (context, XCom, deferral, failing for good).
+
+An upload is attached to only when this session can be shown to have created it: same name, same
+size, the md5 Redivis reports equal to the one the upload server reported for this session's bytes,
+created after this session was, and, where Redivis names it ("already used by upload 123"), the
+same id. Redivis's upload resource echoes neither ``resumableUploadId`` nor ``tempUploadId``, so
+that is the strongest tie there is. Anything else under the name is another task's: a conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_redivis.checkpoint import (
+    TRANSPORTS,
+    CheckpointUnreadableError,
+    UploadCheckpoint,
+    UploadPhase,
+)
+from airflow_provider_redivis.checkpoint_store import BackgroundWriter
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConfigError,
+    RedivisConflictError,
+    ResumableSessionExpiredError,
+    UploadIntegrityError,
+)
+from airflow_provider_redivis.progress import Progress
+from airflow_provider_redivis.sealing import SessionUrlSeal
+from airflow_provider_redivis.upload_creation import VISIBILITY_WAIT, CreateOnce
+from airflow_provider_redivis.upload_ownership import collision_hint
+from airflow_provider_redivis.upload_protocol import redact_session_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+    from airflow_provider_redivis.resumable import ResumableSession
+    from airflow_provider_redivis.sources import UploadSource
+
+log = logging.getLogger(__name__)
+
+IF_EXISTS = ("fail", "replace", "skip")
+
+
+@dataclass
+class UploadSpec:
+    """What to upload where, and how; the upload options go to Redivis as they are."""
+
+    table: str
+    name: str
+    upload_type: str | None = None
+    transport: str = "resumable_upload"
+    if_exists: str = "fail"
+    chunk_size: int | None = None
+    checksum: str | None = "auto"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise RedivisConfigError(
+                f"transport must be one of {', '.join(TRANSPORTS)}; got {self.transport!r}."
+            )
+        if self.if_exists not in IF_EXISTS:
+            raise RedivisConfigError(
+                f"if_exists must be one of {', '.join(IF_EXISTS)}; got {self.if_exists!r}."
+            )
+
+
+@dataclass
+class JobResult:
+    upload: dict[str, Any]
+    #: True when an existing upload was returned under if_exists='skip' (nothing was sent).
+    skipped: bool = False
+
+
+class UploadJob:
+    """Checkpoint → session → transfer → attach-or-create, for one source and one task instance.
+
+    :param report: called with ``("session_id", id)`` and ``("offset", n)`` as the transfer advances
+        (the operator pushes them to XCom); later calls come from the checkpoint writer's thread.
+    """
+
+    def __init__(
+        self,
+        hook: RedivisHook,
+        store: CheckpointStore,
+        spec: UploadSpec,
+        source: UploadSource,
+        *,
+        report: Callable[[str, Any], None] | None = None,
+        visibility_wait: float = VISIBILITY_WAIT,
+    ) -> None:
+        self.hook = hook
+        self.store = store
+        self.spec = spec
+        self.source = source
+        self.seal = SessionUrlSeal(hook.settings.token)
+        self._report = report or (lambda _key, _value: None)
+        self.visibility_wait = visibility_wait
+        self._session: ResumableSession | None = None
+        self.create_once = CreateOnce(hook, spec, self.save, self.forget, visibility_wait=visibility_wait)
+
+    # -- the store ------------------------------------------------------------------------------
+
+    def save(self, checkpoint: UploadCheckpoint) -> None:
+        self.store.save(checkpoint.to_json(self.seal))
+
+    def forget(self) -> None:
+        """Delete the checkpoint: the upload is done, or the next try must start clean."""
+        self.store.delete()
+
+    def cancel(self) -> None:
+        if self._session is not None:
+            self._session.cancel()
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def run(self) -> JobResult:
+        checkpoint = self.usable_checkpoint()
+        if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+            return JobResult(self.create_once(checkpoint))
+        if checkpoint is None:
+            existing = self.resolve_existing()
+            if existing is not None:
+                self.forget()
+                return JobResult(existing, skipped=True)
+        checkpoint = self.transfer(checkpoint)
+        return JobResult(self.create_once(checkpoint))
+
+    def usable_checkpoint(self) -> UploadCheckpoint | None:
+        """The stored checkpoint if this try may resume from it; otherwise None, with the reason logged."""
+        raw = self.store.load()
+        if raw is None:
+            return None
+        try:
+            checkpoint = UploadCheckpoint.from_json(raw, self.seal)
+        except CheckpointUnreadableError as exc:
+            log.warning("Starting a new upload session from byte 0: the checkpoint cannot be read (%s)", exc)
+            return None
+        spec = self.spec
+        if (checkpoint.table, checkpoint.upload_name, checkpoint.transport) != (
+            spec.table,
+            spec.name,
+            spec.transport,
+        ):
+            log.warning(
+                "Starting a new upload session from byte 0: the checkpoint is for %s/%s over %s, this try uploads "
+                "%s/%s over %s",
+                checkpoint.table,
+                checkpoint.upload_name,
+                checkpoint.transport,
+                spec.table,
+                spec.name,
+                spec.transport,
+            )
+            return None
+        if checkpoint.fingerprint != self.source.fingerprint():
+            log.warning(
+                "Starting a new upload session from byte 0: the source changed since the last try "
+                "(size %d → %d); resuming would splice two versions of the file",
+                checkpoint.fingerprint.size,
+                self.source.size,
+            )
+            return None
+        if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+            return checkpoint  # the bytes are with Redivis already: the session's age no longer matters
+        if checkpoint.session_expired():
+            log.warning(
+                "Starting a new upload session from byte 0: session %s was created at %s and has expired",
+                checkpoint.session_id,
+                checkpoint.created_at.isoformat(),
+            )
+            return None
+        return checkpoint
+
+    def resolve_existing(self) -> dict[str, Any] | None:
+        """Apply ``if_exists`` before anything is sent; return the upload to report when skipping."""
+        table, name = self.spec.table, self.spec.name
+        if not self.hook.upload_exists(table, name):
+            return None
+        if self.spec.if_exists == "skip":
+            log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
+            return self.hook.get_upload(table, name)
+        if self.spec.if_exists == "replace":
+            upload = self.hook.get_upload(table, name)
+            log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
+            self.hook.delete_upload(upload["uri"])
+            return None
+        raise RedivisConflictError(
+            409, f"table {table} already has an upload named {name!r}", hint=collision_hint(name)
+        )
+
+    # -- sessions and bytes ---------------------------------------------------------------------
+
+    def new_session(self) -> UploadCheckpoint:
+        spec, size = self.spec, self.source.size
+        if spec.transport == "temp_upload":
+            temp = self.hook.create_temp_upload(spec.table, size, spec.name)
+            session_id, url = str(temp["id"]), self.hook.start_temp_upload_session(str(temp["url"]), size)
+        else:
+            created = self.hook.create_resumable_upload(spec.table, size)
+            session_id, url = str(created["id"]), str(created["url"])
+        checkpoint = UploadCheckpoint(
+            table=spec.table,
+            upload_name=spec.name,
+            session_id=session_id,
+            session_url=url,
+            total_size=size,
+            fingerprint=self.source.fingerprint(),
+            transport=spec.transport,
+        )
+        self.save(checkpoint)  # before the first byte
+        log.info(
+            "Created Redivis upload session %s (%s, %s) for %d bytes of %s",
+            session_id,
+            spec.transport,
+            redact_session_url(url),
+            size,
+            self.source.display,
+        )
+        return checkpoint
+
+    def session_for(self, checkpoint: UploadCheckpoint) -> ResumableSession:
+        return self.hook.resumable_session(
+            checkpoint.session_url,
+            checkpoint.total_size,
+            chunk_size=self.spec.chunk_size,
+            checksum=self.spec.checksum,
+        )
+
+    def transfer(self, checkpoint: UploadCheckpoint | None) -> UploadCheckpoint:
+        for attempt in (1, 2):
+            if checkpoint is None:
+                checkpoint, offset = self.new_session(), 0
+            else:
+                resumed = self._resume_offset(checkpoint)
+                if resumed is None:
+                    checkpoint = None
+                    continue
+                offset = resumed
+            self._report("session_id", checkpoint.session_id)
+            self._report("offset", offset)
+            try:
+                current, md5 = self.send(checkpoint, offset)
+            except UploadIntegrityError:
+                self.forget()  # that session's object is wrong: the next try starts a new one
+                raise
+            except ResumableSessionExpiredError:
+                if attempt == 2:
+                    raise
+                log.warning(
+                    "Starting a new upload session from byte 0: session %s expired during the transfer",
+                    checkpoint.session_id,
+                )
+                self.forget()
+                checkpoint = None
+                continue
+            done = current.advanced(
+                offset=checkpoint.total_size, phase=UploadPhase.TRANSFERRED, stored_md5=md5
+            )
+            self.save(done)
+            log.info("All %d bytes are with Redivis, proven to be the source's", done.total_size)
+            return done
+        raise ResumableSessionExpiredError("Two upload sessions in a row expired; run the task again.")
+
+    def _resume_offset(self, checkpoint: UploadCheckpoint) -> int | None:
+        """Where the session stands; None when it cannot be this source's (a new session starts)."""
+        reason = None
+        try:
+            status = self.session_for(checkpoint).query_status()
+            if status.offset > checkpoint.total_size:
+                reason = f"holds {status.offset} bytes, more than the source's {checkpoint.total_size}"
+        except ResumableSessionExpiredError:
+            reason = "is gone on the server (expired or cancelled)"
+        except RedivisAPIError as exc:
+            if not 400 <= exc.status < 500:
+                raise
+            reason = f"refuses this source's size ({exc.status}): it is not this source's session"
+        if reason is not None:
+            log.warning(
+                "Starting a new upload session from byte 0: session %s %s", checkpoint.session_id, reason
+            )
+            self.forget()
+            return None
+        # A complete session only lost its last answer: nothing is left to send.
+        offset = checkpoint.total_size if status.complete else status.offset
+        log.info(
+            "Resuming Redivis upload session %s at byte %d of %d",
+            checkpoint.session_id,
+            offset,
+            checkpoint.total_size,
+        )
+        return offset
+
+    def send(self, checkpoint: UploadCheckpoint, offset: int) -> tuple[UploadCheckpoint, str | None]:
+        """Send from ``offset`` to the end; acknowledged offsets are saved on the writer's thread, never in the way."""
+        progress = Progress(checkpoint.total_size, offset)
+        current = checkpoint
+
+        def save(update: UploadCheckpoint) -> None:
+            self.save(update)
+            self._report("offset", update.offset)
+
+        with BackgroundWriter(save, "upload checkpoint") as writer:
+
+            def acknowledged(held: int, _total: int | None) -> None:
+                nonlocal current
+                if held == current.offset:
+                    return
+                current = current.advanced(offset=held)
+                writer.submit(current)
+                progress.update(held)
+
+            self._session = self.session_for(checkpoint)
+            try:
+                with self.source.open() as reader:
+                    stored = self._session.upload(
+                        reader, offset, on_progress=acknowledged, check_source=self.source.check_unchanged
+                    )
+            finally:
+                self._session = None
+        return current, stored.hashes.get("md5")

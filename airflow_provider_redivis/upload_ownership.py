@@ -1,0 +1,90 @@
+"""Whether an upload Redivis shows under a name is this session's.
+
+Plain Python. Redivis's upload resource carries no id of the session or temp upload it was made from,
+so the tie is what it does carry: the name, the size, the md5 (``hash``) against the one the upload
+server reported for this session's bytes, ``createdAt`` against when this session first asked, and the
+upload id when Redivis names it in "already used by upload N".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow_provider_redivis.checkpoint import UploadCheckpoint
+    from airflow_provider_redivis.errors import RedivisAPIError
+
+log = logging.getLogger("airflow_provider_redivis.upload_job")
+
+#: Clocks of Redivis and the worker may differ this much when an upload's ``createdAt`` is compared.
+CLOCK_SKEW = timedelta(seconds=60)
+_USED_BY = re.compile(r"already used by upload\s+['\"]?([\w-]+)", re.IGNORECASE)
+
+
+def collision_hint(name: str) -> str:
+    return (
+        f"Two tasks may be loading files with the same name {name!r} into this table (mapped tasks loading "
+        "east/sales.csv and west/sales.csv both default to 'sales.csv'): give each its own upload_name, e.g. "
+        "upload_name=\"{{ ti.map_index }}_sales.csv\". Or set if_exists='replace' to overwrite, 'skip' to keep it."
+    )
+
+
+def refusal_of(checkpoint: UploadCheckpoint, upload: Mapping[str, Any], used_by: str | None) -> str | None:
+    """None when ``upload`` is tied to this session; else what shows it is another's."""
+    if upload.get("name") != checkpoint.upload_name:
+        return f"its name is {upload.get('name')!r}"
+    if used_by is not None and str(upload.get("id")) != used_by:
+        return f"Redivis says this session made upload {used_by}, not {upload.get('id')}"
+    size = upload.get("size", upload.get("numBytes"))
+    if size is None or int(size) != checkpoint.total_size:
+        return f"it holds {size} bytes, this source {checkpoint.total_size}"
+    theirs, ours = _md5_bytes(upload.get("hash")), _md5_bytes(checkpoint.stored_md5)
+    if theirs is not None and ours is not None and theirs != ours:
+        return "its md5 differs from this session's bytes"
+    created = _timestamp(upload.get("createdAt"))
+    since = checkpoint.creating_since or checkpoint.created_at
+    if created is not None and created < since - CLOCK_SKEW:
+        return f"it was created at {created.isoformat()}, before this session asked ({since.isoformat()})"
+    return None
+
+
+def already_used(exc: RedivisAPIError) -> bool:
+    return exc.status in (400, 409) and "already used" in (exc.message or "").lower()
+
+
+def used_by_of(exc: RedivisAPIError) -> str | None:
+    match = _USED_BY.search(exc.message or "") if exc.status in (400, 409) else None
+    return match.group(1) if match else None
+
+
+def _md5_bytes(value: object) -> bytes | None:
+    """An md5 as hex or base64, as bytes; None when it is neither."""
+    if not isinstance(value, str) or not value:
+        return None
+    if re.fullmatch(r"[0-9a-fA-F]{32}", value):
+        return bytes.fromhex(value)
+    try:
+        digest = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return digest if len(digest) == 16 else None
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Redivis's ``createdAt``: milliseconds since the epoch (or an ISO text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None

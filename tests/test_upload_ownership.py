@@ -1,0 +1,79 @@
+"""What ties an upload Redivis shows under a name to this session, and what proves it is another's."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_redivis.errors import RedivisAPIError
+from airflow_provider_redivis.upload_ownership import already_used, refusal_of, used_by_of
+from tests.test_checkpoint import make_checkpoint
+
+MD5 = hashlib.md5(b"x" * 100).digest()
+ASKED = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def checkpoint():  # type: ignore[no-untyped-def]
+    return make_checkpoint(
+        stored_md5=base64.b64encode(MD5).decode(),
+        created_at=ASKED - timedelta(minutes=10),
+        creating_since=ASKED,
+    )
+
+
+def upload(**changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "id": "1000007",
+        "name": "f.csv",
+        "size": 100,
+        "hash": MD5.hex(),
+        "createdAt": int((ASKED + timedelta(seconds=3)).timestamp() * 1000),
+    }
+    return {**base, **changes}
+
+
+def test_the_sessions_own_upload_is_recognised() -> None:
+    assert refusal_of(checkpoint(), upload(), None) is None
+    assert refusal_of(checkpoint(), upload(), "1000007") is None
+    assert (
+        refusal_of(checkpoint(), upload(hash=base64.b64encode(MD5).decode()), None) is None
+    )  # either encoding
+
+
+@pytest.mark.parametrize(
+    ("changes", "used_by", "why"),
+    [
+        ({"name": "g.csv"}, None, "name"),
+        ({"size": 101}, None, "bytes"),
+        ({"size": None}, None, "bytes"),
+        ({"hash": hashlib.md5(b"other").hexdigest()}, None, "md5"),
+        ({"createdAt": int((ASKED - timedelta(minutes=5)).timestamp() * 1000)}, None, "before this session"),
+        ({}, "1000008", "1000008"),
+    ],
+)
+def test_anything_else_is_another_tasks(changes: dict[str, object], used_by: str | None, why: str) -> None:
+    refusal = refusal_of(checkpoint(), upload(**changes), used_by)
+    assert refusal is not None
+    assert why in refusal
+
+
+def test_a_late_commit_is_never_too_early() -> None:
+    # Redivis's clock a little behind the worker's: within the skew it is still this session's.
+    assert (
+        refusal_of(
+            checkpoint(), upload(createdAt=int((ASKED - timedelta(seconds=20)).timestamp() * 1000)), None
+        )
+        is None
+    )
+
+
+def test_already_used_answers_name_the_upload() -> None:
+    exc = RedivisAPIError(400, "The resumable upload was already used by upload 1000007.")
+    assert already_used(exc)
+    assert used_by_of(exc) == "1000007"
+    assert used_by_of(RedivisAPIError(400, "resumableUploadId already used")) is None
+    assert already_used(RedivisAPIError(400, "resumableUploadId already used"))
+    assert not already_used(RedivisAPIError(409, "An upload named 'f.csv' already exists"))
