@@ -51,6 +51,7 @@ def operator_lineage(source: Any, table: str, upload: Mapping[str, Any]) -> Any:
     """The ``OperatorLineage`` of one finished upload."""
     from airflow.providers.common.compat.openlineage.facet import (
         Dataset,
+        OutputDataset,
         OutputStatisticsOutputDatasetFacet,
         SchemaDatasetFacet,
         SchemaDatasetFacetFields,
@@ -75,7 +76,7 @@ def operator_lineage(source: Any, table: str, upload: Mapping[str, Any]) -> Any:
             rowCount=upload["numRows"],
             size=upload.get("size") if isinstance(upload.get("size"), int) else None,
         )
-    output = Dataset(namespace=out_namespace, name=out_name, facets=output_facets)
-    if statistics:
-        output.outputFacets = statistics  # type: ignore[attr-defined]
+    output = OutputDataset(
+        namespace=out_namespace, name=out_name, facets=output_facets, outputFacets=statistics
+    )
     return OperatorLineage(inputs=[Dataset(namespace=in_namespace, name=in_name)], outputs=[output])

@@ -131,6 +131,10 @@ PROVIDER_INFO: dict[str, Any] = {
     "triggers": [
         {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.triggers.upload"]}
     ],
+    "extra-links": [
+        "airflow_provider_redivis.links.RedivisTableLink",
+        "airflow_provider_redivis.links.RedivisUploadLink",
+    ],
     "asset-uris": ASSET_URIS,
     "dataset-uris": ASSET_URIS,
     "connection-types": [

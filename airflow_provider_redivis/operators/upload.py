@@ -8,6 +8,7 @@ import posixpath
 import time
 from typing import TYPE_CHECKING, Any
 
+import requests
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, TaskDeferred, conf
 
 from airflow_provider_redivis.assets import asset_for_table
@@ -16,6 +17,12 @@ from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, c
 from airflow_provider_redivis.checksums import validate_checksum
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.links import (
+    XCOM_TABLE_URL,
+    XCOM_UPLOAD_URL,
+    RedivisTableLink,
+    RedivisUploadLink,
+)
 from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.upload_job import IF_EXISTS, UploadJob, UploadSpec
@@ -87,6 +94,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         "metadata",
     )
     ui_color = "#2d6fa4"
+    operator_extra_links = (RedivisTableLink(), RedivisUploadLink())
 
     def __init__(
         self,
@@ -155,6 +163,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         if upload_name is not None and not is_template(upload_name):
             validate_upload_name(upload_name)
         self._job: UploadJob | None = None
+        #: The finished upload, for OpenLineage.
+        self._upload: dict[str, Any] | None = None
         # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
         # result's XCom, the API server away) leaves it, so the retry attaches to the upload by its uri.
         given: Any = self.on_success_callback
@@ -186,6 +196,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         store = checkpoint_store_for(context)
         upload = event.get("upload") or {}
         if event.get("status") == "success" and upload_outcome(upload) is UploadOutcome.COMPLETED:
+            self._upload = upload
             return summarize_upload(upload)  # the checkpoint goes with the task's success callback
         if upload and upload_outcome(upload) is UploadOutcome.FAILED:
             store.delete()
@@ -228,10 +239,31 @@ class RedivisResumableUploadOperator(BaseOperator):
             result = self._job.run()
         finally:
             self._job = None
+        self._publish_links(ti, hook, table, result.upload)
         if result.skipped:
+            self._upload = result.upload
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
         return self._finish(hook, store, result.upload)
+
+    @staticmethod
+    def _publish_links(ti: Any, hook: RedivisHook, table: str, upload: dict[str, Any]) -> None:
+        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""
+        if isinstance(upload.get("url"), str):
+            ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
+        try:
+            table_url = hook.get_table(table).get("url")
+        except (RedivisError, requests.RequestException) as exc:
+            log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
+            return
+        if isinstance(table_url, str):
+            ti.xcom_push(key=XCOM_TABLE_URL, value=table_url)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the source in, the table out, with the upload's row count, size and schema."""
+        from airflow_provider_redivis.lineage import operator_lineage
+
+        return operator_lineage(self.source, self.table, self._upload or {})
 
     def _upload_options(self) -> dict[str, Any]:
         return {
@@ -273,11 +305,11 @@ class RedivisResumableUploadOperator(BaseOperator):
             upload = hook.get_upload_by_uri(upload["uri"])
         return self._conclude(store, upload)
 
-    @staticmethod
-    def _conclude(store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
+    def _conclude(self, store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
         if upload_outcome(upload) is UploadOutcome.FAILED:
             store.delete()
             raise upload_failure(upload)
+        self._upload = upload
         return summarize_upload(upload)  # the checkpoint goes with the task's success callback
 
 
