@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import requests
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.resumable import CHUNK_UNIT, DEFAULT_CHUNK_SIZE
 from benchmarks import report
 

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]
+pytest_plugins = ["redivis_emulator.pytest_plugin"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import UploadIntegrityError
 from airflow_provider_redivis.resumable import ResumableSession
 from airflow_provider_redivis.retry import RetryPolicy

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.e2e.deployment import AirflowDeployment
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from tests.e2e.daily_load import (
     DAG_ID,
     PROCESSING_STEP_SECONDS,

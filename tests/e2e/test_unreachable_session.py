@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.e2e.deployment import AirflowDeployment, log_messages
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 
 TABLE = "test_owner.test_dataset.test_table"
 UNIT = 256 * 1024
@@ -99,10 +99,10 @@ def upload_bytes(
 
 @contextmanager
 def running_cli(*args: str, log: Path, timeout: float = 20) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m airflow_provider_redivis.emulator --port 0 ARGS``: (process, base URL from its first line)."""
+    """``python -m redivis_emulator --port 0 ARGS``: (process, base URL from its first line)."""
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_redivis.emulator", "--port", "0", *args],
+            [sys.executable, "-m", "redivis_emulator", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

@@ -1,4 +1,4 @@
-"""``python -m airflow_provider_redivis.emulator``: first line is the base URL, flags work, SIGTERM stops it."""
+"""``python -m redivis_emulator``: first line is the base URL, flags work, SIGTERM stops it."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_cli_stops_on_sigint_and_scopes_tokens(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--fault", "explode"], ["--table", "not-a-reference"], ["--port", "-5"]])
 def test_cli_refuses_bad_arguments(args: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_redivis.emulator", *args],
+        [sys.executable, "-m", "redivis_emulator", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -71,7 +71,7 @@ def test_cli_refuses_bad_arguments(args: list[str]) -> None:
 
 def test_the_emulator_does_not_import_airflow() -> None:
     code = (
-        "import sys, airflow_provider_redivis.emulator, airflow_provider_redivis.emulator.__main__\n"
+        "import sys, redivis_emulator, redivis_emulator.__main__\n"
         "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
         "assert not bad, bad\n"
     )

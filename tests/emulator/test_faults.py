@@ -14,8 +14,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import requests
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator, RequestInfo, parse_fault_spec
-from airflow_provider_redivis.emulator.faults import fault_from_mapping
+from redivis_emulator import Fault, RedivisEmulator, RequestInfo, parse_fault_spec
+from redivis_emulator.faults import fault_from_mapping
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]

@@ -17,8 +17,8 @@ import pytest
 import requests
 import urllib3
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator, parse_fault_spec
-from airflow_provider_redivis.emulator.faults import fault_from_mapping
+from redivis_emulator import Fault, RedivisEmulator, parse_fault_spec
+from redivis_emulator.faults import fault_from_mapping
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, running_cli, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE
 
 pytestmark = [

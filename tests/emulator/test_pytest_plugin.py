@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, table_path
 
 
@@ -41,7 +41,7 @@ def test_plugin_loads_with_dash_p_and_stops_the_emulator(tmp_path: Path) -> None
             "pytest",
             "-q",
             "-p",
-            "airflow_provider_redivis.emulator.pytest_plugin",
+            "redivis_emulator.pytest_plugin",
             "-p",
             "no:cacheprovider",
             str(tmp_path),

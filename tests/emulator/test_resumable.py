@@ -14,7 +14,7 @@ import google_crc32c
 import pytest
 import requests
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from airflow_provider_redivis.demo import write_csv
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from tests.airflow.harness import REPO, AirflowHome, airflow2_python, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_redivis.emulator import ALL_SCOPES, RedivisEmulator
+from redivis_emulator import ALL_SCOPES, RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.retry import RetryPolicy
 

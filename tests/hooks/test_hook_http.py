@@ -14,7 +14,7 @@ import pytest
 import requests
 import tenacity
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,

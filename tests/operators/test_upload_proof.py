@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from tests.airflow.harness import AirflowHome, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

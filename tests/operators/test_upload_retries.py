@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 
 if TYPE_CHECKING:

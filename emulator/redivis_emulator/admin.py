@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.emulator.catalog import ApiError
-from airflow_provider_redivis.emulator.faults import fault_from_mapping
-from airflow_provider_redivis.emulator.replies import Reply, json_reply
+from redivis_emulator.catalog import ApiError
+from redivis_emulator.faults import fault_from_mapping
+from redivis_emulator.replies import Reply, json_reply
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator.server import RedivisEmulator
-    from airflow_provider_redivis.emulator.wire import BodyReader
+    from redivis_emulator.server import RedivisEmulator
+    from redivis_emulator.wire import BodyReader
 
 
 def known_keys(data: Any, allowed: set[str]) -> None:

@@ -47,7 +47,7 @@ import requests
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
 DAG_ID = "redivis_daily_load"
 DAG_FILE_NAME = "redivis_daily_load.py"
@@ -118,7 +118,7 @@ def first_try_cut(emulator: RedivisEmulator, target_size: int, max_attempts: int
 
     Returns the byte at which the connection is cut. See the module docstring for the count.
     """
-    from airflow_provider_redivis.emulator import Fault
+    from redivis_emulator import Fault
 
     at_offset = target_size // 2
     emulator.add_fault(
@@ -410,7 +410,7 @@ def summarize(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
     dag_source = _repo_root() / "example_dags" / DAG_FILE_NAME
     if not dag_source.is_file():

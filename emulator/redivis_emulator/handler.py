@@ -22,35 +22,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from airflow_provider_redivis.emulator.admin import admin_route
-from airflow_provider_redivis.emulator.catalog import (
+from redivis_emulator.admin import admin_route
+from redivis_emulator.catalog import (
     EDIT_SCOPE,
     ApiError,
     InsufficientScopeError,
     UploadSource,
 )
-from airflow_provider_redivis.emulator.faults import Fault, RequestInfo
-from airflow_provider_redivis.emulator.recording import (
+from redivis_emulator.faults import Fault, RequestInfo
+from redivis_emulator.recording import (
     SESSION_PREFIX,
     TEMP_PREFIX,
     RecordedRequest,
     redact_path,
 )
-from airflow_provider_redivis.emulator.replies import (
+from redivis_emulator.replies import (
     Reply,
     api_error_reply,
     json_reply,
     misreport,
     session_reply,
 )
-from airflow_provider_redivis.emulator.sessions import (
+from redivis_emulator.sessions import (
     ConnectionGone,
     ContentRange,
     ResetConnection,
     gcs_error,
     parse_content_range,
 )
-from airflow_provider_redivis.emulator.wire import (
+from redivis_emulator.wire import (
     BodyCut,
     BodyError,
     BodyReader,
@@ -60,9 +60,9 @@ from airflow_provider_redivis.emulator.wire import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator.server import RedivisEmulator
+    from redivis_emulator.server import RedivisEmulator
 
-log = logging.getLogger("airflow_provider_redivis.emulator")
+log = logging.getLogger("redivis_emulator")
 
 ERROR_PAYLOAD_HEADER = "X-REDIVIS-ERROR-PAYLOAD"
 API_PREFIX = "/api/v1/"

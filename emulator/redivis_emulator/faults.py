@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from airflow_provider_redivis.emulator.dialects import LIE_FIELDS
+from redivis_emulator.dialects import LIE_FIELDS
 
 #: What a fault can do; see :class:`Fault`.
 FAULT_KINDS = (

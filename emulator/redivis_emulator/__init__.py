@@ -10,12 +10,12 @@ Three ways to run it
 
 From the command line (prints its base URL as the first line, runs until SIGTERM/SIGINT)::
 
-    python -m airflow_provider_redivis.emulator --port 0 --table me.sales.daily \\
+    python -m redivis_emulator --port 0 --table me.sales.daily \\
         --token test-token --fault "reset:origin=session,after_bytes=1048576,nth=2"
 
 From Python::
 
-    from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+    from redivis_emulator import Fault, RedivisEmulator
 
     with RedivisEmulator(tables=["me.sales.daily"]) as emu:
         emu.base_url                  # "http://127.0.0.1:PORT"; the API is at base_url + "/api/v1"
@@ -27,7 +27,7 @@ From Python::
         emu.list_uploads("me.sales.daily")
         emu.wait_for_processing("me.sales.daily", "file.csv", timeout=30)
 
-From pytest (``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
+From pytest (``pytest_plugins = ["redivis_emulator.pytest_plugin"]`` in the root
 ``conftest.py``, as this repository's ``tests/conftest.py`` does, or ``-p`` with that module): the
 function-scoped ``redivis_emulator`` fixture has one table, ``test_owner.test_dataset.test_table``,
 and the token ``test-token``.
@@ -66,13 +66,15 @@ Faults: see :class:`Fault` and :func:`parse_fault_spec`.
 
 from __future__ import annotations
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
-from airflow_provider_redivis.emulator.dialects import DIALECTS
-from airflow_provider_redivis.emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
-from airflow_provider_redivis.emulator.recording import RecordedRequest
-from airflow_provider_redivis.emulator.server import RedivisEmulator
-from airflow_provider_redivis.emulator.sessions import SessionInfo
-from airflow_provider_redivis.emulator.wire import HAS_CRC32C
+from redivis_emulator.catalog import ALL_SCOPES
+from redivis_emulator.dialects import DIALECTS
+from redivis_emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
+from redivis_emulator.recording import RecordedRequest
+from redivis_emulator.server import RedivisEmulator
+from redivis_emulator.sessions import SessionInfo
+from redivis_emulator.wire import HAS_CRC32C
+
+__version__ = "0.1.0"
 
 __all__ = [
     "ALL_SCOPES",

@@ -11,17 +11,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, ApiError, Catalog
-from airflow_provider_redivis.emulator.dialects import ALL_HASHES, check_dialect
-from airflow_provider_redivis.emulator.faults import Fault, FaultBook
-from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
-from airflow_provider_redivis.emulator.processing import Processor
-from airflow_provider_redivis.emulator.recording import RecordedRequest, RequestLog
+from redivis_emulator.catalog import ALL_SCOPES, ApiError, Catalog
+from redivis_emulator.dialects import ALL_HASHES, check_dialect
+from redivis_emulator.faults import Fault, FaultBook
+from redivis_emulator.handler import EmulatorHTTPServer
+from redivis_emulator.processing import Processor
+from redivis_emulator.recording import RecordedRequest, RequestLog
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from airflow_provider_redivis.emulator.sessions import SessionInfo
+    from redivis_emulator.sessions import SessionInfo
 
 DEFAULT_TOKEN = "test-token"  # noqa: S105 - the emulator's documented test token
 #: Cloud Storage's resumable sessions live 24 hours.

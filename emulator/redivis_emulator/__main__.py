@@ -1,4 +1,4 @@
-"""``python -m airflow_provider_redivis.emulator``: run the emulator until SIGTERM or SIGINT.
+"""``python -m redivis_emulator``: run the emulator until SIGTERM or SIGINT.
 
 The first line on stdout is the base URL (the API is under ``/api/v1``); nothing else goes to
 stdout, and no token is ever printed.
@@ -12,9 +12,9 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
-from airflow_provider_redivis.emulator.faults import Fault, parse_fault_spec
-from airflow_provider_redivis.emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
+from redivis_emulator.catalog import ALL_SCOPES
+from redivis_emulator.faults import Fault, parse_fault_spec
+from redivis_emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,7 +47,7 @@ def _fault(value: str) -> Fault:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_redivis.emulator",
+        prog="python -m redivis_emulator",
         description="Run a local Redivis API emulator (with Cloud Storage resumable sessions on a second port).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -1,7 +1,7 @@
 """The ``redivis_emulator`` pytest fixture.
 
-Enable it with ``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
-``conftest.py`` (or ``-p airflow_provider_redivis.emulator.pytest_plugin``), or import the fixture
+Enable it with ``pytest_plugins = ["redivis_emulator.pytest_plugin"]`` in the root
+``conftest.py`` (or ``-p redivis_emulator.pytest_plugin``), or import the fixture
 into a ``conftest.py``.
 """
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_redivis.emulator.server import RedivisEmulator
+from redivis_emulator.server import RedivisEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

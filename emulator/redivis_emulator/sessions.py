@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from airflow_provider_redivis.emulator.dialects import (
+from redivis_emulator.dialects import (
     ALL_HASHES,
     ObjectFacts,
     SessionReply,
@@ -42,7 +42,7 @@ from airflow_provider_redivis.emulator.dialects import (
     hash_mismatch,
     parse_goog_hash,
 )
-from airflow_provider_redivis.emulator.wire import (
+from redivis_emulator.wire import (
     PIECE,
     THREADED_HASH_MIN,
     UNIT,
