@@ -26,8 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-
 from redivis_emulator import Fault, RedivisEmulator
+
 from airflow_provider_redivis.resumable import CHUNK_UNIT, DEFAULT_CHUNK_SIZE
 from benchmarks import report
 

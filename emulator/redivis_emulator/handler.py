@@ -1,128 +1,42 @@
-"""HTTP for both origins: routing, auth, error shapes, fault application and the request log.
+"""HTTP for both origins: the Host guard, fault application, the request log, and sending replies.
 
-The API origin serves ``/api/v1/...`` (Redivis), ``/tempUploads/{token}`` (the temp-upload URLs the
-official client uses) and ``/_emulator/...`` (admin, unauthenticated, not logged). The session
-origin serves only resumable-session URLs, ``/upload/resumable/{token}``, with Cloud Storage's
-rules; it never needs a token, and records when one arrives anyway.
+Routing is elsewhere: ``api_routes.py`` (the API origin's ``/api/v1/...`` and ``/tempUploads/{token}``),
+``session_routes.py`` (the session origin's ``/upload/resumable/{token}``, which never needs a token
+and records when one arrives anyway) and ``admin.py`` (``/_emulator/...`` on the API origin: admin
+token required, not logged). Every request on either origin must name the emulator in its ``Host``
+header (``127.0.0.1:port``, ``localhost:port``, ``[::1]:port`` or the bound host): a DNS-rebinding
+page cannot reach it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import re
 import socket
 import struct
-import threading
 import time
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from redivis_emulator.admin import admin_route
-from redivis_emulator.catalog import (
-    EDIT_SCOPE,
-    ApiError,
-    InsufficientScopeError,
-    UploadSource,
-)
+from redivis_emulator.admin import ADMIN_PREFIX, admin_refusal, admin_route
+from redivis_emulator.api_routes import API_PREFIX, ApiRoutes
+from redivis_emulator.errors import ApiError
 from redivis_emulator.faults import Fault, RequestInfo
-from redivis_emulator.recording import (
-    SESSION_PREFIX,
-    TEMP_PREFIX,
-    RecordedRequest,
-    redact_path,
-)
-from redivis_emulator.replies import (
-    Reply,
-    api_error_reply,
-    json_reply,
-    misreport,
-    session_reply,
-)
-from redivis_emulator.sessions import (
-    ConnectionGone,
-    ContentRange,
-    ResetConnection,
-    gcs_error,
-    parse_content_range,
-)
-from redivis_emulator.wire import (
-    BodyCut,
-    BodyError,
-    BodyReader,
-    ClientDisconnected,
-    floor_unit,
-    stream_body_to_file,
-)
+from redivis_emulator.recording import SESSION_PREFIX, RecordedRequest, redact_path
+from redivis_emulator.replies import Reply, api_error_reply, json_reply, misreport, session_reply
+from redivis_emulator.session_routes import content_range_of, fault_status_reply, session_route
+from redivis_emulator.sessions import ConnectionGone, ContentRange, ResetConnection, gcs_error
+from redivis_emulator.wire import BodyCut, BodyError, BodyReader, ClientDisconnected
 
 if TYPE_CHECKING:
-    from redivis_emulator.server import RedivisEmulator
+    from redivis_emulator.context import EmulatorContext
+    from redivis_emulator.http_server import EmulatorHTTPServer
 
 log = logging.getLogger("redivis_emulator")
 
 ERROR_PAYLOAD_HEADER = "X-REDIVIS-ERROR-PAYLOAD"
-API_PREFIX = "/api/v1/"
-ADMIN_PREFIX = "/_emulator/"
-MAX_MULTIPART_BODY = 64 * 1024 * 1024
-_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:
-    """``multipart/form-data`` (the official client's small-file path): part name -> bytes."""
-    match = re.search(r'boundary="?([^";]+)"?', content_type)
-    if match is None:
-        raise ApiError(400, "multipart/form-data without a boundary.")
-    delimiter = b"--" + match.group(1).encode("latin-1")
-    parts: dict[str, bytes] = {}
-    for raw in data.split(delimiter)[1:]:
-        if raw.startswith(b"--"):
-            break
-        raw = raw.removeprefix(b"\r\n")
-        head, sep, content = raw.partition(b"\r\n\r\n")
-        if not sep:
-            raise ApiError(400, "Malformed multipart body: a part has no header/content separator.")
-        name = re.search(rb'name="([^"]*)"', head)
-        if name is None:
-            raise ApiError(400, "Malformed multipart body: a part has no name.")
-        parts[name.group(1).decode("utf-8", "replace")] = content.removesuffix(b"\r\n")
-    return parts
-
-
-class EmulatorHTTPServer(ThreadingHTTPServer):
-    """One origin. Tracks open connections so that stop() can end them."""
-
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], emulator: RedivisEmulator, origin: str) -> None:
-        self.emulator = emulator
-        self.origin = origin
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, EmulatorRequestHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Dropped(Exception):
@@ -156,13 +70,30 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        self._dispatch()
+        if self._host_allowed():
+            self._dispatch()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     @property
-    def emulator(self) -> RedivisEmulator:
+    def emulator(self) -> EmulatorContext:
         return self.server.emulator
+
+    def _host_allowed(self) -> bool:
+        """Refuse a request whose Host is not this origin's (DNS rebinding): 400, connection closed."""
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host in self.server.allowed_hosts:
+            return True
+        self.close_connection = True
+        error = ApiError(
+            400,
+            f"Host {host or '(none)'!r} is not this emulator's: use one of {', '.join(sorted(self.server.allowed_hosts))}.",
+        )
+        record = RecordedRequest(
+            self.command.upper(), self.server.origin, urlsplit(self.path).path, "", {}, None, time.time()
+        )
+        self._safe_send(api_error_reply(error), record)
+        return False
 
     def _reset(self) -> None:
         """A real TCP reset: SO_LINGER 0, then close."""
@@ -207,7 +138,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self.flush_headers()
 
     def _sleep(self, seconds: float | None) -> None:
-        self.emulator._stop.wait(seconds or 0)
+        self.emulator.stopping.wait(seconds or 0)
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -240,7 +171,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         if origin == "session" and raw_path.startswith(SESSION_PREFIX):
             session = emu.catalog.session_by_token(raw_path[len(SESSION_PREFIX) :])
             if method == "PUT":
-                content_range, range_error = self._content_range(headers, content_length)
+                content_range, range_error = content_range_of(headers, content_length)
         info = RequestInfo(
             method=method,
             origin=origin,
@@ -318,10 +249,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
                         processing,
                     )
                 body.drain()
-                reply = self._fault_status_reply(transport, origin)
+                reply = fault_status_reply(transport, origin)
             elif transport is not None and kind == "status":
                 body.drain()
-                reply = self._fault_status_reply(transport, origin)
+                reply = fault_status_reply(transport, origin)
             else:
                 reply = self._handle(
                     method,
@@ -389,50 +320,6 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
 
-    @staticmethod
-    def _content_range(
-        headers: dict[str, str], content_length: int | None
-    ) -> tuple[ContentRange | None, str | None]:
-        value = headers.get("content-range")
-        if value is None:
-            # No Content-Range: the whole object in this one request (Cloud Storage's single-request upload).
-            if content_length is None:
-                return (
-                    None,
-                    "A PUT to a resumable session needs Content-Range (or Content-Length for the whole object).",
-                )
-            if content_length == 0:
-                return ContentRange(None, None, 0), None
-            return ContentRange(0, content_length - 1, content_length), None
-        try:
-            return parse_content_range(value), None
-        except ValueError as exc:
-            return None, str(exc)
-
-    def _fault_status_reply(self, fault: Fault, origin: str) -> Reply:
-        status = fault.status or 500
-        headers = dict(fault.headers or {})
-        message = fault.message or f"Emulated {status} (fault injection)."
-        if fault.body is not None:
-            body = fault.body
-            if isinstance(body, dict):
-                data = json.dumps(body).encode()
-                headers.setdefault("Content-Type", "application/json")
-            elif isinstance(body, str):
-                data = body.encode()
-            else:
-                data = bytes(body)  # type: ignore[arg-type]
-            reply = Reply(status, data, headers)
-            if origin == "api":
-                reply.error_payload = {"error": {"status": status, "message": message}}
-            return reply
-        if origin == "session":
-            reply = session_reply(gcs_error(status, message))
-            reply.headers.update(headers)
-            return reply
-        reply = api_error_reply(ApiError(status, message, headers=headers))
-        return reply
-
     # -- routing -------------------------------------------------------------------------------
 
     def _handle(
@@ -450,263 +337,32 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         processing: Fault | None,
     ) -> Reply:
         if origin == "session":
-            return self._session(
+            return session_route(
                 method, raw_path, headers, body, session, content_range, range_error, transport
             )
-        if raw_path.startswith(TEMP_PREFIX):
-            return self._temp_upload(method, raw_path[len(TEMP_PREFIX) :], headers, body)
-        if not raw_path.startswith(API_PREFIX):
-            return api_error_reply(
-                ApiError(404, f"No such endpoint: {method} {raw_path}. The API is under /api/v1.")
-            )
-        try:
-            self._authorize(method, headers)
-            segments = [unquote(s) for s in raw_path[len(API_PREFIX) :].split("/")]
-            params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
-            fail_message = None
-            if processing is not None:
-                fail_message = processing.message or "Processing failed (emulated fault)."
-            return self._api(method, segments, params, headers, body, fail_message)
-        except ApiError as error:
-            return api_error_reply(error)
-
-    def _authorize(self, method: str, headers: dict[str, str]) -> None:
-        value = headers.get("authorization", "")
-        scheme, _, token = value.partition(" ")
-        scopes = self.emulator.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
-        if scopes is None:
-            raise ApiError(
-                401,
-                "Missing or invalid API token: send 'Authorization: Bearer <token>' with a valid Redivis API token.",
-                headers={"WWW-Authenticate": 'Bearer realm="Redivis"'},
-            )
-        if method in _WRITE_METHODS and EDIT_SCOPE not in scopes:
-            raise InsufficientScopeError(EDIT_SCOPE)
-
-    def _json_body(self, body: BodyReader) -> dict[str, Any]:
-        data = body.read_all()
-        if not data.strip():
-            return {}
-        try:
-            parsed = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "The request body is not valid JSON.") from None
-        if not isinstance(parsed, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
-        return parsed
-
-    def _api(
-        self,
-        method: str,
-        seg: list[str],
-        params: dict[str, str],
-        headers: dict[str, str],
-        body: BodyReader,
-        fail_message: str | None,
-    ) -> Reply:
-        cat = self.emulator.catalog
-        n = len(seg)
-        read = method in ("GET", "HEAD")
-        page = (params.get("maxResults"), params.get("pageToken"))
-
-        def allowed(*methods: str) -> None:
-            if method not in methods and not (method == "HEAD" and "GET" in methods):
-                raise ApiError(405, f"{method} is not supported here; use {' or '.join(methods)}.")
-
-        if n == 2 and seg[0] == "users" and seg[1] == "me":
-            allowed("GET")
-            return json_reply(200, cat.me())
-        if seg and seg[0] in ("users", "organizations") and n in (2, 3):
-            if n == 2:
-                allowed("GET")
-                return json_reply(200, cat.get_user(seg[1]))
-            if seg[2] == "datasets":
-                allowed("GET", "POST")
-                if read:
-                    return json_reply(200, cat.list_datasets(seg[1], *page))
-                kind = "user" if seg[0] == "users" else "organization"
-                return json_reply(200, cat.create_dataset(seg[1], kind, self._json_body(body)))
-        if seg and seg[0] == "datasets" and n >= 2:
-            ref = seg[1]
-            if n == 2:
-                allowed("GET")
-                return json_reply(200, cat.get_dataset(ref))
-            if seg[2] == "versions":
-                if n == 3:
-                    allowed("GET", "POST")
-                    if read:
-                        return json_reply(200, cat.list_versions(ref, *page))
-                    return json_reply(200, cat.create_next_version(ref))
-                if n == 4:
-                    allowed("GET")
-                    return json_reply(200, cat.get_version(ref, seg[3]))
-                if n == 5 and seg[4] == "release":
-                    allowed("POST")
-                    version, resource = cat.start_release(ref, seg[3], self._json_body(body))
-                    self.emulator.processor.start_release(version, fail_message)
-                    return json_reply(200, resource)
-            if seg[2] == "tables" and n == 3:
-                allowed("GET", "POST")
-                if read:
-                    return json_reply(200, cat.list_tables(ref, *page))
-                return json_reply(200, cat.create_table(ref, self._json_body(body)))
-        if seg and seg[0] == "tables" and n >= 2:
-            ref = seg[1]
-            if n == 2:
-                allowed("GET", "PATCH")
-                if read:
-                    return json_reply(200, cat.get_table(ref))
-                return json_reply(200, cat.update_table(ref, self._json_body(body)))
-            if seg[2] == "resumableUpload" and n == 3:
-                allowed("POST")
-                if body.read_all(1024).strip():
-                    raise ApiError(400, "The request body must be empty; pass the size as ?size=<bytes>.")
-                return json_reply(200, cat.create_resumable_upload(ref, params.get("size")))
-            if seg[2] == "tempUploads" and n == 3:
-                allowed("POST")
-                return json_reply(200, cat.create_temp_uploads(ref, self._json_body(body)))
-            if seg[2] == "uploads":
-                if n == 3:
-                    allowed("GET", "POST")
-                    if read:
-                        return json_reply(200, cat.list_uploads(ref, *page))
-                    return self._create_upload(ref, headers, body, fail_message)
-                if n == 4:
-                    allowed("GET", "DELETE")
-                    if read:
-                        return json_reply(200, cat.get_upload(ref, seg[3]))
-                    return json_reply(200, cat.delete_upload(ref, seg[3]))
-        raise ApiError(404, f"No such endpoint: {method} /api/v1/{'/'.join(seg)}.")
-
-    def _create_upload(
-        self, ref: str, headers: dict[str, str], body: BodyReader, fail_message: str | None
-    ) -> Reply:
-        emu = self.emulator
-        content_type = headers.get("content-type", "")
-        inline: UploadSource | None = None
-        if content_type.lower().startswith("multipart/form-data"):
-            parts = parse_multipart(body.read_all(MAX_MULTIPART_BODY), content_type)
-            if "metadata" not in parts:
-                raise ApiError(400, "A multipart upload needs a 'metadata' part with the upload's JSON.")
-            try:
-                payload = json.loads(parts["metadata"])
-            except ValueError:
-                raise ApiError(400, "The 'metadata' part is not valid JSON.") from None
-            if not isinstance(payload, dict):
-                raise ApiError(400, "The 'metadata' part must be a JSON object.")
-            if "data" in parts:
-                path = emu.catalog.data_dir / "inline" / f"{uuid.uuid4().hex}.bin"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(parts["data"])
-                digest = hashlib.md5(parts["data"]).hexdigest()  # noqa: S324 - a checksum, not security
-                inline = UploadSource(path, len(parts["data"]), digest)
-        else:
-            payload = self._json_body(body)
-        upload = emu.catalog.create_upload(ref, payload, inline)
-        emu.processor.start_upload(upload, fail_message)
-        with emu.catalog.lock:
-            return json_reply(200, emu.catalog.upload_resource(upload))
-
-    # -- temp uploads (API origin, no token needed: the URL is the credential) -----------------
-
-    def _temp_upload(self, method: str, token: str, headers: dict[str, str], body: BodyReader) -> Reply:
-        try:
-            temp = self.emulator.catalog.temp_upload(token)
-        except ApiError as error:
-            return api_error_reply(error)
-        if method == "POST":
-            if headers.get("x-goog-resumable", "").lower() != "start":
-                return api_error_reply(
-                    ApiError(
-                        400, "To start a resumable upload, POST with the header 'x-goog-resumable: start'."
-                    )
-                )
-            size_header = headers.get("x-upload-content-length")
-            try:
-                size = int(size_header) if size_header is not None else None
-            except ValueError:
-                return api_error_reply(ApiError(400, "x-upload-content-length must be an integer."))
-            session = self.emulator.catalog.start_temp_session(temp, size)
-            return Reply(201, b"", {"Location": session.url})
-        if method == "PUT":
-            temp.path.parent.mkdir(parents=True, exist_ok=True)
-            size, digests = stream_body_to_file(body, temp.path)
-            with self.emulator.catalog.lock:
-                temp.received, temp.md5 = size, digests.md5_hex
-            return json_reply(
-                200,
-                {"kind": "storage#object", "name": temp.id, "size": str(size), "md5Hash": digests.md5_base64},
-            )
-        return api_error_reply(ApiError(405, "A temp upload URL takes POST (resumable start) or PUT."))
-
-    # -- session origin ------------------------------------------------------------------------
-
-    def _session(
-        self,
-        method: str,
-        raw_path: str,
-        headers: dict[str, str],
-        body: BodyReader,
-        session: Any,
-        content_range: ContentRange | None,
-        range_error: str | None,
-        transport: Fault | None,
-    ) -> Reply:
-        if not raw_path.startswith(SESSION_PREFIX) or session is None:
-            return session_reply(gcs_error(404, "No such upload session. Start a new one."))
-        if method == "DELETE":
-            # Cloud Storage answers a cancel with 499; the session is gone afterwards.
-            session.cancel()
-            return Reply(499, b"", {}, "Client Closed Request")
-        if method != "PUT":
-            return session_reply(
-                gcs_error(405, "A resumable session takes PUT (chunks, status queries) or DELETE.")
-            )
-        if content_range is None:
-            return session_reply(gcs_error(400, range_error or "Content-Range is required."))
-        keep_bytes = None
-        if (
-            transport is not None
-            and transport.kind == "partial"
-            and content_range.first is not None
-            and content_range.last is not None
-        ):
-            length = content_range.last - content_range.first + 1
-            # Default: one 256 KiB unit short of the whole chunk.
-            keep_bytes = (
-                transport.keep_bytes if transport.keep_bytes is not None else floor_unit(max(0, length - 1))
-            )
-        elif (
-            transport is not None
-            and transport.kind in ("reset", "status")
-            and transport.keep_bytes is not None
-        ):
-            keep_bytes = transport.keep_bytes
-        return session_reply(
-            session.put(
-                body,
-                content_range,
-                keep_bytes=keep_bytes,
-                goog_hash=headers.get("x-goog-hash"),
-                keep_partial=transport.keep_partial if transport is not None else None,
-            )
-        )
+        return ApiRoutes(self.emulator).handle(method, raw_path, query, headers, body, processing)
 
     # -- admin ---------------------------------------------------------------------------------
 
     def _admin(self, method: str, raw_path: str, query: str, headers: dict[str, str]) -> None:
-        """Unauthenticated, unlogged: for scripts driving an emulator in another process."""
+        """Admin token required (see admin.py); not logged: for scripts driving an emulator in another process."""
         record = RecordedRequest(method, "api", raw_path, query, headers, None, time.time())
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         try:
             length = int(headers.get("content-length") or 0)
         except ValueError:
             length = 0
+        refusal = admin_refusal(headers, self.emulator.admin_token, has_body=chunked or length > 0)
+        if refusal is not None:
+            # The body stays unread: the connection closes after the answer.
+            self.close_connection = True
+            self._safe_send(json_reply(refusal.status, refusal.payload(), refusal.headers), record)
+            return
         body = BodyReader(self.rfile, content_length=length, chunked=chunked)  # type: ignore[arg-type]
         params = {k: v[-1] for k, v in parse_qs(query).items()}
         seg = [unquote(s) for s in raw_path[len(ADMIN_PREFIX) :].strip("/").split("/")]
         try:
-            reply = admin_route(self.emulator, method, seg, params, body)
+            reply = admin_route(self.emulator.admin, method, seg, params, body)
         except (ApiError, ValueError, KeyError, TypeError) as exc:
             status = exc.status if isinstance(exc, ApiError) else (404 if isinstance(exc, KeyError) else 400)
             message = exc.message if isinstance(exc, ApiError) else str(exc).strip("'\"")

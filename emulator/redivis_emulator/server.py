@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import tempfile
@@ -11,10 +12,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redivis_emulator.admin import ADMIN_TOKEN_HEADER
 from redivis_emulator.catalog import ALL_SCOPES, ApiError, Catalog
+from redivis_emulator.client import AdminClient
 from redivis_emulator.dialects import ALL_HASHES, check_dialect
 from redivis_emulator.faults import Fault, FaultBook
-from redivis_emulator.handler import EmulatorHTTPServer
+from redivis_emulator.handler import EmulatorRequestHandler
+from redivis_emulator.http_server import EmulatorHTTPServer, url_host
 from redivis_emulator.processing import Processor
 from redivis_emulator.recording import RecordedRequest, RequestLog
 
@@ -57,14 +61,6 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding to it
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
 class RedivisEmulator:
     """A local Redivis API (and Cloud Storage session origin) for tests, benchmarks and demos.
 
@@ -85,6 +81,13 @@ class RedivisEmulator:
     its bytes before the cut in whole 256 KiB units; False (like storage-testbench): it keeps none.
     :meth:`configure_sessions` changes these for sessions created later, :meth:`set_session_options`
     for one session.
+
+    Admin API (``/_emulator/...`` over HTTP, for another process): ``admin_token`` -- the token it
+    requires in the ``X-Emulator-Admin-Token`` header (default: a random one per run; see
+    :attr:`admin_token`, :attr:`admin_headers`, :meth:`admin_client`). This object's own methods need
+    no token. ``allowed_hosts`` -- more host names the ``Host`` check accepts (with the port), beside
+    ``127.0.0.1``, ``localhost``, ``[::1]`` and the bound host: e.g. the machine's name when bound to
+    ``0.0.0.0``.
     """
 
     def __init__(
@@ -103,6 +106,8 @@ class RedivisEmulator:
         session_dialect: str = "json",
         temp_session_dialect: str = "xml",
         keep_partial_requests: bool = True,
+        admin_token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         for name, value in (("port", port), ("session_port", session_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
@@ -123,6 +128,10 @@ class RedivisEmulator:
         self.session_dialect = check_dialect(session_dialect)
         self.temp_session_dialect = check_dialect(temp_session_dialect)
         self.keep_partial_requests = _flag("keep_partial_requests", keep_partial_requests)
+        if admin_token is not None and (not isinstance(admin_token, str) or not admin_token.strip()):
+            raise ValueError("admin_token must be a non-empty string (or None for a random one).")
+        self._admin_token = admin_token or secrets.token_urlsafe(24)
+        self.allowed_hosts = [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts)
         self.faults = FaultBook(faults)
         self.log = RequestLog()
         self._stop = threading.Event()
@@ -150,15 +159,17 @@ class RedivisEmulator:
             server_class = type(
                 "EmulatorHTTPServer6", (EmulatorHTTPServer,), {"address_family": socket.AF_INET6}
             )
-        api = server_class((self.host, self.port), self, "api")
+        api = server_class((self.host, self.port), self, "api", EmulatorRequestHandler, self.allowed_hosts)
         try:
-            session = server_class((self.host, self.session_port), self, "session")
+            session = server_class(
+                (self.host, self.session_port), self, "session", EmulatorRequestHandler, self.allowed_hosts
+            )
         except OSError:
             api.server_close()
             raise
         self._servers = [api, session]
-        self._base_url = f"http://{_url_host(self.host)}:{api.server_address[1]}"
-        self._session_base_url = f"http://{_url_host(self.host)}:{session.server_address[1]}"
+        self._base_url = f"http://{url_host(self.host)}:{api.server_address[1]}"
+        self._session_base_url = f"http://{url_host(self.host)}:{session.server_address[1]}"
         self._catalog = Catalog(
             self.data_dir,
             base_url=self._base_url,
@@ -251,6 +262,30 @@ class RedivisEmulator:
     @property
     def token(self) -> str:
         return next(iter(self.tokens))
+
+    @property
+    def admin_token(self) -> str:
+        """The token ``/_emulator/...`` requires in ``X-Emulator-Admin-Token`` (this object's methods need none)."""
+        return self._admin_token
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """``{"X-Emulator-Admin-Token": admin_token}``: the header to send with an admin request."""
+        return {ADMIN_TOKEN_HEADER: self._admin_token}
+
+    def admin_client(self) -> AdminClient:
+        """A client of this emulator's admin API over HTTP (what another process would use)."""
+        return AdminClient(self.base_url, self._admin_token)
+
+    @property
+    def admin(self) -> RedivisEmulator:
+        """What the admin routes act on: this object."""
+        return self
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` begins: stalls and background work end early."""
+        return self._stop
 
     @property
     def catalog(self) -> Catalog:

@@ -32,6 +32,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
 from redivis_emulator import Fault, RedivisEmulator  # noqa: E402
+
 from tests.e2e.daily_load import (  # noqa: E402
     DAG_ID,
     EXAMPLE_CHUNK_SIZE,

@@ -21,6 +21,7 @@ from tests.e2e.deployment import REPO, DeploymentError, log_messages, wait_for
 
 if TYPE_CHECKING:
     from redivis_emulator import RedivisEmulator
+
     from tests.e2e.deployment import AirflowDeployment
 
 DAG_ID = "redivis_daily_load"

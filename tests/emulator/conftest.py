@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import pytest
 import requests
-
 from redivis_emulator import RedivisEmulator
 
 TABLE = "test_owner.test_dataset.test_table"
@@ -97,12 +96,27 @@ def upload_bytes(
     return upload
 
 
+#: The admin token :func:`running_cli` gives the command line, and the header that carries it.
+CLI_ADMIN_TOKEN = "cli-admin-token"
+CLI_ADMIN = {"X-Emulator-Admin-Token": CLI_ADMIN_TOKEN}
+
+
 @contextmanager
 def running_cli(*args: str, log: Path, timeout: float = 20) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m redivis_emulator --port 0 ARGS``: (process, base URL from its first line)."""
+    """``python -m redivis_emulator --port 0 --admin-token CLI_ADMIN_TOKEN ARGS``: (process, base URL
+    from its first line); the second line, the admin token's header, is checked and read."""
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "redivis_emulator", "--port", "0", *args],
+            [
+                sys.executable,
+                "-m",
+                "redivis_emulator",
+                "--port",
+                "0",
+                "--admin-token",
+                CLI_ADMIN_TOKEN,
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -111,7 +125,9 @@ def running_cli(*args: str, log: Path, timeout: float = 20) -> Iterator[tuple[su
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], timeout)
             assert ready, f"the emulator printed no base URL within {timeout} s: {log.read_text()}"
-            yield proc, proc.stdout.readline().strip()
+            base = proc.stdout.readline().strip()
+            assert proc.stdout.readline().strip() == f"X-Emulator-Admin-Token: {CLI_ADMIN_TOKEN}"
+            yield proc, base
         finally:
             if proc.poll() is None:
                 proc.terminate()

@@ -7,7 +7,6 @@ import sys
 import time
 
 import psutil
-
 from redivis_emulator import RedivisEmulator
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.conftest import TIMEOUT, running_cli, table_path
+from tests.emulator.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
@@ -33,12 +33,12 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             ).status_code
             == 401
         )
-        health = requests.get(f"{base}/_emulator/health", timeout=TIMEOUT).json()
+        health = requests.get(f"{base}/_emulator/health", headers=CLI_ADMIN, timeout=TIMEOUT).json()
         assert health["sessionBaseUrl"] != base
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert proc.stdout is not None
-        assert proc.stdout.read() == ""  # nothing after the URL, and never a token
+        assert proc.stdout.read() == ""  # nothing after the URL and the admin token, and never an API token
     assert "abc" not in log.read_text()
 
 

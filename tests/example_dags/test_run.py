@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from airflow_provider_redivis.demo import write_csv
 from redivis_emulator import RedivisEmulator
+
 from tests.airflow.harness import REPO, AirflowHome, airflow2_python, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from redivis_emulator import Fault, RedivisEmulator
+
 from tests.airflow.harness import AirflowHome, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

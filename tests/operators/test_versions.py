@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-
 from redivis_emulator import Fault
+
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.versions import (

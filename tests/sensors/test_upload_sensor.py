@@ -18,8 +18,8 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     TaskDeferred,
 )
-
 from redivis_emulator import Fault
+
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError
 from airflow_provider_redivis.sensors.upload import RedivisUploadSensor, upload_target_from
 from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger

@@ -8,8 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
 from redivis_emulator import Fault
+
 from airflow_provider_redivis.triggers.upload import (
     BACKOFF_FACTOR,
     REASON_COMPLETED,
