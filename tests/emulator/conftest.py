@@ -27,7 +27,7 @@ def table_path(table: str = TABLE) -> str:
 
 @pytest.fixture
 def emu(redivis_emulator: RedivisEmulator) -> RedivisEmulator:
-    """The plugin's fixture (tests/conftest.py loads the plugin), under a short name."""
+    """The plugin's fixture (the redivis-emulator pytest11 entry point loads it), under a short name."""
     return redivis_emulator
 
 
