@@ -70,7 +70,10 @@ if [ ! -f "$VENV/.stamp" ] || [ "$(cat "$VENV/.stamp")" != "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
       "$VENV/bin/python" -m pip install --disable-pip-version-check "apache-airflow==$AIRFLOW_VERSION" \
         "apache-airflow-providers-celery==$CELERY_PROVIDER_VERSION" "celery[redis]<5.7" psycopg2-binary asyncpg &&
-      "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO" -e "$REPO/emulator"
+      "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO" &&
+      # The emulator with its one dependency, google-crc32c, which the provider needs too (the provider's
+      # --no-deps keeps pip from re-resolving what Airflow pinned; without this, nothing installed it).
+      "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO/emulator"
   } >"$WORK/venv-setup.log" 2>&1; then
     tail -n 30 "$WORK/venv-setup.log" >&2
     exit 1
