@@ -1,4 +1,8 @@
-"""What Redivis accepts for an upload: its types and names. Plain Python, shared by the operator and the emulator."""
+"""What Redivis accepts for an upload: its types and names. Plain Python: the client's view.
+
+The emulator (redivis-emulator) keeps the server's own copy in ``redivis_emulator.vocabulary``;
+``tests/test_emulator_agrees_with_provider.py`` holds the two to one truth.
+"""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from benchmarks import report
 

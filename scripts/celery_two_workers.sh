@@ -11,7 +11,7 @@
 # What it sets up, each time from scratch except the venv:
 # - Debian packages redis-server and postgresql, installed with apt-get when missing (needs root).
 # - A venv of its own (Airflow 3.3.2, apache-airflow-providers-celery 3.26.0 with celery 5.6, psycopg2-binary
-#   and asyncpg for PostgreSQL, this provider editable) under $REDIVIS_CELERY_WORKDIR (default ${TMPDIR:-/tmp}/redivis-celery), reused while
+#   and asyncpg for PostgreSQL, this provider and the emulator (./emulator) editable) under $REDIVIS_CELERY_WORKDIR (default ${TMPDIR:-/tmp}/redivis-celery), reused while
 #   pyproject.toml and this script are unchanged. Not .venv: the test environment stays without Celery.
 # - A throwaway PostgreSQL cluster (the metadata database and Celery's result backend) and a Redis
 #   without persistence (the broker), both on 127.0.0.1 and free ports, stopped on exit.
@@ -60,7 +60,7 @@ pick_python() {
   echo "No Python 3.10-3.13 interpreter found" >&2
   exit 1
 }
-STAMP=$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)
+STAMP=$(cat pyproject.toml emulator/pyproject.toml "$0" | sha256sum | cut -c1-16)
 mkdir -p "$WORK"
 VENV_BUILT=0
 if [ ! -f "$VENV/.stamp" ] || [ "$(cat "$VENV/.stamp")" != "$STAMP" ]; then
@@ -70,7 +70,10 @@ if [ ! -f "$VENV/.stamp" ] || [ "$(cat "$VENV/.stamp")" != "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
       "$VENV/bin/python" -m pip install --disable-pip-version-check "apache-airflow==$AIRFLOW_VERSION" \
         "apache-airflow-providers-celery==$CELERY_PROVIDER_VERSION" "celery[redis]<5.7" psycopg2-binary asyncpg &&
-      "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO"
+      "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO" &&
+      # The emulator with its one dependency, google-crc32c, which the provider needs too (the provider's
+      # --no-deps keeps pip from re-resolving what Airflow pinned; without this, nothing installed it).
+      "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO/emulator"
   } >"$WORK/venv-setup.log" 2>&1; then
     tail -n 30 "$WORK/venv-setup.log" >&2
     exit 1
@@ -143,7 +146,7 @@ say "finished in $SECONDS s with status $status"
 
 if [ "$RECORD" = 1 ]; then
   # The files this proof runs; other work in progress in the tree does not change its result.
-  PROOF_FILES=(airflow_provider_redivis example_dags tests/e2e scripts/celery scripts/celery_two_workers.sh pyproject.toml)
+  PROOF_FILES=(airflow_provider_redivis emulator example_dags tests/e2e scripts/celery scripts/celery_two_workers.sh pyproject.toml)
   {
     echo "# Last run of scripts/celery_two_workers.sh"
     echo

@@ -38,7 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator  # noqa: E402
+from redivis_emulator import Fault, RedivisEmulator  # noqa: E402
+
 from tests.e2e.deployment import AirflowDeployment, find_task_processes, log_messages, wait_for  # noqa: E402
 
 DAG_ID = "redivis_load_proof"

@@ -2,6 +2,9 @@
 
 ``dev/test`` sets REDIVIS_REQUIRE_ALL_TESTS=1: there a skipped test is a failure, so a missing
 dependency or interpreter can never pass for a green run.
+
+The ``redivis_emulator`` fixture comes from the redivis-emulator distribution's ``pytest11`` entry
+point (``pip install -e ./emulator``; ``dev/setup-venvs`` does it).
 """
 
 from __future__ import annotations
@@ -9,8 +12,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
-pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]
 
 
 @pytest.hookimpl(hookwrapper=True)

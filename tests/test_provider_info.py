@@ -15,9 +15,9 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+from redivis_emulator import RedivisEmulator
 
 from airflow_provider_redivis import __version__, get_provider_info
-from airflow_provider_redivis.emulator import RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from tests.airflow.harness import AIRFLOW2_PYTHON_ENV, airflow2_python
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import UploadIntegrityError
 from airflow_provider_redivis.resumable import ResumableSession
 from airflow_provider_redivis.retry import RetryPolicy

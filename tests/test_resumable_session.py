@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import (
     ResumableSessionExpiredError,
     SourceChangedError,

@@ -36,7 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_redivis.emulator import RedivisEmulator  # noqa: E402
+from redivis_emulator import RedivisEmulator  # noqa: E402
+
 from tests.transfers.postgres_cluster import PostgresCluster, find_pg_bin  # noqa: E402
 
 TABLE = "bench_owner.bench_dataset.bench_table"

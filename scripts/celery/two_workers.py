@@ -31,7 +31,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator  # noqa: E402
+from redivis_emulator import Fault, RedivisEmulator  # noqa: E402
+
 from tests.e2e.daily_load import (  # noqa: E402
     DAG_ID,
     EXAMPLE_CHUNK_SIZE,

@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from airflow_provider_redivis.emulator import RedivisEmulator  # noqa: E402
+from redivis_emulator import RedivisEmulator  # noqa: E402
+
 from tests.e2e.deployment import AirflowDeployment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from tests.e2e.deployment import REPO, DeploymentError, log_messages, wait_for
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
+
     from tests.e2e.deployment import AirflowDeployment
 
 DAG_ID = "redivis_daily_load"

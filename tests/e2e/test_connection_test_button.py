@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.e2e.deployment import AirflowDeployment
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from tests.e2e.daily_load import (
     DAG_ID,
     PROCESSING_STEP_SECONDS,

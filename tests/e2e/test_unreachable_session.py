@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.e2e.deployment import AirflowDeployment, log_messages
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

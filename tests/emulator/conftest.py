@@ -13,8 +13,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 
 TABLE = "test_owner.test_dataset.test_table"
 UNIT = 256 * 1024
@@ -28,7 +27,7 @@ def table_path(table: str = TABLE) -> str:
 
 @pytest.fixture
 def emu(redivis_emulator: RedivisEmulator) -> RedivisEmulator:
-    """The plugin's fixture (tests/conftest.py loads the plugin), under a short name."""
+    """The plugin's fixture (the redivis-emulator pytest11 entry point loads it), under a short name."""
     return redivis_emulator
 
 
@@ -97,12 +96,27 @@ def upload_bytes(
     return upload
 
 
+#: The admin token :func:`running_cli` gives the command line, and the header that carries it.
+CLI_ADMIN_TOKEN = "cli-admin-token"
+CLI_ADMIN = {"X-Emulator-Admin-Token": CLI_ADMIN_TOKEN}
+
+
 @contextmanager
 def running_cli(*args: str, log: Path, timeout: float = 20) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m airflow_provider_redivis.emulator --port 0 ARGS``: (process, base URL from its first line)."""
+    """``python -m redivis_emulator --port 0 --admin-token CLI_ADMIN_TOKEN ARGS``: (process, base URL
+    from its first line); the second line, the admin token's header, is checked and read."""
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_provider_redivis.emulator", "--port", "0", *args],
+            [
+                sys.executable,
+                "-m",
+                "redivis_emulator",
+                "--port",
+                "0",
+                "--admin-token",
+                CLI_ADMIN_TOKEN,
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -111,7 +125,9 @@ def running_cli(*args: str, log: Path, timeout: float = 20) -> Iterator[tuple[su
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], timeout)
             assert ready, f"the emulator printed no base URL within {timeout} s: {log.read_text()}"
-            yield proc, proc.stdout.readline().strip()
+            base = proc.stdout.readline().strip()
+            assert proc.stdout.readline().strip() == f"X-Emulator-Admin-Token: {CLI_ADMIN_TOKEN}"
+            yield proc, base
         finally:
             if proc.poll() is None:
                 proc.terminate()

@@ -11,8 +11,8 @@ from urllib.parse import quote, unquote
 
 import pytest
 import requests
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, table_path
 
 UploadBytes = Callable[..., dict[str, Any]]

@@ -7,8 +7,7 @@ import sys
 import time
 
 import psutil
-
-from airflow_provider_redivis.emulator import RedivisEmulator
+from redivis_emulator import RedivisEmulator
 
 
 def test_context_manager_listens_on_127_0_0_1_only() -> None:
@@ -26,7 +25,7 @@ def test_context_manager_listens_on_127_0_0_1_only() -> None:
 
 def test_command_line_listens_on_127_0_0_1_only() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_redivis.emulator", "--port", "0"],
+        [sys.executable, "-m", "redivis_emulator", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

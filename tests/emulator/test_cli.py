@@ -1,4 +1,4 @@
-"""``python -m airflow_provider_redivis.emulator``: first line is the base URL, flags work, SIGTERM stops it."""
+"""``python -m redivis_emulator``: first line is the base URL, flags work, SIGTERM stops it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.conftest import TIMEOUT, running_cli, table_path
+from tests.emulator.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
@@ -33,12 +33,12 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             ).status_code
             == 401
         )
-        health = requests.get(f"{base}/_emulator/health", timeout=TIMEOUT).json()
+        health = requests.get(f"{base}/_emulator/health", headers=CLI_ADMIN, timeout=TIMEOUT).json()
         assert health["sessionBaseUrl"] != base
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert proc.stdout is not None
-        assert proc.stdout.read() == ""  # nothing after the URL, and never a token
+        assert proc.stdout.read() == ""  # nothing after the URL and the admin token, and never an API token
     assert "abc" not in log.read_text()
 
 
@@ -59,7 +59,7 @@ def test_cli_stops_on_sigint_and_scopes_tokens(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--fault", "explode"], ["--table", "not-a-reference"], ["--port", "-5"]])
 def test_cli_refuses_bad_arguments(args: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_redivis.emulator", *args],
+        [sys.executable, "-m", "redivis_emulator", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -71,7 +71,7 @@ def test_cli_refuses_bad_arguments(args: list[str]) -> None:
 
 def test_the_emulator_does_not_import_airflow() -> None:
     code = (
-        "import sys, airflow_provider_redivis.emulator, airflow_provider_redivis.emulator.__main__\n"
+        "import sys, redivis_emulator, redivis_emulator.__main__\n"
         "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]\n"
         "assert not bad, bad\n"
     )

@@ -12,8 +12,8 @@ from typing import Any
 import google_crc32c
 import pytest
 import requests
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]
@@ -103,7 +103,10 @@ def test_dialect_per_session_from_python_and_from_the_admin_api(
     by_python, by_admin, untouched = new_session(len(data)), new_session(len(data)), new_session(len(data))
     assert emu.set_session_options(by_python["id"], dialect="xml").dialect == "xml"
     answered = requests.post(
-        f"{emu.base_url}/_emulator/sessions/{by_admin['id']}", json={"dialect": "xml"}, timeout=TIMEOUT
+        f"{emu.base_url}/_emulator/sessions/{by_admin['id']}",
+        json={"dialect": "xml"},
+        headers=emu.admin_headers,
+        timeout=TIMEOUT,
     )
     assert answered.status_code == 200
     assert answered.json()["dialect"] == "xml"
@@ -114,10 +117,15 @@ def test_dialect_per_session_from_python_and_from_the_admin_api(
     emu.set_session_options(by_python["id"], dialect="json")
     assert_json_object(status_query(by_python["url"], len(data)), data)
     bad = requests.post(
-        f"{emu.base_url}/_emulator/sessions/{by_admin['id']}", json={"dialect": "yaml"}, timeout=TIMEOUT
+        f"{emu.base_url}/_emulator/sessions/{by_admin['id']}",
+        json={"dialect": "yaml"},
+        headers=emu.admin_headers,
+        timeout=TIMEOUT,
     )
     assert bad.status_code == 400
-    missing = requests.post(f"{emu.base_url}/_emulator/sessions/nope", json={}, timeout=TIMEOUT)
+    missing = requests.post(
+        f"{emu.base_url}/_emulator/sessions/nope", json={}, headers=emu.admin_headers, timeout=TIMEOUT
+    )
     assert missing.status_code == 404
 
 
@@ -125,14 +133,17 @@ def test_defaults_for_new_sessions_change_from_python_and_the_admin_api(
     emu: RedivisEmulator, new_session: NewSession
 ) -> None:
     settings = f"{emu.base_url}/_emulator/settings"
-    assert requests.get(settings, timeout=TIMEOUT).json() == {
+    assert requests.get(settings, headers=emu.admin_headers, timeout=TIMEOUT).json() == {
         "sessionDialect": "json",
         "tempSessionDialect": "xml",
         "keepPartialRequests": True,
     }
     before = new_session(10)
     changed = requests.post(
-        settings, json={"sessionDialect": "xml", "keepPartialRequests": False}, timeout=TIMEOUT
+        settings,
+        json={"sessionDialect": "xml", "keepPartialRequests": False},
+        headers=emu.admin_headers,
+        timeout=TIMEOUT,
     )
     assert changed.json()["sessionDialect"] == "xml"
     after = new_session(10)
@@ -141,7 +152,12 @@ def test_defaults_for_new_sessions_change_from_python_and_the_admin_api(
     emu.configure_sessions(session_dialect="json", keep_partial_requests=True)
     last = new_session(10)
     assert emu.sessions[last["id"]].dialect == "json"
-    assert requests.post(settings, json={"dialect": "xml"}, timeout=TIMEOUT).status_code == 400
+    assert (
+        requests.post(
+            settings, json={"dialect": "xml"}, headers=emu.admin_headers, timeout=TIMEOUT
+        ).status_code
+        == 400
+    )
 
 
 def _temp_session(emu: RedivisEmulator, size: int, *, declare: bool = True) -> str:

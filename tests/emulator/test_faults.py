@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
+from redivis_emulator import Fault, RedivisEmulator, RequestInfo, parse_fault_spec
+from redivis_emulator.faults import fault_from_mapping
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator, RequestInfo, parse_fault_spec
-from airflow_provider_redivis.emulator.faults import fault_from_mapping
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]
@@ -372,29 +372,31 @@ def test_admin_endpoints_drive_faults_sessions_and_the_log(
     emu: RedivisEmulator, api: requests.Session, new_session: NewSession
 ) -> None:
     admin = f"{emu.base_url}/_emulator"
-    added = requests.post(
+    http = requests.Session()
+    http.headers.update(emu.admin_headers)
+    added = http.post(
         f"{admin}/faults", json={"kind": "status", "status": 503, "method": "GET", "nth": 1}, timeout=TIMEOUT
     ).json()
     assert added[0]["kind"] == "status"
     assert api.get(f"{emu.api_url}{table_path()}", timeout=TIMEOUT).status_code == 503
-    assert requests.get(f"{admin}/faults", timeout=TIMEOUT).json()[0]["fired"] == 1
-    assert requests.delete(f"{admin}/faults", timeout=TIMEOUT).status_code == 200
+    assert http.get(f"{admin}/faults", timeout=TIMEOUT).json()[0]["fired"] == 1
+    assert http.delete(f"{admin}/faults", timeout=TIMEOUT).status_code == 200
     assert emu.faults.snapshot() == []
 
     session = new_session(10)
-    sessions = requests.get(f"{admin}/sessions", timeout=TIMEOUT).json()
+    sessions = http.get(f"{admin}/sessions", timeout=TIMEOUT).json()
     assert sessions[session["id"]]["held"] == 0
-    expired = requests.post(f"{admin}/sessions/{session['id']}/expire", timeout=TIMEOUT).json()
+    expired = http.post(f"{admin}/sessions/{session['id']}/expire", timeout=TIMEOUT).json()
     assert expired["expired"] is True
     assert status_query(session["url"], 10).status_code == 404
-    assert requests.post(f"{admin}/sessions/nope/expire", timeout=TIMEOUT).status_code == 404
+    assert http.post(f"{admin}/sessions/nope/expire", timeout=TIMEOUT).status_code == 404
 
-    log = requests.get(f"{admin}/requests", timeout=TIMEOUT).json()
+    log = http.get(f"{admin}/requests", timeout=TIMEOUT).json()
     assert [r["path"] for r in log][-1].startswith("/upload/resumable/")
     assert all(not r["path"].startswith("/_emulator") for r in log)
-    assert requests.get(f"{admin}/uploads", params={"table": TABLE}, timeout=TIMEOUT).json() == []
-    assert requests.post(f"{admin}/faults", json={"kind": "nope"}, timeout=TIMEOUT).status_code == 400
-    requests.delete(f"{admin}/requests", timeout=TIMEOUT)
+    assert http.get(f"{admin}/uploads", params={"table": TABLE}, timeout=TIMEOUT).json() == []
+    assert http.post(f"{admin}/faults", json={"kind": "nope"}, timeout=TIMEOUT).status_code == 400
+    http.delete(f"{admin}/requests", timeout=TIMEOUT)
     assert emu.requests == []
 
 
@@ -402,6 +404,7 @@ def test_admin_can_create_tables(emu: RedivisEmulator, api: requests.Session) ->
     created = requests.post(
         f"{emu.base_url}/_emulator/tables",
         json={"table": "someone.other.daily", "uploadMergeStrategy": "replace"},
+        headers=emu.admin_headers,
         timeout=TIMEOUT,
     )
     assert created.status_code == 200

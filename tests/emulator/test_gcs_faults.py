@@ -16,10 +16,19 @@ import google_crc32c
 import pytest
 import requests
 import urllib3
+from redivis_emulator import Fault, RedivisEmulator, parse_fault_spec
+from redivis_emulator.faults import fault_from_mapping
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator, parse_fault_spec
-from airflow_provider_redivis.emulator.faults import fault_from_mapping
-from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, running_cli, status_query, table_path
+from tests.emulator.conftest import (
+    CLI_ADMIN,
+    TABLE,
+    TIMEOUT,
+    UNIT,
+    put_chunk,
+    running_cli,
+    status_query,
+    table_path,
+)
 
 NewSession = Callable[..., dict[str, Any]]
 
@@ -382,6 +391,7 @@ def test_new_faults_over_the_admin_api(emu: RedivisEmulator, new_session: NewSes
     added = requests.post(
         f"{emu.base_url}/_emulator/faults",
         json=[{"kind": "lie", "lie_about": "size"}, {"kind": "reset", "keep_partial": False, "nth": 5}],
+        headers=emu.admin_headers,
         timeout=TIMEOUT,
     )
     assert added.status_code == 200
@@ -391,7 +401,10 @@ def test_new_faults_over_the_admin_api(emu: RedivisEmulator, new_session: NewSes
     ]
     assert put_chunk(session["url"], data, 0, len(data)).json()["size"] == "1001"
     bad = requests.post(
-        f"{emu.base_url}/_emulator/faults", json={"kind": "empty_200", "finalize": "no"}, timeout=TIMEOUT
+        f"{emu.base_url}/_emulator/faults",
+        json={"kind": "empty_200", "finalize": "no"},
+        headers=emu.admin_headers,
+        timeout=TIMEOUT,
     )
     assert bad.status_code == 400
     with pytest.raises(ValueError, match="true or false"):
@@ -402,11 +415,11 @@ def test_cli_sets_the_session_defaults(tmp_path: Path) -> None:
     args = ["--table", TABLE, "--session-dialect", "xml", "--temp-session-dialect", "json"]
     args += ["--no-keep-partial-requests", "--fault", "early_200:origin=session"]
     with running_cli(*args, log=tmp_path / "err") as (_proc, base):
-        settings = requests.get(f"{base}/_emulator/settings", timeout=TIMEOUT).json()
+        settings = requests.get(f"{base}/_emulator/settings", headers=CLI_ADMIN, timeout=TIMEOUT).json()
         assert settings == {
             "sessionDialect": "xml",
             "tempSessionDialect": "json",
             "keepPartialRequests": False,
         }
-        faults = requests.get(f"{base}/_emulator/faults", timeout=TIMEOUT).json()
+        faults = requests.get(f"{base}/_emulator/faults", headers=CLI_ADMIN, timeout=TIMEOUT).json()
         assert [f["kind"] for f in faults] == ["early_200"]

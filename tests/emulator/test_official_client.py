@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE
 
 pytestmark = [

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+from redivis_emulator import RedivisEmulator
+from redivis_emulator.processing import DelimitedOptions, count_delimited_rows
 
-from airflow_provider_redivis.emulator import RedivisEmulator
-from airflow_provider_redivis.emulator.processing import DelimitedOptions, count_delimited_rows
 from tests.emulator.conftest import TABLE, TIMEOUT, table_path
 
 UploadBytes = Callable[..., dict[str, Any]]

@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, table_path
 
 
@@ -24,7 +25,20 @@ def test_fixture_gives_a_running_emulator_with_one_table(redivis_emulator: Rediv
     assert response.status_code == 200
 
 
-def test_plugin_loads_with_dash_p_and_stops_the_emulator(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("how", "args", "conftest"),
+    [
+        ("entry point", [], None),
+        ("-p as well", ["-p", "redivis_emulator.pytest_plugin"], None),
+        ("pytest_plugins as well", [], 'pytest_plugins = ["redivis_emulator.pytest_plugin"]\n'),
+    ],
+)
+def test_plugin_loads_once_and_stops_the_emulator(
+    tmp_path: Path, how: str, args: list[str], conftest: str | None
+) -> None:
+    """The pytest11 entry point loads it; naming it again (-p, pytest_plugins) does not load it twice."""
+    if conftest is not None:
+        (tmp_path / "conftest.py").write_text(conftest)
     (tmp_path / "test_uses_fixture.py").write_text(
         "import requests\n"
         "SEEN = []\n"
@@ -40,8 +54,7 @@ def test_plugin_loads_with_dash_p_and_stops_the_emulator(tmp_path: Path) -> None
             "-m",
             "pytest",
             "-q",
-            "-p",
-            "airflow_provider_redivis.emulator.pytest_plugin",
+            *args,
             "-p",
             "no:cacheprovider",
             str(tmp_path),
@@ -51,5 +64,5 @@ def test_plugin_loads_with_dash_p_and_stops_the_emulator(tmp_path: Path) -> None
         timeout=120,
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, f"{how}: {result.stdout[-3000:]}"
     assert "2 passed" in result.stdout

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import google_crc32c
 import pytest
 import requests
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]

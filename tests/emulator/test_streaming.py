@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.conftest import TIMEOUT, running_cli, table_path
+from tests.emulator.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
 
 psutil = pytest.importorskip("psutil")
 
@@ -111,6 +111,6 @@ def test_a_256_mib_upload_does_not_grow_the_emulator(tmp_path: Path) -> None:
             sampler.join(5)
         assert second.status_code == 200, second.text
         assert second.json()["size"] == str(TOTAL)
-        sessions = requests.get(f"{base}/_emulator/sessions", timeout=TIMEOUT).json()
+        sessions = requests.get(f"{base}/_emulator/sessions", headers=CLI_ADMIN, timeout=TIMEOUT).json()
         assert sessions[session["id"]]["md5"] == source.md5.hexdigest()
         assert peak - baseline < MAX_GROWTH, f"RSS grew by {(peak - baseline) / MIB:.1f} MiB"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.demo import write_csv
-from airflow_provider_redivis.emulator import RedivisEmulator
+from dev.demo import write_csv
 from tests.airflow.harness import REPO, AirflowHome, airflow2_python, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -210,11 +210,11 @@ def test_minimal_example_uploads_its_file(tmp_path: Path, emulator: RedivisEmula
 
 
 def test_demo_resumes_after_the_network_cut_and_releases(tmp_path: Path) -> None:
-    """``./dev/demo`` without the venv setup: the same module, in this interpreter."""
+    """``./dev/demo`` without the venv setup: the same script, in this interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
     env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO), NO_PROXY="*")
     proc = subprocess.run(
-        [sys.executable, "-m", "airflow_provider_redivis.demo"],
+        [sys.executable, str(REPO / "dev" / "demo.py")],
         env=env,
         capture_output=True,
         text=True,

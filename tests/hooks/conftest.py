@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redivis_emulator import ALL_SCOPES, RedivisEmulator
 
-from airflow_provider_redivis.emulator import ALL_SCOPES, RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.retry import RetryPolicy
 

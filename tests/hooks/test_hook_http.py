@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import tenacity
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from airflow_provider_redivis.errors import RedivisAPIError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from tests.hooks.conftest import TABLE, TOKEN

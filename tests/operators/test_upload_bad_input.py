@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from redivis_emulator import ALL_SCOPES, RedivisEmulator
 
-from airflow_provider_redivis.emulator import ALL_SCOPES, RedivisEmulator
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from tests.airflow.harness import AirflowHome, redivis_connection

@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

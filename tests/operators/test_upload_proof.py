@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from tests.airflow.harness import AirflowHome, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -65,6 +65,7 @@ from airflow_provider_redivis.operators.upload import RedivisResumableUploadOper
 from airflow_provider_redivis.sealing import SessionUrlSeal
 
 API, ADMIN, TOKEN, TABLE, SIZE = {api!r}, {admin!r}, {token!r}, {table!r}, {size!r}
+ADMIN_TOKEN = {admin_token!r}
 
 
 def _call(method, url, data=None, headers=None):
@@ -78,7 +79,11 @@ def _call(method, url, data=None, headers=None):
 
 def swap_in_a_longer_session(context):
     \"\"\"Between the tries: the checkpoint's session is replaced by one that holds more than the source.\"\"\"
-    status, body = _call("DELETE", ADMIN + "/_emulator/faults", headers={{"Content-Type": "application/json"}})
+    status, body = _call(
+        "DELETE",
+        ADMIN + "/_emulator/faults",
+        headers={{"Content-Type": "application/json", "X-Emulator-Admin-Token": ADMIN_TOKEN}},
+    )
     assert status == 200, (status, body)
     status, body = _call(
         "POST", f"{{API}}/tables/{{TABLE}}/resumableUpload?size={{2 * SIZE}}", b"",
@@ -119,6 +124,7 @@ def test_a_session_that_is_not_this_sources_is_replaced_by_a_new_one(tmp_path: P
             "longer_session",
             RETRY_DAG.format(
                 api=emu.api_url,
+                admin_token=emu.admin_token,
                 admin=emu.base_url,
                 token=emu.token,
                 table=TABLE,

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 
@@ -37,11 +37,13 @@ from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 
 ADMIN = {admin!r}
+ADMIN_TOKEN = {admin_token!r}
 
 
 def _admin(method, path, body=None):
     request = urllib.request.Request(ADMIN + path, method=method, data=None if body is None else json.dumps(body).encode())
     request.add_header("Content-Type", "application/json")
+    request.add_header("X-Emulator-Admin-Token", ADMIN_TOKEN)
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the test's emulator on 127.0.0.1
         return json.loads(response.read() or b"null")
 
@@ -111,6 +113,7 @@ def run_dag(
         dag_id,
         DAG_TEMPLATE.format(
             admin=emu.base_url,
+            admin_token=emu.admin_token,
             dag_id=dag_id,
             table=TABLE,
             chunk=CHUNK,

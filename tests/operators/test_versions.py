@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from redivis_emulator import Fault
 
-from airflow_provider_redivis.emulator import Fault
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.versions import (
@@ -19,7 +19,7 @@ from airflow_provider_redivis.operators.versions import (
 from tests.triggers.emulated_uploads import TABLE, create_upload, emulator_fixture
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
 DATASET = "test_owner.test_dataset"
 

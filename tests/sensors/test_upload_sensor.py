@@ -18,15 +18,15 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     TaskDeferred,
 )
+from redivis_emulator import Fault
 
-from airflow_provider_redivis.emulator import Fault
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError
 from airflow_provider_redivis.sensors.upload import RedivisUploadSensor, upload_target_from
 from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 from tests.triggers.emulated_uploads import TABLE, create_upload, import_string
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
 URI = "/tables/test_owner.test_dataset:1.test_table:abc/uploads/42"
 

@@ -12,8 +12,8 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 from tests.triggers.emulated_uploads import NO_HOOK_RETRIES, TABLE
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import RedivisConfigError, UploadInterruptedError
 from airflow_provider_redivis.transfers.sql_to_redivis import MARKER_SUFFIX, SqlToRedivisOperator
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT

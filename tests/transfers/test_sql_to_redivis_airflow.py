@@ -19,8 +19,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 from tests.transfers.postgres_cluster import PostgresCluster
 

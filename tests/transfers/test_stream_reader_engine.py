@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+from redivis_emulator import Fault, RedivisEmulator
+
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
 from airflow_provider_redivis.transfers.stream_reader import StreamReader

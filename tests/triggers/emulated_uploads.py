@@ -10,8 +10,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import requests
+from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.emulator import RedivisEmulator
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from redivis_emulator import Fault
 
-from airflow_provider_redivis.emulator import Fault
 from airflow_provider_redivis.triggers.upload import (
     BACKOFF_FACTOR,
     REASON_COMPLETED,
@@ -23,7 +23,7 @@ from airflow_provider_redivis.triggers.upload import (
 from tests.triggers.emulated_uploads import TABLE, create_upload, import_string
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
 CLASSPATH = "airflow_provider_redivis.triggers.upload.RedivisUploadTrigger"
 

@@ -1,21 +1,25 @@
 """A local Redivis emulator: the API, Cloud Storage's resumable sessions, and faults on demand.
 
-Nothing in this project can reach the real service, so every test, benchmark and demo runs against
-this emulator. It follows ``docs/redivis-api.md`` (the subset of the Redivis REST API this provider and
-the official ``redivis`` client use) and Cloud Storage's resumable-upload rules. It needs only the
-standard library and ``google-crc32c`` -- no Airflow.
+The distribution ``redivis-emulator`` (``emulator/`` in the airflow-provider-redivis repository):
+the provider's tests, benchmarks and demo run against it, and so can anyone's DAG tests, offline.
+It follows ``docs/redivis-api.md`` (the subset of the Redivis REST API the provider and the
+official ``redivis`` client use) and Cloud Storage's resumable-upload rules. It needs only the
+standard library and ``google-crc32c``; it imports neither Airflow nor the provider.
 
 Three ways to run it
 --------------------
 
-From the command line (prints its base URL as the first line, runs until SIGTERM/SIGINT)::
+From the command line (prints its base URL, then ``X-Emulator-Admin-Token: <token>``; runs until
+SIGTERM/SIGINT)::
 
-    python -m airflow_provider_redivis.emulator --port 0 --table me.sales.daily \\
+    redivis-emulator --port 0 --table me.sales.daily \\
         --token test-token --fault "reset:origin=session,after_bytes=1048576,nth=2"
+
+(``python -m redivis_emulator`` is the same.)
 
 From Python::
 
-    from airflow_provider_redivis.emulator import Fault, RedivisEmulator
+    from redivis_emulator import Fault, RedivisEmulator
 
     with RedivisEmulator(tables=["me.sales.daily"]) as emu:
         emu.base_url                  # "http://127.0.0.1:PORT"; the API is at base_url + "/api/v1"
@@ -27,8 +31,7 @@ From Python::
         emu.list_uploads("me.sales.daily")
         emu.wait_for_processing("me.sales.daily", "file.csv", timeout=30)
 
-From pytest (``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
-``conftest.py``, as this repository's ``tests/conftest.py`` does, or ``-p`` with that module): the
+From pytest (the plugin loads through this distribution's ``pytest11`` entry point): the
 function-scoped ``redivis_emulator`` fixture has one table, ``test_owner.test_dataset.test_table``,
 and the token ``test-token``.
 
@@ -55,10 +58,16 @@ What it serves
   ``x-goog-hash`` on the final request checked (a mismatch is 400, no object, the session spent),
   404 once expired (``session_ttl``, ``expire_session``), 410 once cancelled. A request cut
   mid-body keeps its whole 256 KiB units, or nothing with ``keep_partial_requests=False``.
-- ``/_emulator/...`` on the API origin, for scripts driving an emulator in another process:
-  ``GET requests``, ``DELETE requests``, ``GET sessions``, ``GET|POST sessions/{id}`` (``dialect``,
+- ``/_emulator/...`` on the API origin, for scripts driving an emulator in another process (the
+  admin token in ``X-Emulator-Admin-Token`` on every request, JSON bodies as
+  ``Content-Type: application/json``; :class:`~redivis_emulator.client.AdminClient` does both):
+  ``GET requests`` (credentials redacted), ``DELETE requests``, ``GET sessions``, ``GET|POST sessions/{id}`` (``dialect``,
   ``keepPartialRequests``), ``POST sessions/{id}/expire``, ``GET|POST settings`` (defaults for new
   sessions), ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``, ``GET health``.
+
+Every request on either origin must name the emulator in its ``Host`` header (``127.0.0.1:port``,
+``localhost:port``, ``[::1]:port``, the bound host, or an ``allowed_hosts`` name), so a web page
+that rebinds a DNS name to 127.0.0.1 cannot talk to it.
 
 Bytes stream to files under ``data_dir`` in 1 MiB pieces; md5 is computed while they stream.
 Faults: see :class:`Fault` and :func:`parse_fault_spec`.
@@ -66,19 +75,26 @@ Faults: see :class:`Fault` and :func:`parse_fault_spec`.
 
 from __future__ import annotations
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
-from airflow_provider_redivis.emulator.dialects import DIALECTS
-from airflow_provider_redivis.emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
-from airflow_provider_redivis.emulator.recording import RecordedRequest
-from airflow_provider_redivis.emulator.server import RedivisEmulator
-from airflow_provider_redivis.emulator.sessions import SessionInfo
-from airflow_provider_redivis.emulator.wire import HAS_CRC32C
+from redivis_emulator.admin import ADMIN_TOKEN_HEADER
+from redivis_emulator.catalog import ALL_SCOPES
+from redivis_emulator.client import AdminClient, AdminError
+from redivis_emulator.dialects import DIALECTS
+from redivis_emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
+from redivis_emulator.recording import RecordedRequest
+from redivis_emulator.server import RedivisEmulator
+from redivis_emulator.sessions import SessionInfo
+from redivis_emulator.wire import HAS_CRC32C
+
+__version__ = "0.1.0"
 
 __all__ = [
+    "ADMIN_TOKEN_HEADER",
     "ALL_SCOPES",
     "DIALECTS",
     "FAULT_KINDS",
     "HAS_CRC32C",
+    "AdminClient",
+    "AdminError",
     "Fault",
     "RecordedRequest",
     "RedivisEmulator",

@@ -12,6 +12,16 @@ SESSION_PREFIX = "/upload/resumable/"
 TEMP_PREFIX = "/tempUploads/"
 
 
+#: Headers whose values are credentials: never in a repr, redacted wherever recorded headers are served.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-emulator-admin-token"})
+REDACTED = "<redacted>"
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers (lower-cased names) with every credential's value replaced by ``<redacted>``."""
+    return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
 def redact_path(path: str) -> str:
     """Session and temp-upload URLs carry credentials: log only their prefix."""
     for prefix in (SESSION_PREFIX, TEMP_PREFIX):
@@ -22,7 +32,8 @@ def redact_path(path: str) -> str:
 
 @dataclass
 class RecordedRequest:
-    """One request as the emulator saw it. Headers are kept whole (a test tool); never printed."""
+    """One request as the emulator saw it. Headers are kept whole in the process (a test tool, e.g. to
+    see which token arrived where); credentials never reach a repr or :meth:`to_dict`."""
 
     method: str
     origin: str
@@ -42,9 +53,7 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         # Tokens never reach a repr (pytest prints reprs of failed assertions).
-        shown = {
-            k: ("<redacted>" if k in ("authorization", "cookie") else v) for k, v in self.headers.items()
-        }
+        shown = redact_headers(self.headers)
         return (
             f"RecordedRequest({self.method} {self.origin}:{redact_path(self.path)} status={self.status} "
             f"body_bytes={self.body_bytes} content_range={self.content_range!r} faults={self.faults} "
@@ -56,12 +65,14 @@ class RecordedRequest:
         return "authorization" in self.headers
 
     def to_dict(self) -> dict[str, Any]:
+        """As ``GET /_emulator/requests`` serves it: credentials redacted (``has_authorization`` says one came)."""
         return {
             "method": self.method,
             "origin": self.origin,
             "path": self.path,
             "query": self.query,
-            "headers": dict(self.headers),
+            "headers": redact_headers(self.headers),
+            "hasAuthorization": self.has_authorization,
             "contentRange": self.content_range,
             "startedAt": self.started_at,
             "bodyBytes": self.body_bytes,

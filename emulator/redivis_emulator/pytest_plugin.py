@@ -1,8 +1,9 @@
 """The ``redivis_emulator`` pytest fixture.
 
-Enable it with ``pytest_plugins = ["airflow_provider_redivis.emulator.pytest_plugin"]`` in the root
-``conftest.py`` (or ``-p airflow_provider_redivis.emulator.pytest_plugin``), or import the fixture
-into a ``conftest.py``.
+Installing this distribution enables it: its ``pytest11`` entry point (named like this module, so
+that ``-p redivis_emulator.pytest_plugin`` or ``pytest_plugins = ["redivis_emulator.pytest_plugin"]``
+find it loaded already instead of registering it twice). ``-p no:redivis_emulator.pytest_plugin``
+turns it off.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_redivis.emulator.server import RedivisEmulator
+from redivis_emulator.server import RedivisEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,7 +1,8 @@
-"""``python -m airflow_provider_redivis.emulator``: run the emulator until SIGTERM or SIGINT.
+"""``redivis-emulator`` (or ``python -m redivis_emulator``): run the emulator until SIGTERM or SIGINT.
 
-The first line on stdout is the base URL (the API is under ``/api/v1``); nothing else goes to
-stdout, and no token is ever printed.
+stdout has two lines: the base URL (the API is under ``/api/v1``), then
+``X-Emulator-Admin-Token: <token>``, the header the admin API (``/_emulator/...``) requires: a
+random token per run unless ``--admin-token`` names one. No API token is ever printed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES
-from airflow_provider_redivis.emulator.faults import Fault, parse_fault_spec
-from airflow_provider_redivis.emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
+from redivis_emulator.admin import ADMIN_TOKEN_HEADER
+from redivis_emulator.catalog import ALL_SCOPES
+from redivis_emulator.faults import Fault, parse_fault_spec
+from redivis_emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,9 +47,15 @@ def _fault(value: str) -> Fault:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _admin_token(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("--admin-token needs a non-empty value")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_provider_redivis.emulator",
+        prog="redivis-emulator",
         description="Run a local Redivis API emulator (with Cloud Storage resumable sessions on a second port).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -108,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="a request cut mid-body keeps its whole 256 KiB units (default, like Cloud Storage); "
         "--no-keep-partial-requests keeps none of it (like storage-testbench)",
     )
+    parser.add_argument(
+        "--admin-token",
+        type=_admin_token,
+        default=None,
+        metavar="TOKEN",
+        help="the token the admin API (/_emulator/...) requires in X-Emulator-Admin-Token "
+        "(default: a random one, printed on stdout's second line)",
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name the Host check accepts, beside 127.0.0.1, localhost, [::1] and the bound "
+        "host (repeatable; e.g. this machine's name with --host 0.0.0.0)",
+    )
     return parser
 
 
@@ -137,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         session_dialect=args.session_dialect,
         temp_session_dialect=args.temp_session_dialect,
         keep_partial_requests=args.keep_partial_requests,
+        admin_token=args.admin_token,
+        allowed_hosts=args.allow_host,
     )
     try:
         emulator.start()
@@ -145,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         print(emulator.base_url, flush=True)
+        print(f"{ADMIN_TOKEN_HEADER}: {emulator.admin_token}", flush=True)
         print(
             f"Redivis emulator: API {emulator.api_url}, sessions {emulator.session_base_url}, "
             f"{len(emulator.tokens)} token(s), {len(args.table)} table(s), {len(args.fault)} fault(s). "

@@ -14,13 +14,13 @@ import threading
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_redivis.emulator.catalog import now_ms
+from redivis_emulator.catalog import now_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from airflow_provider_redivis.emulator.catalog import Catalog, Upload, Version
+    from redivis_emulator.catalog import Catalog, Upload, Version
 
 log = logging.getLogger(__name__)
 

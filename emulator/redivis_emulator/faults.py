@@ -4,6 +4,9 @@ A :class:`Fault` is matched against a :class:`RequestInfo` (method, origin, path
 targets, ...) as soon as the request's headers have arrived. The same faults can be written on the
 command line (:func:`parse_fault_spec`) or posted as JSON to ``/_emulator/faults``
 (:func:`fault_from_mapping`).
+
+A little over 400 lines: the fault's fields, their three spellings (Python, command line, JSON) and
+the matching rules are one vocabulary, kept together.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from airflow_provider_redivis.emulator.dialects import LIE_FIELDS
+from redivis_emulator.dialects import LIE_FIELDS
 
 #: What a fault can do; see :class:`Fault`.
 FAULT_KINDS = (

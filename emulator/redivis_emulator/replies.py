@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.emulator.dialects import SessionReply, bare_200, final_reply
-from airflow_provider_redivis.emulator.sessions import reply_bytes
+from redivis_emulator.dialects import SessionReply, bare_200, final_reply
+from redivis_emulator.sessions import reply_bytes
 
 if TYPE_CHECKING:
-    from airflow_provider_redivis.emulator.catalog import ApiError
-    from airflow_provider_redivis.emulator.faults import Fault
-    from airflow_provider_redivis.emulator.sessions import ResumableSession
+    from redivis_emulator.catalog import ApiError
+    from redivis_emulator.faults import Fault
+    from redivis_emulator.sessions import ResumableSession
 
 
 @dataclass

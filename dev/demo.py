@@ -1,4 +1,8 @@
-"""``./dev/demo``: the daily-load example DAG in real Airflow, against the local Redivis emulator.
+"""``./dev/demo`` (``python dev/demo.py``): the daily-load example DAG in real Airflow, against the
+local Redivis emulator.
+
+A development tool, not part of the provider's wheel: it needs a checkout (the example DAG) and the
+redivis-emulator distribution (``pip install ./emulator``), both of which ``./dev/demo`` sets up.
 
 No Redivis account and no network: the demo starts the emulator on 127.0.0.1 (a free port), writes
 a day's worth of CSV files, migrates a fresh Airflow metadata database (SQLite in a temporary
@@ -47,7 +51,7 @@ import requests
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
 DAG_ID = "redivis_daily_load"
 DAG_FILE_NAME = "redivis_daily_load.py"
@@ -118,7 +122,7 @@ def first_try_cut(emulator: RedivisEmulator, target_size: int, max_attempts: int
 
     Returns the byte at which the connection is cut. See the module docstring for the count.
     """
-    from airflow_provider_redivis.emulator import Fault
+    from redivis_emulator import Fault
 
     at_offset = target_size // 2
     emulator.add_fault(
@@ -267,7 +271,7 @@ def migrate(env: dict[str, str], log_file: Path) -> None:
 def run_dag(env: dict[str, str], dag_file: Path, run_log: RunLog, log_file: Path, timeout: float) -> int:
     """``dag.test()`` in a child process; its output filtered through ``run_log``. Returns its exit code."""
     proc = subprocess.Popen(  # noqa: S603 - this interpreter and this module, fixed arguments
-        [sys.executable, "-m", "airflow_provider_redivis.demo", "--run-dag", str(dag_file), DAG_ID],
+        [sys.executable, str(Path(__file__).resolve()), "--run-dag", str(dag_file), DAG_ID],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -410,7 +414,7 @@ def summarize(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from airflow_provider_redivis.emulator import RedivisEmulator
+    from redivis_emulator import RedivisEmulator
 
     dag_source = _repo_root() / "example_dags" / DAG_FILE_NAME
     if not dag_source.is_file():

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from airflow_provider_redivis.emulator.catalog import ALL_SCOPES, ApiError, Catalog
-from airflow_provider_redivis.emulator.dialects import ALL_HASHES, check_dialect
-from airflow_provider_redivis.emulator.faults import Fault, FaultBook
-from airflow_provider_redivis.emulator.handler import EmulatorHTTPServer
-from airflow_provider_redivis.emulator.processing import Processor
-from airflow_provider_redivis.emulator.recording import RecordedRequest, RequestLog
+from redivis_emulator.admin import ADMIN_TOKEN_HEADER
+from redivis_emulator.catalog import ALL_SCOPES, ApiError, Catalog
+from redivis_emulator.client import AdminClient
+from redivis_emulator.dialects import check_dialect
+from redivis_emulator.faults import Fault, FaultBook
+from redivis_emulator.handler import EmulatorRequestHandler
+from redivis_emulator.http_server import EmulatorHTTPServer, url_host
+from redivis_emulator.processing import Processor
+from redivis_emulator.queries import EmulatorQueries, check_flag
+from redivis_emulator.recording import RecordedRequest, RequestLog
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from airflow_provider_redivis.emulator.sessions import SessionInfo
 
 DEFAULT_TOKEN = "test-token"  # noqa: S105 - the emulator's documented test token
 #: Cloud Storage's resumable sessions live 24 hours.
@@ -51,21 +54,7 @@ def normalise_tokens(tokens: TokenSpec) -> dict[str, frozenset[str]]:
     return result
 
 
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}.")
-    return value
-
-
-def _url_host(host: str) -> str:
-    if host in ("", "0.0.0.0"):  # noqa: S104 - naming the wildcard, not binding to it
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-class RedivisEmulator:
+class RedivisEmulator(EmulatorQueries):
     """A local Redivis API (and Cloud Storage session origin) for tests, benchmarks and demos.
 
     ``tokens``: None gives ``{"test-token": every scope}``; a list gives each token every scope; a
@@ -85,6 +74,13 @@ class RedivisEmulator:
     its bytes before the cut in whole 256 KiB units; False (like storage-testbench): it keeps none.
     :meth:`configure_sessions` changes these for sessions created later, :meth:`set_session_options`
     for one session.
+
+    Admin API (``/_emulator/...`` over HTTP, for another process): ``admin_token`` -- the token it
+    requires in the ``X-Emulator-Admin-Token`` header (default: a random one per run; see
+    :attr:`admin_token`, :attr:`admin_headers`, :meth:`admin_client`). This object's own methods need
+    no token. ``allowed_hosts`` -- more host names the ``Host`` check accepts (with the port), beside
+    ``127.0.0.1``, ``localhost``, ``[::1]`` and the bound host: e.g. the machine's name when bound to
+    ``0.0.0.0``.
     """
 
     def __init__(
@@ -103,6 +99,8 @@ class RedivisEmulator:
         session_dialect: str = "json",
         temp_session_dialect: str = "xml",
         keep_partial_requests: bool = True,
+        admin_token: str | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         for name, value in (("port", port), ("session_port", session_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
@@ -122,7 +120,11 @@ class RedivisEmulator:
         self.on_name_conflict = on_name_conflict
         self.session_dialect = check_dialect(session_dialect)
         self.temp_session_dialect = check_dialect(temp_session_dialect)
-        self.keep_partial_requests = _flag("keep_partial_requests", keep_partial_requests)
+        self.keep_partial_requests = check_flag("keep_partial_requests", keep_partial_requests)
+        if admin_token is not None and (not isinstance(admin_token, str) or not admin_token.strip()):
+            raise ValueError("admin_token must be a non-empty string (or None for a random one).")
+        self._admin_token = admin_token or secrets.token_urlsafe(24)
+        self.allowed_hosts = [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts)
         self.faults = FaultBook(faults)
         self.log = RequestLog()
         self._stop = threading.Event()
@@ -150,15 +152,17 @@ class RedivisEmulator:
             server_class = type(
                 "EmulatorHTTPServer6", (EmulatorHTTPServer,), {"address_family": socket.AF_INET6}
             )
-        api = server_class((self.host, self.port), self, "api")
+        api = server_class((self.host, self.port), self, "api", EmulatorRequestHandler, self.allowed_hosts)
         try:
-            session = server_class((self.host, self.session_port), self, "session")
+            session = server_class(
+                (self.host, self.session_port), self, "session", EmulatorRequestHandler, self.allowed_hosts
+            )
         except OSError:
             api.server_close()
             raise
         self._servers = [api, session]
-        self._base_url = f"http://{_url_host(self.host)}:{api.server_address[1]}"
-        self._session_base_url = f"http://{_url_host(self.host)}:{session.server_address[1]}"
+        self._base_url = f"http://{url_host(self.host)}:{api.server_address[1]}"
+        self._session_base_url = f"http://{url_host(self.host)}:{session.server_address[1]}"
         self._catalog = Catalog(
             self.data_dir,
             base_url=self._base_url,
@@ -253,6 +257,30 @@ class RedivisEmulator:
         return next(iter(self.tokens))
 
     @property
+    def admin_token(self) -> str:
+        """The token ``/_emulator/...`` requires in ``X-Emulator-Admin-Token`` (this object's methods need none)."""
+        return self._admin_token
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """``{"X-Emulator-Admin-Token": admin_token}``: the header to send with an admin request."""
+        return {ADMIN_TOKEN_HEADER: self._admin_token}
+
+    def admin_client(self) -> AdminClient:
+        """A client of this emulator's admin API over HTTP (what another process would use)."""
+        return AdminClient(self.base_url, self._admin_token)
+
+    @property
+    def admin(self) -> RedivisEmulator:
+        """What the admin routes act on: this object."""
+        return self
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once :meth:`stop` begins: stalls and background work end early."""
+        return self._stop
+
+    @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             raise RuntimeError(_NOT_STARTED)
@@ -287,121 +315,3 @@ class RedivisEmulator:
     def authorization_seen(self, origin: str = "session") -> int:
         """How many requests to that origin carried an Authorization header (a leak on 'session')."""
         return sum(1 for r in self.log.snapshot() if r.origin == origin and r.has_authorization)
-
-    # -- sessions ------------------------------------------------------------------------------
-
-    @property
-    def sessions(self) -> dict[str, SessionInfo]:
-        """id -> snapshot with .size .held .expired .complete .url .path."""
-        catalog = self.catalog
-        with catalog.lock:
-            sessions = list(catalog.sessions.values())
-        return {s.id: s.info() for s in sessions}
-
-    def expire_session(self, session_id: str) -> None:
-        """Make the session answer 404 from now on, as an expired Cloud Storage session does."""
-        self.catalog.session(session_id).expire()
-
-    def configure_sessions(
-        self,
-        *,
-        session_dialect: str | None = None,
-        temp_session_dialect: str | None = None,
-        keep_partial_requests: bool | None = None,
-    ) -> dict[str, Any]:
-        """Change the defaults for sessions created from now on (None leaves one as it is).
-
-        Returns the defaults in force, as ``GET /_emulator/settings`` does.
-        """
-        if session_dialect is not None:
-            self.session_dialect = check_dialect(session_dialect)
-        if temp_session_dialect is not None:
-            self.temp_session_dialect = check_dialect(temp_session_dialect)
-        if keep_partial_requests is not None:
-            self.keep_partial_requests = _flag("keep_partial_requests", keep_partial_requests)
-        if self._catalog is not None:
-            with self._catalog.lock:
-                self._catalog.session_dialect = self.session_dialect
-                self._catalog.temp_session_dialect = self.temp_session_dialect
-                self._catalog.keep_partial_requests = self.keep_partial_requests
-        return self.session_settings
-
-    @property
-    def session_settings(self) -> dict[str, Any]:
-        return {
-            "sessionDialect": self.session_dialect,
-            "tempSessionDialect": self.temp_session_dialect,
-            "keepPartialRequests": self.keep_partial_requests,
-        }
-
-    def set_session_options(
-        self,
-        session_id: str,
-        *,
-        dialect: str | None = None,
-        keep_partial_requests: bool | None = None,
-        reported_hashes: tuple[str, ...] | None = None,
-    ) -> SessionInfo:
-        """One session's dialect (for every later answer), rule for a cut request, and the hashes its
-        finished object is described with (``("md5",)`` for a server that reports md5 only, ``()`` for
-        none); None: unchanged."""
-        session = self.catalog.session(session_id)
-        with session.lock:
-            if reported_hashes is not None:
-                if not set(reported_hashes) <= set(ALL_HASHES):
-                    raise ValueError(f"reported_hashes are among {ALL_HASHES}, got {reported_hashes!r}.")
-                session.reported_hashes = tuple(reported_hashes)
-            if dialect is not None:
-                session.dialect = check_dialect(dialect)
-            if keep_partial_requests is not None:
-                session.keep_partial = _flag("keep_partial_requests", keep_partial_requests)
-        return session.info()
-
-    # -- tables and uploads --------------------------------------------------------------------
-
-    def create_table(self, reference: str, merge_strategy: str = "append") -> dict[str, Any]:
-        table = self.catalog.ensure_table(reference, merge_strategy)
-        with self.catalog.lock:
-            return self.catalog.table_resource(table)
-
-    def get_table(self, reference: str) -> dict[str, Any]:
-        return self.catalog.get_table(reference)
-
-    def list_uploads(self, table_ref: str) -> list[dict[str, Any]]:
-        """The table's uploads as the API returns them (all pages)."""
-        catalog = self.catalog
-        with catalog.lock:
-            table = catalog.table(table_ref)
-            return [catalog.upload_resource(u) for u in table.uploads if not u.deleted]
-
-    def all_uploads(self) -> list[dict[str, Any]]:
-        catalog = self.catalog
-        with catalog.lock:
-            return [
-                {**catalog.upload_resource(upload), "table": table.display_reference}
-                for table, upload in catalog.all_uploads()
-            ]
-
-    def get_upload(self, table_ref: str, upload_name: str) -> dict[str, Any]:
-        return self.catalog.get_upload(table_ref, upload_name)
-
-    def upload_bytes_path(self, table_ref: str, upload_name: str) -> Path:
-        """The stored bytes of the upload (name or id), to hash in tests."""
-        upload = self.catalog.find_upload(table_ref, upload_name)
-        if upload.path is None:
-            raise FileNotFoundError(
-                f"Upload {upload_name!r} has no stored bytes (it was created without content)."
-            )
-        return upload.path
-
-    def wait_for_processing(self, table_ref: str, upload_name: str, timeout: float = 30) -> dict[str, Any]:
-        """The upload once ``completed`` or ``failed``; TimeoutError after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            upload = self.get_upload(table_ref, upload_name)
-            if upload["status"] in ("completed", "failed"):
-                return upload
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"Upload {upload_name!r} still {upload['status']!r} after {timeout} s.")
-            time.sleep(min(0.02, remaining))
