@@ -41,5 +41,5 @@ def upload_failure(upload: Mapping[str, Any]) -> UploadFailedError:
 
 def summarize_upload(upload: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an upload resource that goes to XCom and events."""
-    keys = ("uri", "url", "name", "status", "numRows", "size", "type", "errorMessage")
+    keys = ("uri", "name", "status", "numRows", "size", "type", "errorMessage")
     return {key: upload.get(key) for key in keys}

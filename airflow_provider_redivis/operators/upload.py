@@ -195,6 +195,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         """Resumes after a deferred wait: the trigger's event decides."""
         store = checkpoint_store_for(context)
         upload = event.get("upload") or {}
+        if upload:
+            self._publish_links(context["ti"], RedivisHook(redivis_conn_id=self.redivis_conn_id), upload)
         if event.get("status") == "success" and upload_outcome(upload) is UploadOutcome.COMPLETED:
             self._upload = upload
             return summarize_upload(upload)  # the checkpoint goes with the task's success callback
@@ -239,20 +241,19 @@ class RedivisResumableUploadOperator(BaseOperator):
             result = self._job.run()
         finally:
             self._job = None
-        self._publish_links(ti, hook, table, result.upload)
         if result.skipped:
+            self._publish_links(ti, hook, result.upload)
             self._upload = result.upload
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
-        return self._finish(hook, store, result.upload)
+        return self._finish(ti, hook, store, result.upload)
 
-    @staticmethod
-    def _publish_links(ti: Any, hook: RedivisHook, table: str, upload: dict[str, Any]) -> None:
+    def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
         """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""
         if isinstance(upload.get("url"), str):
             ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
         try:
-            table_url = hook.get_table(table).get("url")
+            table_url = hook.get_table(validate_table_reference(self.table)).get("url")
         except (RedivisError, requests.RequestException) as exc:
             log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
             return
@@ -279,9 +280,11 @@ class RedivisResumableUploadOperator(BaseOperator):
             "metadata": self.metadata,
         }
 
-    def _finish(self, hook: RedivisHook, store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
+    def _finish(
+        self, ti: Any, hook: RedivisHook, store: CheckpointStore, upload: dict[str, Any]
+    ) -> dict[str, Any]:
         if not self.wait_for_completion or upload_outcome(upload) is not UploadOutcome.PENDING:
-            return self._conclude(store, upload)
+            return self._conclude(ti, hook, store, upload)
         if self.deferrable:
             from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 
@@ -303,9 +306,12 @@ class RedivisResumableUploadOperator(BaseOperator):
                 )
             time.sleep(self.poll_interval)
             upload = hook.get_upload_by_uri(upload["uri"])
-        return self._conclude(store, upload)
+        return self._conclude(ti, hook, store, upload)
 
-    def _conclude(self, store: CheckpointStore, upload: dict[str, Any]) -> dict[str, Any]:
+    def _conclude(
+        self, ti: Any, hook: RedivisHook, store: CheckpointStore, upload: dict[str, Any]
+    ) -> dict[str, Any]:
+        self._publish_links(ti, hook, upload)
         if upload_outcome(upload) is UploadOutcome.FAILED:
             store.delete()
             raise upload_failure(upload)

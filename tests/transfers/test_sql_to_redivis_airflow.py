@@ -41,11 +41,14 @@ from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
 
 ADMIN = {admin!r}
+ADMIN_TOKEN = {admin_token!r}
 FLAG = Path({flag!r})
 
 
 def clear_faults(context):
-    request = urllib.request.Request(ADMIN + "/_emulator/faults", method="DELETE")
+    request = urllib.request.Request(
+        ADMIN + "/_emulator/faults", method="DELETE", headers={{"X-Emulator-Admin-Token": ADMIN_TOKEN}}
+    )
     urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the test's emulator on 127.0.0.1
 
 
@@ -116,6 +119,7 @@ def run(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path, db_conn: dict, 
         "sql_dag",
         DAG.format(
             admin=emu.base_url,
+            admin_token=emu.admin_token,
             flag=str(tmp_path / "try1.flag"),
             table=TABLE,
             staging=str(staging),
