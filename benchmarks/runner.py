@@ -585,6 +585,8 @@ def link_throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Pla
     for link in plan.links:
         proxies = [Proxy(emu.emu.base_url, link), Proxy(emu.emu.session_base_url, link)]
         api, sessions = proxies
+        # Requests through a proxy name the proxy's address in their Host header.
+        emu.emu.allow_hosts(*(urlsplit(p.url).netloc for p in proxies))
         try:
             job = {"table": TABLE, "session_origin": [emu.emu.session_base_url, sessions.url]}
             cases: dict[str, Any] = {}

@@ -59,7 +59,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         super().__init__(address, handler_class)
         #: DNS-rebinding guard: a request whose Host is not one of these is refused (handler.py).
-        self.allowed_hosts = allowed_host_headers(address[0], self.server_address[1], extra_host_names)
+        self.allowed_hosts = set(allowed_host_headers(address[0], self.server_address[1], extra_host_names))
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:

@@ -261,6 +261,12 @@ class RedivisEmulator(EmulatorQueries):
         """The token ``/_emulator/...`` requires in ``X-Emulator-Admin-Token`` (this object's methods need none)."""
         return self._admin_token
 
+    def allow_hosts(self, *host_ports: str) -> None:
+        """Accept these ``Host`` values (``host:port``, as a client sends them) on both origins from now on:
+        for a proxy in front of the emulator, such as the benchmarks' modelled link."""
+        for server in self._servers:
+            server.allowed_hosts.update(value.strip().lower() for value in host_ports)
+
     @property
     def admin_headers(self) -> dict[str, str]:
         """``{"X-Emulator-Admin-Token": admin_token}``: the header to send with an admin request."""

@@ -291,3 +291,21 @@ def test_the_console_script_is_installed() -> None:
     result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert "--admin-token" in result.stdout
+
+
+def test_a_proxy_in_front_is_accepted_once_allowed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The benchmarks' link proxy forwards the client's Host (its own address): allowed by name, and only then."""
+    import socket
+
+    from redivis_emulator import RedivisEmulator
+
+    with RedivisEmulator(data_dir=tmp_path / "e") as emu:
+        port = emu.base_url.rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /api/v1/users/me HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n")
+            assert b" 400 " in conn.recv(200)
+        emu.allow_hosts("127.0.0.1:1")
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as conn:
+            request = f"GET /api/v1/users/me HTTP/1.1\r\nHost: 127.0.0.1:1\r\nAuthorization: Bearer {emu.token}\r\nConnection: close\r\n\r\n"
+            conn.sendall(request.encode())
+            assert b" 200 " in conn.recv(200)
