@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MiB = 1024 * 1024
+from airflow_provider_redivis.upload_protocol import (
+    FIRST_REQUEST_SIZE,
+    MAX_GROWTH,
+    TARGET_REQUEST_SECONDS,
+    MiB,
+)
+
 GiB = 1024 * MiB
 REPO = Path(__file__).resolve().parent.parent
 GOAL_CEILING = 0.90
@@ -184,8 +190,9 @@ def adaptive_statement(results: dict[str, Any]) -> str:
         )
     return (
         "Request sizes: **adaptive** (`chunk_size=None`, the default), so no chunk size is recommended: the "
-        "first request carries 16 MiB, each next one is sized from the measured rate to about 8 s on the wire, "
-        "growing at most 4x per request, between 8 MiB and 1 GiB. In this run the defaults sent "
+        f"first request carries {FIRST_REQUEST_SIZE // MiB} MiB, each next one is sized from the measured rate to about "
+        f"{TARGET_REQUEST_SECONDS:g} s on the wire, "
+        f"growing at most {MAX_GROWTH}x per request, between 8 MiB and 1 GiB. In this run the defaults sent "
         + ("; ".join(parts) if parts else "nothing")
         + "."
         + comparison
@@ -207,7 +214,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine.get('load_after')}; highest 1-minute load seen between runs: {machine.get('load_max_during')}. "
         "All figures below come from this one command. The emulator, the client under measurement and the link "
         "proxies share this machine: each runs in its own process, on 127.0.0.1. Every upload uses the defaults "
-        "(`chunk_size=None`, `checksum='auto'`: crc32c) through the operator's own `_send` unless a row says "
+        "(`chunk_size=None`, `checksum='auto'`: crc32c) through the operator's own upload job (`UploadJob.send`) unless a row says "
         "otherwise.",
         "",
         "| figure | measured | goal | |",
@@ -360,7 +367,7 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "## Checkpoint cost",
             "",
-            "The operator's `_send` (its background writer commits the checkpoint JSON and the XCom offset to "
+            "The operator's transfer (`UploadJob.send`; its background writer commits the checkpoint JSON and the XCom offset to "
             "SQLite after acknowledged requests, the newest superseding any waiting one) against "
             "`ResumableSession.upload` with no callback, alternating which goes first.",
             "",
