@@ -188,27 +188,6 @@ class Catalog(UploadRules, SessionRules):
             dataset = self._dataset(parse_dataset_reference(reference))
             return self.version_resource(self._version(dataset, tag))
 
-    def _can_release(self, version: Version) -> tuple[bool, str]:
-        if version.released:
-            return False, f"Version {version.tag} is already released."
-        if version.release_status in ("queued", "running"):
-            return False, f"Version {version.tag} is being released already."
-        for table in version.tables:
-            for upload in table.uploads:
-                if upload.deleted:
-                    continue
-                if upload.status in ("queued", "running"):
-                    return False, (
-                        f"Upload {upload.name!r} on table {table.name!r} is still processing; "
-                        "wait for it to finish, then release."
-                    )
-                if upload.status == "failed":
-                    return False, (
-                        f"Upload {upload.name!r} on table {table.name!r} failed; delete it (or fix and "
-                        "re-upload) before releasing."
-                    )
-        return True, ""
-
     def start_release(
         self, reference: str, tag: str, body: Mapping[str, Any]
     ) -> tuple[Version, dict[str, Any]]:
