@@ -431,7 +431,7 @@ def test_a_last_request_whose_hash_is_not_ready_sends_all_but_a_short_tail_first
     from airflow_provider_redivis import transfer_source
 
     def slow_extend(crc: int, data: bytes) -> int:
-        time.sleep(3)  # hashing ahead that cannot keep up, as on a slow disk
+        time.sleep(0.5)  # hashing ahead that cannot keep up, as on a slow disk
         return google_crc32c.extend(crc, data)
 
     monkeypatch.setattr(transfer_source, "google_crc32c", types.SimpleNamespace(extend=slow_extend))
