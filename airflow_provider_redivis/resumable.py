@@ -19,6 +19,7 @@ from airflow_provider_redivis.checksums import (
     SourceChecksums,
     algorithms_for,
     goog_hash_header,
+    parse_goog_hash,
     validate_checksum,
 )
 from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError
@@ -100,8 +101,8 @@ class ResumableSession:
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _put(self, body: bytes | RequestBody, headers: Mapping[str, str]) -> tuple[SessionStatus, bool]:
-        """One PUT; the status, and whether the server refused the request's ``x-goog-hash``."""
+    def _put(self, body: bytes | RequestBody, headers: Mapping[str, str]) -> SessionStatus:
+        """One PUT and what its answer means; a refusal of the request's ``x-goog-hash`` is final."""
         data: Any = body  # requests sends an iterable with a length as one body of that length
         response = self.http.put(
             self.url,
@@ -112,8 +113,13 @@ class ResumableSession:
         )
         try:
             if "x-goog-hash" in headers and is_hash_refusal(response.status_code, response.content):
-                return SessionStatus(complete=False, offset=-1), True
-            return interpret_response(response.status_code, response.headers, response.content), False
+                raise UploadIntegrityError(
+                    "The upload server refused the last request: the bytes it received do not match the "
+                    f"source's {'/'.join(parse_goog_hash(headers['x-goog-hash']))} (the source changed while it was "
+                    "read, or bytes were corrupted on the way). The upload was not created; run the task again "
+                    "to start a new session."
+                )
+            return interpret_response(response.status_code, response.headers, response.content)
         finally:
             response.close()
 
@@ -138,10 +144,7 @@ class ResumableSession:
 
     def _query_once(self, total: int | None = None) -> SessionStatus:
         """``total``: known once a stream of unknown size ended; the query then also completes the object."""
-        status, _ = self._put(
-            b"", {"Content-Range": status_query_range(self.total if total is None else total)}
-        )
-        return status
+        return self._put(b"", {"Content-Range": status_query_range(self.total if total is None else total)})
 
     # -- the transfer ---------------------------------------------------------------------------
 
@@ -232,16 +235,10 @@ class _Transfer:
         started = time.monotonic()
         self.sent_end = max(self.sent_end, end)
         try:
-            status, hash_refused = self.session._put(body, headers)
+            status = self.session._put(body, headers)
         except (requests.RequestException, SessionAnswerError):
             self.needs_query = True
             raise
-        if hash_refused:
-            raise UploadIntegrityError(
-                "The upload server refused the last request: the bytes it received do not match the source's "
-                f"{'/'.join(self.checksums.algorithms)} (the source changed while it was read, or bytes were "
-                "corrupted on the way). The upload was not created; run the task again to start a new session."
-            )
         if status.complete:
             self.final_request_end = end
             return status
