@@ -54,10 +54,7 @@ from airflow_provider_redivis.transfers.stream_reader import StreamReader
 from airflow_provider_redivis.upload_options import validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE, redact_session_url
 from airflow_provider_redivis.upload_status import (
-    UploadOutcome,
     summarize_upload,
-    upload_failure,
-    upload_outcome,
 )
 
 if TYPE_CHECKING:
@@ -753,7 +750,8 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         if self.file_format == "csv" and stats.has_quoted_newlines and self.has_quoted_newlines is None:
             self.has_quoted_newlines = True
         upload = self._create_streamed_upload(hook, table, name, temp_id)
-        return self._wait(hook, upload)
+        # The upload operator's own wait (in the worker or deferred) and conclusion (links, verdict).
+        return self._finish(context["ti"], hook, checkpoint_store_for(context), upload)
 
     def _create_streamed_upload(
         self, hook: RedivisHook, table: str, name: str, temp_id: str
@@ -783,31 +781,3 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             log.info("The answer to creating upload %r was lost, but it exists; attaching", name)
         log.info("Created upload %s", upload.get("uri"))
         return upload
-
-    def _wait(self, hook: RedivisHook, upload: dict[str, Any]) -> dict[str, Any]:
-        if self.wait_for_completion and upload_outcome(upload) is UploadOutcome.PENDING:
-            if self.deferrable:
-                from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
-
-                self.defer(
-                    trigger=RedivisUploadTrigger(
-                        upload_uri=upload["uri"],
-                        redivis_conn_id=self.redivis_conn_id,
-                        poll_interval=self.poll_interval,
-                        timeout=self.wait_timeout,
-                    ),
-                    method_name="execute_complete",
-                )
-            deadline = time.monotonic() + self.wait_timeout
-            while upload_outcome(upload) is UploadOutcome.PENDING:
-                if time.monotonic() >= deadline:
-                    raise RedivisError(
-                        f"Upload {upload.get('uri')} was still {upload.get('status')!r} after "
-                        f"{self.wait_timeout:.0f} s. It goes on in Redivis; raise wait_timeout or wait for it "
-                        "with RedivisUploadSensor."
-                    )
-                time.sleep(self.poll_interval)
-                upload = hook.get_upload_by_uri(upload["uri"])
-        if upload_outcome(upload) is UploadOutcome.FAILED:
-            raise upload_failure(upload)
-        return summarize_upload(upload)
