@@ -107,6 +107,14 @@ class SourceChangedError(RedivisError):
     """The source file changed while it was being read, or between tries."""
 
 
+class ReleaseFailedError(RedivisError):
+    """Redivis ended the release of a version with status ``failed``; the message carries its reason."""
+
+
+class WaitTimeoutError(RedivisError):
+    """Redivis was still processing when the wait's deadline came; the work goes on in Redivis."""
+
+
 class UploadFailedError(RedivisError):
     """Redivis finished processing the upload with status ``failed``; carries its ``errorMessage``."""
 
@@ -130,6 +138,25 @@ def is_final(exc: BaseException) -> bool:
 
     Operators fail such a task at once, without retries, with the message that says what to do.
     """
-    if isinstance(exc, (RedivisConfigError, UploadFailedError, RedivisConflictError, RedivisNotFoundError)):
+    if isinstance(
+        exc,
+        (
+            RedivisConfigError,
+            UploadFailedError,
+            ReleaseFailedError,
+            RedivisConflictError,
+            RedivisNotFoundError,
+        ),
+    ):
         return True
     return isinstance(exc, RedivisAPIError) and exc.status in (400, 401, 403, 404, 409)
+
+
+def describe_failure(exc: BaseException | None) -> str:
+    """A failure in a few words for a log line: ``HTTP 503``, ``HTTP 403 insufficient_scope``, ``ReadTimeout``.
+
+    Never the exception's text, which may quote a URL.
+    """
+    if isinstance(exc, RedivisAPIError):
+        return f"HTTP {exc.status}" + (f" {exc.code}" if exc.code else "")
+    return type(exc).__name__

@@ -22,7 +22,7 @@ from airflow_provider_redivis.checksums import (
     parse_goog_hash,
     validate_checksum,
 )
-from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError
+from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError, describe_failure
 from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error
 from airflow_provider_redivis.transfer_source import RequestBody, SharedReader, TailHash
 from airflow_provider_redivis.upload_protocol import (
@@ -128,7 +128,10 @@ class ResumableSession:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             log.warning(
-                "%s failed (%s); asking the server what it holds in %.1f s", doing, _describe(exc), wait
+                "%s failed (%s); asking the server what it holds in %.1f s",
+                doing,
+                describe_failure(exc),
+                wait,
             )
 
         args = self.retry_policy.retry_args(_is_transient, before_sleep=log_retry)
@@ -139,7 +142,7 @@ class ResumableSession:
         try:
             return self._retrying("Asking the upload server for its offset")(self._query_once, total)
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = _describe(exc)
+            failure = describe_failure(exc)
         raise _gave_up(failure, "asking the upload server for its offset")
 
     def _query_once(self, total: int | None = None) -> SessionStatus:
@@ -168,7 +171,7 @@ class ResumableSession:
         try:
             return _Transfer(self, reader, start_offset, on_progress, check_source).run()
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = _describe(exc)
+            failure = describe_failure(exc)
         # Raised outside the except block: no chained exception carries urllib3's text with the URL.
         raise _gave_up(failure, "sending the source")
 
@@ -388,12 +391,6 @@ def _range(first: int, end: int, total: int | None) -> dict[str, str]:
     if end == first:
         return {"Content-Range": status_query_range(total)}
     return {"Content-Range": content_range(first, end - 1, total)}
-
-
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, SessionAnswerError):
-        return f"HTTP {exc.status}"
-    return type(exc).__name__
 
 
 def _gave_up(failure: str, doing: str) -> UploadInterruptedError:

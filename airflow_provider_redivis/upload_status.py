@@ -1,14 +1,38 @@
-"""What an upload's ``status`` means: the one place the hook, operator, sensor and trigger ask. Plain Python."""
+"""What an upload's status means, and the words for waiting on it: the one place the hook, the operators,
+the sensor and the trigger ask. Plain Python.
+"""
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.errors import UploadFailedError
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConfigError,
+    UploadFailedError,
+    describe_failure,
+)
+from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
+
+#: Each quiet poll waits this much longer than the one before, up to the cap.
+BACKOFF_FACTOR = 1.5
+#: The default cap of a deferred wait's backoff: processing a large upload takes minutes, a minute late is fine.
+DEFAULT_MAX_POLL_INTERVAL = 60.0
+
+# The trigger's event ``reason``s beside ``status`` ("success" | "error"): what a resumed task does.
+REASON_COMPLETED = "completed"  # the upload is processed
+REASON_FAILED = "failed"  # Redivis could not process it: another try meets the same file
+REASON_TIMEOUT = "timeout"  # still pending at the deadline
+REASON_REJECTED = "rejected"  # Redivis refused the request (401, 403, 404, ...): waiting cannot fix it
+REASON_ERROR = "error"  # anything unexpected: a new try may do better
+
+NEVER_SEEN = "never: no status check has succeeded"
 
 
 class UploadOutcome(str, enum.Enum):
@@ -43,3 +67,96 @@ def summarize_upload(upload: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an upload resource that goes to XCom and events."""
     keys = ("uri", "name", "status", "numRows", "size", "type", "errorMessage")
     return {key: upload.get(key) for key in keys}
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """The upload to wait for: its ``uri`` (as the upload operator returns it), or table and name.
+
+    With a ``uri``, ``upload_name`` only labels the log lines and messages.
+    """
+
+    upload_uri: str | None = None
+    table: str | None = None
+    upload_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.upload_uri:
+            return
+        if not (self.table and self.upload_name):
+            raise RedivisConfigError(
+                "Say which upload to wait for: either upload (the upload operator's result, or its uri) or "
+                "both table and upload_name."
+            )
+
+    def describe(self) -> str:
+        if self.upload_uri:
+            return f"{self.upload_name!r} ({self.upload_uri})" if self.upload_name else self.upload_uri
+        return f"{self.upload_name!r} in {self.table}"
+
+
+@dataclass(frozen=True)
+class UploadCheck:
+    """What one look at an upload found; ``seen`` says it in words, with the time, for a log or a timeout."""
+
+    outcome: UploadOutcome
+    #: The upload resource; None when it does not exist yet or the look failed.
+    upload: dict[str, Any] | None
+    seen: str
+    #: A transient failure of the look (a 503, a timeout): the wait goes on.
+    error: BaseException | None = None
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds the server asked us to wait before the next look (0 when it did not ask)."""
+        return (self.error.retry_after or 0.0) if isinstance(self.error, RedivisAPIError) else 0.0
+
+
+def look(fetch: Callable[[], dict[str, Any] | None]) -> UploadCheck:
+    """One status check. A transient failure is a pending check; any other failure raises (waiting cannot fix it)."""
+    checked_at = utc_now()
+    try:
+        upload = fetch()
+    except Exception as exc:
+        if not is_retryable_error(exc):
+            raise
+        kind = "answering with an error" if isinstance(exc, RedivisAPIError) else "unreachable"
+        return UploadCheck(
+            UploadOutcome.PENDING, None, f"{kind} ({describe_failure(exc)}) at {iso_time(checked_at)}", exc
+        )
+    outcome = upload_outcome(upload) if upload is not None else UploadOutcome.PENDING
+    return UploadCheck(outcome, upload, f"{describe_upload_state(upload)} at {iso_time(checked_at)}")
+
+
+def poll_intervals(first: float, cap: float) -> Iterator[float]:
+    """Seconds between status checks: ``first``, then 1.5x longer each time, never more than ``cap``."""
+    interval = min(first, cap)
+    while True:
+        yield interval
+        interval = min(interval * BACKOFF_FACTOR, cap)
+
+
+def describe_upload_state(upload: Mapping[str, Any] | None) -> str:
+    """What one look at the upload saw, in words for a log or an error message."""
+    if upload is None:
+        return "not created yet"
+    status = upload.get("status")
+    if status is None:
+        return "status null (no content yet)"
+    return f"status {status!r}"
+
+
+def timeout_message(target: UploadTarget, timeout: float, last_seen: str) -> str:
+    return (
+        f"Gave up waiting for Redivis upload {target.describe()} after {timeout:.0f} s; it was last seen "
+        f"{last_seen}. Processing goes on in Redivis: wait longer (a larger timeout) or look at the upload in "
+        "the Redivis web app."
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_time(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")

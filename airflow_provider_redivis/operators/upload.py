@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import time
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -34,6 +33,7 @@ from airflow_provider_redivis.upload_options import (
 from airflow_provider_redivis.upload_protocol import validate_chunk_size
 from airflow_provider_redivis.upload_status import (
     UploadOutcome,
+    UploadTarget,
     summarize_upload,
     upload_failure,
     upload_outcome,
@@ -297,15 +297,8 @@ class RedivisResumableUploadOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        deadline = time.monotonic() + self.wait_timeout
-        while upload_outcome(upload) is UploadOutcome.PENDING:
-            if time.monotonic() >= deadline:
-                raise RedivisError(
-                    f"Upload {upload.get('uri')} was still {upload.get('status')!r} after {self.wait_timeout:.0f} s. "
-                    "It goes on in Redivis; raise wait_timeout or wait for it with RedivisUploadSensor."
-                )
-            time.sleep(self.poll_interval)
-            upload = hook.get_upload_by_uri(upload["uri"])
+        target = UploadTarget(upload_uri=upload["uri"], upload_name=upload.get("name"))
+        upload = hook.wait_for_upload(target, poll_interval=self.poll_interval, timeout=self.wait_timeout)
         return self._conclude(ti, hook, store, upload)
 
     def _conclude(

@@ -7,7 +7,6 @@ at most one.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -21,17 +20,12 @@ from airflow_provider_redivis.errors import (
     RedivisNotFoundError,
     is_final,
 )
+from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.hooks.versions import RELEASE_PENDING_STATUSES
 from airflow_provider_redivis.references import is_template, validate_dataset_reference
-from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-
-    from airflow_provider_redivis.hooks.redivis import RedivisHook
-
-DEFAULT_CONN_ID = "redivis_default"
-#: Redivis's version ``status`` while a release is under way.
-RELEASE_PENDING_STATUSES = frozenset({"queued", "running"})
 
 
 def summarize_version(version: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
@@ -70,7 +64,7 @@ class RedivisCreateNextVersionOperator(BaseOperator):
         *,
         dataset: str,
         if_not_exists: bool = True,
-        redivis_conn_id: str = DEFAULT_CONN_ID,
+        redivis_conn_id: str = RedivisHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,11 +78,9 @@ class RedivisCreateNextVersionOperator(BaseOperator):
         return _fail_fast(self._execute)
 
     def _execute(self) -> dict[str, Any]:
-        from airflow_provider_redivis.hooks.redivis import RedivisHook
-
         dataset = validate_dataset_reference(self.dataset)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        existing = _next_version(hook, dataset)
+        existing = hook.get_next_version(dataset)
         if existing is not None:
             return self._reuse(dataset, existing)
         try:
@@ -98,13 +90,13 @@ class RedivisCreateNextVersionOperator(BaseOperator):
             if not isinstance(exc, RedivisConflictError) and exc.status not in (400, 409):
                 raise
             # Someone opened it between our look and our create (another run, a person in the web app).
-            existing = _next_version(hook, dataset)
+            existing = hook.get_next_version(dataset)
             if existing is None:
                 raise
             return self._reuse(dataset, existing)
         except (requests.ConnectionError, requests.Timeout):
             # The create may have reached Redivis: look before anyone posts again.
-            existing = _next_version(hook, dataset)
+            existing = hook.get_next_version(dataset)
             if existing is None:
                 raise
             self.log.info("The answer to creating the next version of %s was lost, but it exists", dataset)
@@ -156,7 +148,7 @@ class RedivisReleaseVersionOperator(BaseOperator):
         wait_for_release: bool = True,
         poll_interval: float = 10.0,
         timeout: float = 3600.0,
-        redivis_conn_id: str = DEFAULT_CONN_ID,
+        redivis_conn_id: str = RedivisHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -175,8 +167,6 @@ class RedivisReleaseVersionOperator(BaseOperator):
         return _fail_fast(self._execute)
 
     def _execute(self) -> dict[str, Any]:
-        from airflow_provider_redivis.hooks.redivis import RedivisHook
-
         dataset = validate_dataset_reference(self.dataset)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
         try:
@@ -199,7 +189,11 @@ class RedivisReleaseVersionOperator(BaseOperator):
             version = self._release(hook, dataset)
         if not self.wait_for_release:
             return summarize_version(version, dataset=dataset)
-        return summarize_version(self._wait(hook, dataset, version), dataset=dataset)
+        released = hook.wait_for_release(
+            dataset, version, poll_interval=self.poll_interval, timeout=self.timeout
+        )
+        self.log.info("Released %s as %s", dataset, released.get("tag") or released.get("uri"))
+        return summarize_version(released, dataset=dataset)
 
     def _release(self, hook: RedivisHook, dataset: str) -> dict[str, Any]:
         try:
@@ -214,56 +208,6 @@ class RedivisReleaseVersionOperator(BaseOperator):
             "Releasing the next version of %s (%s)", dataset, version.get("tag") or version.get("uri")
         )
         return version
-
-    def _wait(self, hook: RedivisHook, dataset: str, version: dict[str, Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            if version.get("status") == "failed":
-                raise AirflowFailException(
-                    f"Redivis could not release the next version of {dataset}: "
-                    f"{version.get('releaseErrorMessage') or 'no releaseErrorMessage given'}. Fix what it names "
-                    "(in the Redivis web app or with new uploads) and run this task again."
-                )
-            if version.get("isReleased") and version.get("status") not in RELEASE_PENDING_STATUSES:
-                self.log.info("Released %s as %s", dataset, version.get("tag") or version.get("uri"))
-                return version
-            if time.monotonic() >= deadline:
-                raise RedivisError(
-                    f"The release of {dataset}'s next version was still {version.get('status')!r} after "
-                    f"{self.timeout:.0f} s. It goes on in Redivis: run this task again to keep waiting, or raise "
-                    "timeout."
-                )
-            time.sleep(self.poll_interval)
-            try:
-                version = _poll_version(hook, dataset, version)
-            except (RedivisAPIError, requests.RequestException) as exc:
-                if not is_retryable_error(exc):
-                    raise
-                self.log.warning("Checking the release of %s failed, still waiting: %s", dataset, exc)
-
-
-def _next_version(hook: RedivisHook, dataset: str) -> dict[str, Any] | None:
-    """The dataset's unreleased version, or None (the dataset itself must exist)."""
-    if not hook.get_dataset(dataset).get("nextVersion"):
-        return None
-    try:
-        return hook.get_version(dataset, "next")
-    except RedivisNotFoundError:
-        return None
-
-
-def _poll_version(hook: RedivisHook, dataset: str, version: Mapping[str, Any]) -> dict[str, Any]:
-    """The version being released, found again by its own tag; once released it is no longer ``next``."""
-    tag = version.get("tag")
-    if tag and tag != "next":
-        return hook.get_version(dataset, str(tag))
-    try:
-        return hook.get_version(dataset, "next")
-    except RedivisNotFoundError:
-        current = hook.get_version(dataset, "current")
-        if version.get("uri") and current.get("uri") != version.get("uri"):
-            raise
-        return current
 
 
 def _cannot_release_message(dataset: str, version: Mapping[str, Any]) -> str:

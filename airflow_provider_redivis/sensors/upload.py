@@ -20,32 +20,24 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
+from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.retry import is_retryable_error
-from airflow_provider_redivis.triggers.upload import (
-    DEFAULT_CONN_ID,
+from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
+from airflow_provider_redivis.upload_status import (
+    NEVER_SEEN,
     REASON_FAILED,
     REASON_REJECTED,
     REASON_TIMEOUT,
-    RedivisUploadTrigger,
-    UploadTarget,
-    describe_error,
-    describe_upload_state,
-    iso_time,
-    timeout_message,
-    utc_now,
-)
-from airflow_provider_redivis.upload_status import (
     UploadOutcome,
+    UploadTarget,
     summarize_upload,
+    timeout_message,
     upload_failure,
     upload_outcome,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from airflow_provider_redivis.hooks.redivis import RedivisHook
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +103,7 @@ class RedivisUploadSensor(BaseSensorOperator):
         table: str | None = None,
         upload_name: str | None = None,
         upload: Any = None,
-        redivis_conn_id: str = DEFAULT_CONN_ID,
+        redivis_conn_id: str = RedivisHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float | None = None,
         **kwargs: Any,
@@ -142,8 +134,6 @@ class RedivisUploadSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> RedivisHook:
-        from airflow_provider_redivis.hooks.redivis import RedivisHook
-
         return RedivisHook(redivis_conn_id=self.redivis_conn_id)
 
     def _target(self) -> UploadTarget:
@@ -166,41 +156,32 @@ class RedivisUploadSensor(BaseSensorOperator):
         except AirflowSensorTimeout as exc:
             # Airflow's own message says only how long; this one says what Redivis answered last.
             raise AirflowSensorTimeout(
-                timeout_message(
-                    target, self.timeout, self._last_seen or "never: no status check has succeeded"
-                )
+                timeout_message(target, self.timeout, self._last_seen or NEVER_SEEN)
             ) from exc
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         target = self._target()
-        checked_at = utc_now()
         try:
-            upload = target.fetch(self.hook)
+            check = self.hook.check_upload(target)
         except (RedivisAPIError, RedivisConfigError) as exc:
-            if not is_retryable_error(exc):
-                # 400, 401, 403, a missing table or upload: waiting longer cannot change the answer.
-                raise AirflowFailException(str(exc)) from exc
-            self._last_seen = f"answering with an error ({describe_error(exc)}) at {iso_time(checked_at)}"
-            self.log.warning("Status check of upload %s failed, still waiting: %s", target.describe(), exc)
+            # 400, 401, 403, a missing table or upload: waiting longer cannot change the answer.
+            raise AirflowFailException(str(exc)) from exc
+        self._last_seen = check.seen
+        if check.error is not None:
+            self.log.warning(
+                "Status check of upload %s failed, still waiting: %s", target.describe(), check.error
+            )
             return False
-        except Exception as exc:
-            if not is_retryable_error(exc):
-                raise
-            self._last_seen = f"unreachable ({describe_error(exc)}) at {iso_time(checked_at)}"
-            self.log.warning("Status check of upload %s failed, still waiting: %s", target.describe(), exc)
-            return False
-        self._last_seen = f"{describe_upload_state(upload)} at {iso_time(checked_at)}"
-        if upload is None:
+        if check.upload is None:
             self.log.info("Upload %s is not created yet; waiting", target.describe())
             return False
-        outcome = upload_outcome(upload)
-        if outcome is UploadOutcome.COMPLETED:
-            self.log.info("Upload %s completed: %s rows", target.describe(), upload.get("numRows"))
-            return PokeReturnValue(is_done=True, xcom_value=summarize_upload(upload))
-        if outcome is UploadOutcome.FAILED:
+        if check.outcome is UploadOutcome.COMPLETED:
+            self.log.info("Upload %s completed: %s rows", target.describe(), check.upload.get("numRows"))
+            return PokeReturnValue(is_done=True, xcom_value=summarize_upload(check.upload))
+        if check.outcome is UploadOutcome.FAILED:
             # The same file would fail the same way: no retry.
-            raise AirflowFailException(str(upload_failure(upload)))
-        self.log.info("Upload %s: %s; waiting", target.describe(), describe_upload_state(upload))
+            raise AirflowFailException(str(upload_failure(check.upload)))
+        self.log.info("Upload %s: %s; waiting", target.describe(), check.seen)
         return False
 
     # -- deferrable ------------------------------------------------------------------------------

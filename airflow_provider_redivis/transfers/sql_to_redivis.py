@@ -38,7 +38,8 @@ from airflow_provider_redivis.errors import (
     RedivisNotFoundError,
     is_final,
 )
-from airflow_provider_redivis.hooks.redivis import RedivisHook, mask_session_url
+from airflow_provider_redivis.hooks.auth import mask_session_url
+from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.retry import is_retryable_error
@@ -686,7 +687,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             )
             try:
                 if response.status_code >= 400:
-                    from airflow_provider_redivis.hooks.redivis import api_error_from_response
+                    from airflow_provider_redivis.hooks.api_errors import api_error_from_response
 
                     raise api_error_from_response(
                         response, method="POST", path="<temp upload>", secrets=(hook.settings.token,)

@@ -9,111 +9,31 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisNotFoundError
-from airflow_provider_redivis.retry import is_retryable_error
+from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError
+from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.upload_status import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    NEVER_SEEN,
+    REASON_COMPLETED,
+    REASON_ERROR,
+    REASON_FAILED,
+    REASON_REJECTED,
+    REASON_TIMEOUT,
+    UploadCheck,
     UploadOutcome,
+    UploadTarget,
+    poll_intervals,
     summarize_upload,
+    timeout_message,
     upload_failure,
-    upload_outcome,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
-
-    from airflow_provider_redivis.hooks.redivis import RedivisHook
-
-DEFAULT_CONN_ID = "redivis_default"
-#: Each quiet poll waits this much longer than the one before, up to ``max_poll_interval``.
-BACKOFF_FACTOR = 1.5
-#: The default cap of the backoff: processing a large upload takes minutes, and a minute late is fine.
-DEFAULT_MAX_POLL_INTERVAL = 60.0
-
-# Event ``reason``s beside ``status`` ("success" | "error"): what a task resuming from the event does.
-REASON_COMPLETED = "completed"  # the upload is processed
-REASON_FAILED = "failed"  # Redivis could not process it: another try meets the same file
-REASON_TIMEOUT = "timeout"  # still pending at the deadline
-REASON_REJECTED = "rejected"  # Redivis refused the request (401, 403, 404, ...): waiting cannot fix it
-REASON_ERROR = "error"  # anything unexpected: a new try may do better
-
-
-def poll_intervals(first: float, cap: float) -> Iterator[float]:
-    """Seconds between status checks: ``first``, then 1.5x longer each time, never more than ``cap``."""
-    interval = min(first, cap)
-    while True:
-        yield interval
-        interval = min(interval * BACKOFF_FACTOR, cap)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def describe_upload_state(upload: dict[str, Any] | None) -> str:
-    """What one look at the upload saw, in words for a log or an error message."""
-    if upload is None:
-        return "not created yet"
-    status = upload.get("status")
-    if status is None:
-        return "status null (no content yet)"
-    return f"status {status!r}"
-
-
-@dataclass(frozen=True)
-class UploadTarget:
-    """The upload to wait for: its ``uri`` (as the upload operator returns it), or table and name.
-
-    With a ``uri``, ``upload_name`` only labels the log lines and messages.
-    """
-
-    upload_uri: str | None = None
-    table: str | None = None
-    upload_name: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.upload_uri:
-            return
-        if not (self.table and self.upload_name):
-            raise RedivisConfigError(
-                "Say which upload to wait for: either upload (the upload operator's result, or its uri) or "
-                "both table and upload_name."
-            )
-
-    def describe(self) -> str:
-        if self.upload_uri:
-            return f"{self.upload_name!r} ({self.upload_uri})" if self.upload_name else self.upload_uri
-        return f"{self.upload_name!r} in {self.table}"
-
-    def fetch(self, hook: RedivisHook) -> dict[str, Any] | None:
-        """The upload resource, or None when it does not exist yet (only when looked up by name)."""
-        if self.upload_uri:
-            try:
-                return hook.get_upload_by_uri(self.upload_uri)
-            except RedivisNotFoundError as exc:
-                raise RedivisNotFoundError(
-                    exc.status,
-                    exc.message,
-                    code=exc.code,
-                    method=exc.method,
-                    path=exc.path,
-                    hint="The upload was deleted (replaced by another run?) or the token can no longer see it: "
-                    "there is nothing left to wait for",
-                ) from exc
-        # __post_init__ guarantees both when there is no uri.
-        table, name = cast("str", self.table), cast("str", self.upload_name)
-        try:
-            return hook.get_upload(table, name)
-        except RedivisNotFoundError:
-            # Another task may still be sending the file: keep waiting, but only for a table that
-            # exists, since waiting never creates a missing table.
-            hook.get_table(table)
-            return None
+    from collections.abc import AsyncIterator
 
 
 class RedivisUploadTrigger(BaseTrigger):
@@ -135,7 +55,7 @@ class RedivisUploadTrigger(BaseTrigger):
     def __init__(
         self,
         upload_uri: str | None = None,
-        redivis_conn_id: str = DEFAULT_CONN_ID,
+        redivis_conn_id: str = RedivisHook.default_conn_name,
         poll_interval: float = 10.0,
         timeout: float = 24 * 3600.0,
         *,
@@ -191,7 +111,9 @@ class RedivisUploadTrigger(BaseTrigger):
         yield TriggerEvent(payload)
 
     async def _wait(self) -> dict[str, Any]:
-        hook = await asyncio.to_thread(self._make_hook)
+        # One status check retries within the connection's policy, but not for longer than the poll cap:
+        # past that the loop here takes over, and it knows the deadline.
+        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id, max_retry_seconds=self.max_poll_interval)
         try:
             return await self._poll(hook)
         finally:
@@ -200,34 +122,24 @@ class RedivisUploadTrigger(BaseTrigger):
     async def _poll(self, hook: RedivisHook) -> dict[str, Any]:
         intervals = poll_intervals(self.poll_interval, self.max_poll_interval)
         last: dict[str, Any] | None = None
-        last_seen = "never: no status check has succeeded"
+        last_seen = NEVER_SEEN
         while True:
             # +-20 %: waits deferred together (a mapped upload over many files) spread out instead of
             # polling in step, which at a few hundred waits would meet Redivis's rate limit.
             delay = next(intervals) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
-            checked_at = utc_now()
             try:
-                upload = await asyncio.to_thread(self.target.fetch, hook)
+                check = await asyncio.to_thread(hook.check_upload, self.target)
             except (RedivisAPIError, RedivisConfigError) as exc:
-                if not is_retryable_error(exc):
-                    return _event("error", REASON_REJECTED, last, str(exc))
-                last_seen = f"answering with an error ({describe_error(exc)}) at {iso_time(checked_at)}"
-                if isinstance(exc, RedivisAPIError) and exc.retry_after:
-                    delay = max(delay, exc.retry_after)
+                return _event("error", REASON_REJECTED, last, str(exc))
+            last_seen = check.seen
+            if check.error is not None:
+                delay = max(delay, check.retry_after)
                 self.log.warning(
-                    "Status check of upload %s failed, still waiting: %s", self.target.describe(), exc
-                )
-            except Exception as exc:
-                if not is_retryable_error(exc):
-                    raise
-                last_seen = f"unreachable ({describe_error(exc)}) at {iso_time(checked_at)}"
-                self.log.warning(
-                    "Status check of upload %s failed, still waiting: %s", self.target.describe(), exc
+                    "Status check of upload %s failed, still waiting: %s", self.target.describe(), check.error
                 )
             else:
-                last = summarize_upload(upload) if upload is not None else None
-                last_seen = f"{describe_upload_state(upload)} at {iso_time(checked_at)}"
-                done = _finished(self.target, upload)
+                last = summarize_upload(check.upload) if check.upload is not None else None
+                done = _finished(self.target, check)
                 if done is not None:
                     return done
                 self.log.info(
@@ -243,25 +155,16 @@ class RedivisUploadTrigger(BaseTrigger):
                 )
             await asyncio.sleep(min(delay, left))
 
-    def _make_hook(self) -> RedivisHook:
-        from airflow_provider_redivis.hooks.redivis import RedivisHook
-
-        policy = RedivisHook(redivis_conn_id=self.redivis_conn_id).retry_policy
-        # One status check retries within the connection's policy, but not for longer than the poll cap:
-        # past that the loop here takes over, and it knows the deadline.
-        capped = replace(policy, max_total_seconds=min(policy.max_total_seconds, self.max_poll_interval))
-        return RedivisHook(redivis_conn_id=self.redivis_conn_id, retry_policy=capped)
-
     def _left(self) -> float:
         return self.end_time - time.time()
 
 
-def _finished(target: UploadTarget, upload: dict[str, Any] | None) -> dict[str, Any] | None:
+def _finished(target: UploadTarget, check: UploadCheck) -> dict[str, Any] | None:
     """The event for an upload Redivis is done with, or None while it is pending (or not created yet)."""
-    if upload is None:
+    upload = check.upload
+    if upload is None or check.outcome is UploadOutcome.PENDING:
         return None
-    outcome = upload_outcome(upload)
-    if outcome is UploadOutcome.COMPLETED:
+    if check.outcome is UploadOutcome.COMPLETED:
         rows = upload.get("numRows")
         return _event(
             "success",
@@ -269,27 +172,7 @@ def _finished(target: UploadTarget, upload: dict[str, Any] | None) -> dict[str, 
             summarize_upload(upload),
             f"Upload {target.describe()} completed" + (f" with {rows} rows" if rows is not None else ""),
         )
-    if outcome is UploadOutcome.FAILED:
-        return _event("error", REASON_FAILED, summarize_upload(upload), str(upload_failure(upload)))
-    return None
-
-
-def timeout_message(target: UploadTarget, timeout: float, last_seen: str) -> str:
-    return (
-        f"Gave up waiting for Redivis upload {target.describe()} after {timeout:.0f} s; it was last seen "
-        f"{last_seen}. Processing goes on in Redivis: wait longer (a larger timeout) or look at the upload in "
-        "the Redivis web app."
-    )
-
-
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, RedivisAPIError):
-        return f"{exc.status}: {exc.message}"
-    return type(exc).__name__
-
-
-def iso_time(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
+    return _event("error", REASON_FAILED, summarize_upload(upload), str(upload_failure(upload)))
 
 
 def _event(status: str, reason: str, upload: dict[str, Any] | None, message: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from airflow_provider_redivis.errors import (
     RedivisRateLimitError,
     RedivisServerError,
 )
-from airflow_provider_redivis.hooks import redivis as hook_module
+from airflow_provider_redivis.hooks import uploads as uploads_module
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.retry import RetryPolicy
 from tests.hooks.conftest import (
@@ -626,7 +626,7 @@ def test_list_uploads_follows_page_tokens(
     names = [f"part_{i}.csv" for i in range(5)]
     for name in names:
         upload_file(hook, emulator, name)
-    monkeypatch.setattr(hook_module, "LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr(uploads_module, "LIST_PAGE_SIZE", 2)
     emulator.clear_requests()
 
     assert [u["name"] for u in hook.list_uploads(TABLE)] == names

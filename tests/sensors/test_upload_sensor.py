@@ -139,7 +139,7 @@ def test_transient_api_error_keeps_waiting(emulator: RedivisEmulator) -> None:
     emulator.add_fault(Fault("status", method="GET", path_contains="/uploads/", status=503, times=1))
     wait = by_name("sales.csv")
     assert wait.poke({}) is False
-    assert "answering with an error (503" in (wait._last_seen or "")
+    assert "answering with an error (HTTP 503" in (wait._last_seen or "")
     assert isinstance(wait.poke({}), PokeReturnValue)
 
 

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redivis_emulator import Fault
 
-from airflow_provider_redivis.triggers.upload import (
+from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
+from airflow_provider_redivis.upload_status import (
     BACKOFF_FACTOR,
     REASON_COMPLETED,
     REASON_ERROR,
     REASON_FAILED,
     REASON_REJECTED,
     REASON_TIMEOUT,
-    RedivisUploadTrigger,
     poll_intervals,
 )
 from tests.triggers.emulated_uploads import TABLE, create_upload, import_string
@@ -155,7 +155,7 @@ def test_timeout_while_the_api_keeps_failing_says_so(slow_emulator: RedivisEmula
     slow_emulator.add_fault(Fault("status", method="GET", path_contains="/uploads/", status=503, times=None))
     payload = one_payload(RedivisUploadTrigger(upload_uri=upload["uri"], poll_interval=0.1, timeout=0.6))
     assert payload["reason"] == REASON_TIMEOUT
-    assert "answering with an error (503" in payload["message"]
+    assert "answering with an error (HTTP 503" in payload["message"]
     assert len(upload_gets(slow_emulator)) >= 2  # it kept polling through the errors
 
 
