@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_redivis.checkpoint import UploadCheckpoint
     from airflow_provider_redivis.hooks.redivis import RedivisHook
-    from airflow_provider_redivis.upload_job import UploadSpec
+    from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger("airflow_provider_redivis.upload_job")
 

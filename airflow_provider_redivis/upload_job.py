@@ -14,11 +14,10 @@ that is the strongest tie there is. Anything else under the name is another task
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.checkpoint import (
-    TRANSPORTS,
     CheckpointUnreadableError,
     UploadCheckpoint,
     UploadPhase,
@@ -26,7 +25,6 @@ from airflow_provider_redivis.checkpoint import (
 from airflow_provider_redivis.checkpoint_store import BackgroundWriter
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
-    RedivisConfigError,
     RedivisConflictError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
@@ -44,34 +42,9 @@ if TYPE_CHECKING:
     from airflow_provider_redivis.hooks.redivis import RedivisHook
     from airflow_provider_redivis.resumable import ResumableSession
     from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger(__name__)
-
-IF_EXISTS = ("fail", "replace", "skip")
-
-
-@dataclass
-class UploadSpec:
-    """What to upload where, and how; the upload options go to Redivis as they are."""
-
-    table: str
-    name: str
-    upload_type: str | None = None
-    transport: str = "resumable_upload"
-    if_exists: str = "fail"
-    chunk_size: int | None = None
-    checksum: str | None = "auto"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise RedivisConfigError(
-                f"transport must be one of {', '.join(TRANSPORTS)}; got {self.transport!r}."
-            )
-        if self.if_exists not in IF_EXISTS:
-            raise RedivisConfigError(
-                f"if_exists must be one of {', '.join(IF_EXISTS)}; got {self.if_exists!r}."
-            )
 
 
 @dataclass

@@ -207,7 +207,8 @@ class Client:
     def operator(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         from airflow_provider_redivis.checkpoint_store import TaskStateCheckpointStore
         from airflow_provider_redivis.sources import open_source
-        from airflow_provider_redivis.upload_job import UploadJob, UploadSpec
+        from airflow_provider_redivis.upload_job import UploadJob
+        from airflow_provider_redivis.upload_options import UploadSpec
 
         name = self.unique_name("op")
         source = open_source(run["path"])

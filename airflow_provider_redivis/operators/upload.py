@@ -11,9 +11,7 @@ import requests
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, TaskDeferred, conf
 
 from airflow_provider_redivis.assets import asset_for_table
-from airflow_provider_redivis.checkpoint import TRANSPORTS
 from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, checkpoint_store_for
-from airflow_provider_redivis.checksums import validate_checksum
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.links import (
@@ -24,13 +22,8 @@ from airflow_provider_redivis.links import (
 )
 from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.sources import open_source
-from airflow_provider_redivis.upload_job import IF_EXISTS, UploadJob, UploadSpec
-from airflow_provider_redivis.upload_options import (
-    infer_upload_type,
-    validate_upload_name,
-    validate_upload_type,
-)
-from airflow_provider_redivis.upload_protocol import validate_chunk_size
+from airflow_provider_redivis.upload_job import UploadJob
+from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
 from airflow_provider_redivis.upload_status import (
     UploadOutcome,
     UploadTarget,
@@ -124,18 +117,29 @@ class RedivisResumableUploadOperator(BaseOperator):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not is_template(table):
-            validate_table_reference(table)
-            if "outlets" not in kwargs:
-                # Downstream DAGs can be scheduled on the table being loaded.
-                kwargs["outlets"] = [asset_for_table(table)]
+        # Every argument is checked now, at DAG parse, unless it is a template; the rendered values are
+        # checked again, by the same function, when the task runs.
+        check_upload_arguments(
+            table=None if is_template(table) else table,
+            name=None if upload_name is None or is_template(upload_name) else upload_name,
+            upload_type=upload_type,
+            transport=transport,
+            if_exists=if_exists,
+            chunk_size=chunk_size,
+            checksum=checksum,
+        )
+        if poll_interval <= 0 or wait_timeout <= 0:
+            raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
+        if not is_template(table) and "outlets" not in kwargs:
+            # Downstream DAGs can be scheduled on the table being loaded.
+            kwargs["outlets"] = [asset_for_table(table)]
         super().__init__(**kwargs)
         self.source = source
         self.table = table
         self.upload_name = upload_name
         self.upload_type = upload_type
-        self.chunk_size = validate_chunk_size(chunk_size)
-        self.checksum = validate_checksum(checksum)
+        self.chunk_size = chunk_size
+        self.checksum = checksum
         self.redivis_conn_id = redivis_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -153,15 +157,6 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.null_markers = null_markers
         self.schema = schema
         self.metadata = metadata
-        if if_exists not in IF_EXISTS:
-            raise RedivisConfigError(f"if_exists must be one of {', '.join(IF_EXISTS)}; got {if_exists!r}.")
-        if transport not in TRANSPORTS:
-            raise RedivisConfigError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}.")
-        validate_upload_type(upload_type)
-        if poll_interval <= 0 or wait_timeout <= 0:
-            raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
-        if upload_name is not None and not is_template(upload_name):
-            validate_upload_name(upload_name)
         self._job: UploadJob | None = None
         #: The finished upload, for OpenLineage.
         self._upload: dict[str, Any] | None = None
@@ -215,19 +210,18 @@ class RedivisResumableUploadOperator(BaseOperator):
     # -- the work -------------------------------------------------------------------------------
 
     def _execute(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
-        table = validate_table_reference(self.table)
-        source = open_source(self.source)
-        name = validate_upload_name(self.upload_name or _default_name(self.source))
+        name = self.upload_name or _default_name(self.source)
         spec = UploadSpec(
-            table=table,
+            table=self.table,
             name=name,
-            upload_type=validate_upload_type(self.upload_type) or infer_upload_type(name),
+            upload_type=self.upload_type or infer_upload_type(name),
             transport=self.transport,
             if_exists=self.if_exists,
             chunk_size=self.chunk_size,
             checksum=self.checksum,
             options=self._upload_options(),
         )
+        source = open_source(self.source)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
         log.info("Checkpoints for this upload are kept in %s", store.description)
         if isinstance(store, VariableCheckpointStore):
