@@ -11,8 +11,9 @@ Two modes:
 
 This module holds the operator: its options, the order of each mode's steps and the query's rows as
 blocks. The database side is in ``sql_database.py``, the staged file and its marker in
-``sql_staging.py``, streamed mode's temp upload and upload in ``sql_streaming.py``, rows to CSV/Parquet
-in ``sql_encoding.py`` and the stream's file view in ``stream_reader.py``; none of them imports this one.
+``sql_staging.py``, streamed mode's temp upload and upload in ``sql_streaming.py``, rows to CSV in
+``sql_encoding.py``, to Parquet in ``sql_parquet.py``, and the stream's file view in ``stream_reader.py``;
+none of them imports this one.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from airflow_provider_redivis.transfers.sql_database import (
 from airflow_provider_redivis.transfers.sql_encoding import (
     EncodeStats,
     csv_blocks,
-    parquet_blocks,
     validate_null_marker,
 )
+from airflow_provider_redivis.transfers.sql_parquet import parquet_blocks
 from airflow_provider_redivis.transfers.sql_staging import (
     complete_staged,
     query_fingerprint,
