@@ -48,6 +48,7 @@ class UploadSource:
         self.display = display
         self.size = size
         self.modified = modified
+        self._fingerprint: SourceFingerprint | None = None
 
     def open(self) -> IO[bytes]:
         raise NotImplementedError
@@ -65,6 +66,15 @@ class UploadSource:
             )
 
     def fingerprint(self) -> SourceFingerprint:
+        """Read once per source object (a source is opened once per try), then remembered.
+
+        The remembered value stays true while :meth:`check_unchanged` holds, and the transfer checks that.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = self._read_fingerprint()
+        return self._fingerprint
+
+    def _read_fingerprint(self) -> SourceFingerprint:
         digest = hashlib.sha256()
         with self.open() as reader:
             digest.update(reader.read(FINGERPRINT_SPAN))

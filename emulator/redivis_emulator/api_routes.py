@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from redivis_emulator.errors import ApiError, InsufficientScopeError
-from redivis_emulator.model import UploadSource
+from redivis_emulator.model import InlineUploadData
 from redivis_emulator.recording import TEMP_PREFIX
 from redivis_emulator.replies import Reply, api_error_reply, json_reply
 from redivis_emulator.vocabulary import EDIT_SCOPE
@@ -196,7 +196,7 @@ class ApiRoutes:
     ) -> Reply:
         emu = self.emulator
         content_type = headers.get("content-type", "")
-        inline: UploadSource | None = None
+        inline: InlineUploadData | None = None
         if content_type.lower().startswith("multipart/form-data"):
             parts = parse_multipart(body.read_all(MAX_MULTIPART_BODY), content_type)
             if "metadata" not in parts:
@@ -212,7 +212,7 @@ class ApiRoutes:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(parts["data"])
                 digest = hashlib.md5(parts["data"]).hexdigest()  # noqa: S324 - a checksum, not security
-                inline = UploadSource(path, len(parts["data"]), digest)
+                inline = InlineUploadData(path, len(parts["data"]), digest)
         else:
             payload = self._json_body(body)
         upload = emu.catalog.create_upload(ref, payload, inline)

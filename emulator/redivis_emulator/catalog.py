@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from redivis_emulator.errors import ApiError, InsufficientScopeError
 from redivis_emulator.model import (
     Dataset,
+    InlineUploadData,
     Owner,
     Table,
     TempUpload,
     Upload,
-    UploadSource,
     Version,
     can_release,
     now_ms,
@@ -62,6 +62,7 @@ __all__ = [
     "Catalog",
     "Dataset",
     "DatasetRef",
+    "InlineUploadData",
     "InsufficientScopeError",
     "NamePart",
     "Owner",
@@ -69,7 +70,6 @@ __all__ = [
     "TableRef",
     "TempUpload",
     "Upload",
-    "UploadSource",
     "Version",
     "infer_upload_type",
     "name_key",

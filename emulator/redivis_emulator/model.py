@@ -14,7 +14,7 @@ from redivis_emulator.references import name_key, normalise_name
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from redivis_emulator.sessions import ResumableSession
+    from redivis_emulator.sessions import ServerSession
 
 
 def now_ms() -> int:
@@ -148,7 +148,7 @@ class TempUpload:
     path: Path
     received: int | None = None
     md5: str | None = None
-    session: ResumableSession | None = None
+    session: ServerSession | None = None
     consumed_by: str | None = None
 
     def completed_source(self) -> tuple[Path, int, str] | None:
@@ -164,7 +164,7 @@ class TempUpload:
 
 
 @dataclass(frozen=True)
-class UploadSource:
+class InlineUploadData:
     """Bytes that arrived with the upload.post request itself (the multipart form)."""
 
     path: Path

@@ -12,7 +12,7 @@ from redivis_emulator.sessions import reply_bytes
 if TYPE_CHECKING:
     from redivis_emulator.catalog import ApiError
     from redivis_emulator.faults import Fault
-    from redivis_emulator.sessions import ResumableSession
+    from redivis_emulator.sessions import ServerSession
 
 
 @dataclass
@@ -44,7 +44,7 @@ def session_reply(reply: SessionReply) -> Reply:
     return Reply(reply.status, reply_bytes(reply), headers, reply.reason)
 
 
-def misreport(fault: Fault, session: ResumableSession, reply: Reply) -> Reply:
+def misreport(fault: Fault, session: ServerSession, reply: Reply) -> Reply:
     """What ``empty_200``, ``early_200`` and ``lie`` make of a handled session request's answer."""
     if fault.kind == "empty_200" and reply.status in (200, 308):
         return session_reply(bare_200())

@@ -21,7 +21,7 @@ upload documentation):
 Bytes stream to one file per session; md5 is computed incrementally over the kept bytes only, in
 order, so a cut that keeps fewer bytes than arrived never hashed the dropped ones.
 
-Why this module (about 560 lines, :class:`ResumableSession` about 400) stays whole: receiving a
+Why this module (about 560 lines, :class:`ServerSession` about 400) stays whole: receiving a
 chunk, keeping part of it after a cut, hashing ahead and rolling back all move one session's file,
 offset and digests under one lock; split across classes, each would reach into the others' state.
 """
@@ -150,8 +150,8 @@ class SessionInfo:
         }
 
 
-class ResumableSession:
-    """One resumable session: its file, what it holds, and the rules for adding to it."""
+class ServerSession:
+    """One resumable session on the server's side: its file, what it holds, and the rules for adding to it."""
 
     def __init__(
         self,

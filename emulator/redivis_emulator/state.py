@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from redivis_emulator.model import TempUpload
-    from redivis_emulator.sessions import ResumableSession
+    from redivis_emulator.sessions import ServerSession
 
 _REF_ALPHABET = "abcdefghjkmnpqrstwxyz23456789"
 
@@ -65,8 +65,8 @@ class CatalogState:
         self.temp_session_dialect = check_dialect(temp_session_dialect)
         self.keep_partial_requests = keep_partial_requests
         self.owners: dict[str, Owner] = {}
-        self.sessions: dict[str, ResumableSession] = {}
-        self.sessions_by_token: dict[str, ResumableSession] = {}
+        self.sessions: dict[str, ServerSession] = {}
+        self.sessions_by_token: dict[str, ServerSession] = {}
         self.temp_uploads: dict[str, TempUpload] = {}
         self.temp_by_token: dict[str, TempUpload] = {}
         self._ids = itertools.count(1_000_001)

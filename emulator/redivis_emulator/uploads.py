@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redivis_emulator.errors import ApiError
-from redivis_emulator.model import Table, TempUpload, Upload, UploadSource, now_ms
+from redivis_emulator.model import InlineUploadData, Table, TempUpload, Upload, now_ms
 from redivis_emulator.references import name_key, parse_table_reference
-from redivis_emulator.sessions import ResumableSession
+from redivis_emulator.sessions import ServerSession
 from redivis_emulator.state import CatalogState
 from redivis_emulator.vocabulary import MAX_UPLOAD_SIZE, UPLOAD_TYPES, infer_upload_type
 
@@ -27,11 +27,11 @@ class SessionRules(CatalogState):
 
     def _new_session(
         self, table: Table, size: int | None, temp_upload_id: str | None = None
-    ) -> ResumableSession:
+    ) -> ServerSession:
         session_id = uuid.uuid4().hex
         # The URL is its own credential: an unguessable token, on another origin than the API.
         token = secrets.token_urlsafe(32)
-        session = ResumableSession(
+        session = ServerSession(
             session_id=session_id,
             token=token,
             url=f"{self.session_base_url}/upload/resumable/{token}",
@@ -113,18 +113,18 @@ class SessionRules(CatalogState):
                 raise ApiError(404, "Unknown temp upload URL.")
             return temp
 
-    def start_temp_session(self, temp: TempUpload, size: int | None) -> ResumableSession:
+    def start_temp_session(self, temp: TempUpload, size: int | None) -> ServerSession:
         with self.lock:
             # Like Cloud Storage: without x-upload-content-length the total is unknown until a chunk names it.
             session = self._new_session(temp.table, size, temp.id)
             temp.session = session
             return session
 
-    def session_by_token(self, token: str) -> ResumableSession | None:
+    def session_by_token(self, token: str) -> ServerSession | None:
         with self.lock:
             return self.sessions_by_token.get(token)
 
-    def session(self, session_id: str) -> ResumableSession:
+    def session(self, session_id: str) -> ServerSession:
         with self.lock:
             session = self.sessions.get(session_id)
             if session is None:
@@ -155,7 +155,7 @@ class UploadRules(CatalogState):
         raise AssertionError("unreachable")
 
     def create_upload(
-        self, reference: str, body: Mapping[str, Any], inline: UploadSource | None = None
+        self, reference: str, body: Mapping[str, Any], inline: InlineUploadData | None = None
     ) -> Upload:
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -200,7 +200,7 @@ class UploadRules(CatalogState):
             path: Path | None = None
             size: int | None = None
             md5: str | None = None
-            consume: ResumableSession | TempUpload | None = None
+            consume: ServerSession | TempUpload | None = None
             if body.get("resumableUploadId") is not None:
                 session = self.sessions.get(str(body["resumableUploadId"]))
                 if session is None:

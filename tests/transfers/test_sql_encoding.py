@@ -16,10 +16,10 @@ from airflow_provider_redivis.transfers.sql_encoding import (
     BLOCK_SIZE,
     EncodeStats,
     csv_blocks,
-    parquet_blocks,
     to_text,
     validate_null_marker,
 )
+from airflow_provider_redivis.transfers.sql_parquet import parquet_blocks
 from airflow_provider_redivis.transfers.stream_reader import StreamReader, StreamRewindError
 
 

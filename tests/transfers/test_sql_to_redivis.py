@@ -18,7 +18,8 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from redivis_emulator import Fault, RedivisEmulator
 
 from airflow_provider_redivis.errors import RedivisConfigError, UploadInterruptedError
-from airflow_provider_redivis.transfers.sql_to_redivis import MARKER_SUFFIX, SqlToRedivisOperator
+from airflow_provider_redivis.transfers.sql_staging import MARKER_SUFFIX
+from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.transfers.conftest import DictStateStore, FakeTI
 from tests.transfers.postgres_cluster import PostgresCluster

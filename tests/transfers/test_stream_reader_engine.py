@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from redivis_emulator import Fault, RedivisEmulator
 
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+from airflow_provider_redivis.transfers.sql_streaming import temp_session
 from airflow_provider_redivis.transfers.stream_reader import StreamReader
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 
@@ -35,8 +35,7 @@ def test_24_mebibytes_stream_through_one_request_of_memory(
     redivis_conn.add_fault(Fault("reset", origin="session", at_offset=5 * 1024 * 1024 + 999, times=1))
     redivis_conn.add_fault(Fault("reset", origin="session", at_offset=18 * 1024 * 1024 + 5, times=1))
     hook = RedivisHook()
-    op = SqlToRedivisOperator(task_id="t", sql="unused", conn_id="unused", table=TABLE, mode="streamed")
-    temp_id, url = op._temp_session(hook, TABLE, "stream.bin")
+    temp_id, url = temp_session(hook, TABLE, "stream.bin")
     reader = StreamReader(blocks(total))
     session = hook.resumable_session(url, None, chunk_size=chunk)
     stored = session.upload(reader, 0, on_progress=lambda held, _total: reader.release(held))
