@@ -33,6 +33,27 @@ VISIBILITY_WAIT = 30.0
 MAX_CREATE_POSTS = 3
 
 
+def apply_if_exists(hook: RedivisHook, table: str, name: str, if_exists: str) -> dict[str, Any] | None:
+    """``if_exists`` for an upload already under ``name``, before anything is sent.
+
+    :returns: the existing upload to report under ``skip``; None when nothing is there (or ``replace``
+        deleted it). Under ``fail`` a :class:`RedivisConflictError` says what to do.
+    """
+    if not hook.upload_exists(table, name):
+        return None
+    if if_exists == "skip":
+        log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
+        return hook.get_upload(table, name)
+    if if_exists == "replace":
+        upload = hook.get_upload(table, name)
+        log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
+        hook.delete_upload(upload["uri"])
+        return None
+    raise RedivisConflictError(
+        409, f"table {table} already has an upload named {name!r}", hint=collision_hint(name)
+    )
+
+
 class CreateOnce:
     """``POST /tables/{t}/uploads`` for a transferred session, attaching instead where it already happened.
 

@@ -17,22 +17,20 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.background_writer import BackgroundWriter
 from airflow_provider_redivis.checkpoint import (
     CheckpointUnreadableError,
     UploadCheckpoint,
     UploadPhase,
 )
-from airflow_provider_redivis.checkpoint_store import BackgroundWriter
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
-    RedivisConflictError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
 from airflow_provider_redivis.progress import Progress
 from airflow_provider_redivis.sealing import SessionUrlSeal
-from airflow_provider_redivis.upload_creation import VISIBILITY_WAIT, CreateOnce
-from airflow_provider_redivis.upload_ownership import collision_hint
+from airflow_provider_redivis.upload_creation import VISIBILITY_WAIT, CreateOnce, apply_if_exists
 from airflow_provider_redivis.upload_protocol import redact_session_url
 
 if TYPE_CHECKING:
@@ -156,20 +154,7 @@ class UploadJob:
 
     def resolve_existing(self) -> dict[str, Any] | None:
         """Apply ``if_exists`` before anything is sent; return the upload to report when skipping."""
-        table, name = self.spec.table, self.spec.name
-        if not self.hook.upload_exists(table, name):
-            return None
-        if self.spec.if_exists == "skip":
-            log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
-            return self.hook.get_upload(table, name)
-        if self.spec.if_exists == "replace":
-            upload = self.hook.get_upload(table, name)
-            log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
-            self.hook.delete_upload(upload["uri"])
-            return None
-        raise RedivisConflictError(
-            409, f"table {table} already has an upload named {name!r}", hint=collision_hint(name)
-        )
+        return apply_if_exists(self.hook, self.spec.table, self.spec.name, self.spec.if_exists)
 
     # -- sessions and bytes ---------------------------------------------------------------------
 

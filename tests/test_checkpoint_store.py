@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from airflow_provider_redivis.checkpoint_store import BackgroundWriter, variable_key
+from airflow_provider_redivis.background_writer import BackgroundWriter
+from airflow_provider_redivis.checkpoint_store import variable_key
 
 #: Airflow's Variable key column (VARCHAR(250)) on PostgreSQL and MySQL.
 MAX_VARIABLE_KEY = 250

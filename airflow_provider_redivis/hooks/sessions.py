@@ -42,20 +42,22 @@ class UploadSessionsAPI(RedivisHookBase):
         _check_size(size)
         return self._call("POST", f"{self._table_path(table)}/resumableUpload", params={"size": size})
 
-    def create_temp_upload(self, table: str, size: int, name: str | None = None) -> dict[str, Any]:
+    def create_temp_upload(self, table: str, size: int | None, name: str | None = None) -> dict[str, Any]:
         """A temp upload (``POST /tables/{table}/tempUploads``, the official client's path).
 
         Retried like a read: one created by a lost attempt is never used.
 
         :param table: ``owner.dataset:next.table``.
-        :param size: the source's size in bytes.
+        :param size: the source's size in bytes; None for a stream of unknown size (Redivis's ``size`` is
+            required, and 0 says nothing is known).
         :param name: the file name Redivis records for it.
         :returns: ``{"kind", "id", "url", "name", "size", "resumable"}``: ``url`` is served by Redivis and
             takes :meth:`start_temp_upload_session`; ``id`` goes into :meth:`create_upload` as
             ``temp_upload_id``.
         """
-        _check_size(size)
-        spec = {"size": size, "name": name or "upload", "resumable": True}
+        if size is not None:
+            _check_size(size)
+        spec = {"size": size or 0, "name": name or "upload", "resumable": True}
         body = self._call(
             "POST",
             f"{self._table_path(table)}/tempUploads",
@@ -87,7 +89,7 @@ class UploadSessionsAPI(RedivisHookBase):
         """
         return origin_of(url) == origin_of(self.api_url)
 
-    def start_temp_upload_session(self, url: str, size: int) -> str:
+    def start_temp_upload_session(self, url: str, size: int | None) -> str:
         """Open the resumable session of a temp upload: ``POST {url}`` with ``x-goog-resumable: start``.
 
         The token goes with this request only if ``url`` is on the API's origin (:meth:`sends_token_to`);
@@ -96,7 +98,8 @@ class UploadSessionsAPI(RedivisHookBase):
         attempt is never used and expires.
 
         :param url: the temp upload's ``url`` from :meth:`create_temp_upload`.
-        :param size: the source's size in bytes.
+        :param size: the source's size in bytes; None opens Cloud Storage's session of unknown total (no
+            ``x-upload-content-length``), which a stream finishes by naming the total in its last request.
         :returns: the session URL (from ``Location``), for :meth:`resumable_session`.
         """
         if urlsplit(url).scheme not in ("http", "https"):
@@ -104,12 +107,15 @@ class UploadSessionsAPI(RedivisHookBase):
         mask_session_url(url)
         secrets = (self.settings.token, url)
         path = "<temp upload url>"
+        headers = {"x-goog-resumable": "start"}
+        if size is not None:
+            headers["x-upload-content-length"] = str(size)
 
         def attempt() -> requests.Response:
             response = self.session.post(
                 url,
                 data=b"",
-                headers={"x-goog-resumable": "start", "x-upload-content-length": str(size)},
+                headers=headers,
                 timeout=self.timeout,
                 verify=self.settings.verify,
                 allow_redirects=False,

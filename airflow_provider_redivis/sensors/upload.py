@@ -30,6 +30,7 @@ from airflow_provider_redivis.upload_status import (
     REASON_TIMEOUT,
     UploadOutcome,
     UploadTarget,
+    describe_upload_state,
     summarize_upload,
     timeout_message,
     upload_failure,
@@ -181,7 +182,7 @@ class RedivisUploadSensor(BaseSensorOperator):
         if check.outcome is UploadOutcome.FAILED:
             # The same file would fail the same way: no retry.
             raise AirflowFailException(str(upload_failure(check.upload)))
-        self.log.info("Upload %s: %s; waiting", target.describe(), check.seen)
+        self.log.info("Upload %s: %s; waiting", target.describe(), describe_upload_state(check.upload))
         return False
 
     # -- deferrable ------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ from airflow_provider_redivis.transfers.sql_staging import (
 )
 from airflow_provider_redivis.transfers.sql_streaming import (
     create_streamed_upload,
-    resolve_existing,
     temp_session,
 )
 from airflow_provider_redivis.transfers.stream_reader import StreamReader
+from airflow_provider_redivis.upload_creation import apply_if_exists
 from airflow_provider_redivis.upload_options import validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
 from airflow_provider_redivis.upload_status import summarize_upload
@@ -351,7 +351,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         started = time.monotonic()
         with self._rows(stats) as blocks:
             # The query ran and its first rows are here: only now does anything happen in Redivis.
-            existing = resolve_existing(hook, table, name, self.if_exists)
+            existing = apply_if_exists(hook, table, name, self.if_exists)
             if existing is not None:
                 return summarize_upload(existing)
             temp_id, session_url = temp_session(hook, table, name)

@@ -96,6 +96,13 @@ class RedivisUploadTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        self.log.info(
+            "Waiting for Redivis upload %s: a check every %.0f s or more (up to %.0f s), for at most %.0f s",
+            self.target.describe(),
+            self.poll_interval,
+            self.max_poll_interval,
+            max(0.0, self._left()),
+        )
         try:
             payload = await self._wait()
         except Exception as exc:
