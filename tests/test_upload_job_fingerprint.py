@@ -11,7 +11,8 @@ from airflow_provider_redivis.checkpoint import UploadCheckpoint
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.sealing import SessionUrlSeal
 from airflow_provider_redivis.sources import FINGERPRINT_SPAN, LocalFileSource
-from airflow_provider_redivis.upload_job import UploadJob, UploadSpec
+from airflow_provider_redivis.upload_job import UploadJob
+from airflow_provider_redivis.upload_options import UploadSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
