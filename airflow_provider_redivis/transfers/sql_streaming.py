@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import requests
-
-from airflow_provider_redivis.errors import RedivisError, RedivisNotFoundError
+from airflow_provider_redivis.checkpoint import UploadCheckpoint, UploadPhase
+from airflow_provider_redivis.errors import RedivisError
+from airflow_provider_redivis.sources import SourceFingerprint
+from airflow_provider_redivis.upload_creation import CreateOnce
 from airflow_provider_redivis.upload_protocol import redact_session_url
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from datetime import datetime
 
     from airflow_provider_redivis.hooks.redivis import RedivisHook
+    from airflow_provider_redivis.upload_options import UploadSpec
+    from airflow_provider_redivis.upload_protocol import StoredObject
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +49,32 @@ def temp_session(hook: RedivisHook, table: str, name: str) -> tuple[str, str]:
 
 def create_streamed_upload(
     hook: RedivisHook,
-    table: str,
-    name: str,
+    spec: UploadSpec,
     temp_id: str,
-    upload_type: str | None,
-    options: Mapping[str, Any],
+    session_url: str,
+    stored: StoredObject,
+    started: datetime,
 ) -> dict[str, Any]:
-    """Create the upload from the temp upload; a lost answer is looked up and attached to."""
-    try:
-        upload = hook.create_upload(
-            table, name=name, upload_type=upload_type, temp_upload_id=temp_id, **options
-        )
-    except (requests.ConnectionError, requests.Timeout):
-        try:
-            upload = hook.get_upload(table, name)
-        except RedivisNotFoundError:
-            raise
-        log.info("The answer to creating upload %r was lost, but it exists; attaching", name)
-    log.info("Created upload %s", upload.get("uri"))
-    return upload
+    """Create the upload from the stream's temp upload, once, as the file upload does (:class:`CreateOnce`).
+
+    A lost answer is asked again, never looked up by name alone: Redivis refuses a second upload of one
+    temp upload ("already used by upload N"), which ties the upload to this stream; an upload that merely
+    holds the name (another task's) is refused, and nothing is adopted. The stream's "checkpoint" lives
+    only for this call: a new try streams again anyway.
+    """
+    size = stored.size or 0
+    checkpoint = UploadCheckpoint(
+        table=spec.table,
+        upload_name=spec.name,
+        session_id=temp_id,
+        session_url=session_url,
+        total_size=size,
+        # A stream has no file to fingerprint; nothing resumes from this checkpoint.
+        fingerprint=SourceFingerprint(size=size, modified=None, edges_sha256=""),
+        offset=size,
+        phase=UploadPhase.TRANSFERRED,
+        created_at=started,
+        transport="temp_upload",
+        stored_md5=stored.hashes.get("md5"),
+    )
+    return CreateOnce(hook, spec, save=lambda _checkpoint: None, forget=lambda: None)(checkpoint)

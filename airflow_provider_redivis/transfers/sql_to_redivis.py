@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -58,7 +59,7 @@ from airflow_provider_redivis.transfers.sql_streaming import (
 )
 from airflow_provider_redivis.transfers.stream_reader import StreamReader
 from airflow_provider_redivis.upload_creation import apply_if_exists
-from airflow_provider_redivis.upload_options import validate_upload_name
+from airflow_provider_redivis.upload_options import UploadSpec, validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
 from airflow_provider_redivis.upload_status import summarize_upload
 
@@ -355,6 +356,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             existing = apply_if_exists(hook, table, name, self.if_exists)
             if existing is not None:
                 return summarize_upload(existing)
+            session_started = datetime.now(timezone.utc)
             temp_id, session_url = temp_session(hook, table, name)
             reader = StreamReader(blocks)
             self._stream_session = hook.resumable_session(
@@ -370,7 +372,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                     log.info("Streamed %.1f MiB (%d rows) so far", held / 2**20, stats.rows)
 
             try:
-                self._stream_session.upload(reader, 0, on_progress=progress)
+                stored = self._stream_session.upload(reader, 0, on_progress=progress)
             finally:
                 self._stream_session = None
                 reader.close()
@@ -387,6 +389,16 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         context["ti"].xcom_push(key=XCOM_ROWS, value=stats.rows)
         if self.file_format == "csv" and stats.has_quoted_newlines and self.has_quoted_newlines is None:
             self.has_quoted_newlines = True
-        upload = create_streamed_upload(hook, table, name, temp_id, self.upload_type, self._upload_options())
+        spec = UploadSpec(
+            table=table,
+            name=name,
+            upload_type=self.upload_type,
+            transport="temp_upload",
+            if_exists=self.if_exists,
+            chunk_size=self.chunk_size,
+            checksum=self.checksum,
+            options=self._upload_options(),
+        )
+        upload = create_streamed_upload(hook, spec, temp_id, session_url, stored, session_started)
         # The upload operator's own wait (in the worker or deferred) and conclusion (links, verdict).
         return self._finish(context["ti"], hook, checkpoint_store_for(context), upload)

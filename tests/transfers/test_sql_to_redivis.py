@@ -508,6 +508,43 @@ def test_streamed_if_exists(
         (upload,) = redivis_conn.list_uploads(TABLE)
 
 
+def test_streamed_attaches_to_its_own_upload_when_the_answer_to_creating_it_is_lost(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    make_sqlite(sqlite_db)
+    # Redivis creates the upload, but its answer never arrives.
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=1)
+    )
+    result = operator(sql="SELECT i FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    (upload,) = redivis_conn.list_uploads(TABLE)
+    assert result["uri"] == upload["uri"]
+    creates = [r for r in redivis_conn.requests if r.method == "POST" and r.path.endswith("/uploads")]
+    assert len(creates) == 2  # asked again; Redivis said the temp upload's upload exists
+
+
+def test_streamed_never_adopts_another_upload_under_its_name_after_a_lost_answer(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    make_sqlite(sqlite_db)
+    operator(sql="SELECT t FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    (theirs,) = redivis_conn.list_uploads(TABLE)
+    # Another task's upload holds the name, but the check before sending misses it (it shows late), and the
+    # answer to our request to create the upload (refused: the name is taken) is lost.
+    redivis_conn.add_fault(
+        Fault("status", method="HEAD", origin="api", path_contains="/uploads/", status=404, times=1)
+    )
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=1)
+    )
+    op = operator(sql="SELECT i FROM t", conn_id="lite_test", mode="streamed")
+    with pytest.raises(AirflowFailException, match="that this task did not create"):
+        op.execute(task_context)
+    (upload,) = redivis_conn.list_uploads(TABLE)
+    assert upload["uri"] == theirs["uri"]
+    assert stored(redivis_conn).split(b"\n")[0] == b"t"  # left as it was
+
+
 class Psycopg2Operator(SqlToRedivisOperator):
     """The same operator on a psycopg2 connection (PostgresHook picks psycopg 3 where it is installed)."""
 
