@@ -34,7 +34,11 @@ class UploadsAPI(RedivisHookBase):
     """The uploads of a table, and the one way to wait for one."""
 
     def get_table(self, table: str) -> dict[str, Any]:
-        """:param table: ``owner.dataset:version.table``. :returns: the table resource."""
+        """The table.
+
+        :param table: ``owner.dataset:version.table``.
+        :returns: the table resource.
+        """
         return self._call("GET", self._table_path(table))
 
     def create_upload(
@@ -108,16 +112,27 @@ class UploadsAPI(RedivisHookBase):
         )
 
     def get_upload(self, table: str, name: str) -> dict[str, Any]:
-        """:returns: the upload named ``name`` in ``table`` (a 404 raises :class:`RedivisNotFoundError`)."""
+        """The upload named ``name`` in ``table``.
+
+        :param table: ``owner.dataset:version.table``.
+        :param name: the upload's name.
+        :returns: the upload resource; a 404 raises :class:`RedivisNotFoundError`.
+        """
         return self._call("GET", f"{self._table_path(table)}/uploads/{self._upload_segment(name)}")
 
     def get_upload_by_uri(self, uri: str) -> dict[str, Any]:
-        """:param uri: the upload's ``uri`` as Redivis returned it. :returns: the upload resource."""
+        """The upload at ``uri``.
+
+        :param uri: the upload's ``uri`` as Redivis returned it.
+        :returns: the upload resource.
+        """
         return self._call("GET", self._uri_path(uri))
 
     def upload_exists(self, table: str, name: str) -> bool:
         """``HEAD`` the upload by name.
 
+        :param table: ``owner.dataset:version.table``.
+        :param name: the upload's name.
         :returns: True if it exists, False on 404; any other error raises.
         """
         try:
@@ -129,6 +144,7 @@ class UploadsAPI(RedivisHookBase):
     def list_uploads(self, table: str, max_results: int | None = None) -> Iterator[dict[str, Any]]:
         """Every upload of the table, following ``nextPageToken``.
 
+        :param table: ``owner.dataset:version.table``.
         :param max_results: stop after this many (None: all).
         :returns: an iterator of upload resources; pages are fetched as it is consumed.
         """
@@ -179,6 +195,7 @@ class UploadsAPI(RedivisHookBase):
     def find_upload(self, target: UploadTarget) -> dict[str, Any] | None:
         """The upload to wait for, looked up by ``uri`` or by table and name.
 
+        :param target: the upload.
         :returns: the upload resource, or None when one looked up by name does not exist yet (another
             task may still be sending it). A missing table, or a missing upload named by ``uri``, raises.
         """
@@ -205,6 +222,7 @@ class UploadsAPI(RedivisHookBase):
     def check_upload(self, target: UploadTarget) -> UploadCheck:
         """One status check, as the sensor's poke and every wait make it.
 
+        :param target: the upload.
         :returns: what it found; a transient failure (connection error, 429, 5xx) is a pending check
             carrying the error. Any other failure raises: waiting cannot change it.
         """

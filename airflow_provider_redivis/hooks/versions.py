@@ -32,7 +32,11 @@ class VersionsAPI(RedivisHookBase):
     """A dataset's versions (only the unreleased ``next`` takes uploads) and tables."""
 
     def get_dataset(self, dataset: str) -> dict[str, Any]:
-        """:param dataset: ``owner.dataset``. :returns: the dataset resource."""
+        """The dataset.
+
+        :param dataset: ``owner.dataset``.
+        :returns: the dataset resource.
+        """
         return self._call("GET", self._dataset_path(dataset))
 
     def create_next_version(self, dataset: str) -> dict[str, Any]:
@@ -44,8 +48,10 @@ class VersionsAPI(RedivisHookBase):
         return self._call("POST", f"{self._dataset_path(dataset)}/versions", retry_if=is_refused_request)
 
     def get_version(self, dataset: str, tag: str = "next") -> dict[str, Any]:
-        """:param dataset: ``owner.dataset``. :param tag: ``next``, ``current`` or like ``v1_2``.
+        """One version of the dataset.
 
+        :param dataset: ``owner.dataset``.
+        :param tag: ``next``, ``current`` or like ``v1_2``.
         :returns: the version resource.
         """
         if not isinstance(tag, str) or not tag.strip():
@@ -53,7 +59,11 @@ class VersionsAPI(RedivisHookBase):
         return self._call("GET", f"{self._dataset_path(dataset)}/versions/{encode_reference(tag.strip())}")
 
     def get_next_version(self, dataset: str) -> dict[str, Any] | None:
-        """:returns: the dataset's unreleased version, or None (the dataset itself must exist)."""
+        """The dataset's unreleased version, if it has one.
+
+        :param dataset: ``owner.dataset``.
+        :returns: the ``next`` version resource, or None (the dataset itself must exist).
+        """
         if not self.get_dataset(dataset).get("nextVersion"):
             return None
         try:
