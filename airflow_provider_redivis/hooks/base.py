@@ -4,7 +4,7 @@ authenticated session, one retried request.
 The API calls and the waits live in ``hooks/redivis.py``; the connection's rules in ``connection.py``,
 the token's origin rule in ``auth.py`` and the reading of error answers in ``api_errors.py``.
 :class:`RedivisHookBase` is about 270 lines, a little past the ~250 the package aims at, because its
-properties and Airflow's connection-test and form hooks are each a few lines with a docstring.
+properties and Airflow's connection test are each a few lines with a docstring.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from airflow_provider_redivis.hooks.api_errors import api_error_from_response, o
 from airflow_provider_redivis.hooks.auth import OriginBearerAuth, RedivisSession
 from airflow_provider_redivis.hooks.connection import (
     RedivisConnectionSettings,
-    connection_form_widgets,
-    ui_field_behaviour,
     unknown_extras,
     user_agent,
 )
@@ -297,7 +295,7 @@ class RedivisHookBase(BaseHook):
         # API rule: an upload is addressed by its name with '.' replaced by '_'.
         return encode_reference(cls._check_upload_name(name).replace(".", "_"))
 
-    # -- Airflow's connection test and form ----------------------------------------------------
+    # -- Airflow's connection test ----------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
         """``GET /users/me``: cheap, and fails without a valid token. Never raises.
@@ -317,13 +315,3 @@ class RedivisHookBase(BaseHook):
             return False, f"{type(exc).__name__}: {exc}"
         who = me.get("name") or me.get("userName") or me.get("email")
         return True, f"Connected to {self.api_url}" + (f" as {who}" if who else "") + "."
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Airflow 2's connection form (Airflow 3.2+ reads ``conn-fields`` from the provider info)."""
-        return connection_form_widgets()
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Airflow 2's form layout, from the same declaration as the 3.2+ ``ui-field-behaviour``."""
-        return ui_field_behaviour()

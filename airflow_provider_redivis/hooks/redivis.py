@@ -16,6 +16,9 @@ what each field and extra of the connection means.
 
 from __future__ import annotations
 
+from typing import Any
+
+from airflow_provider_redivis.hooks.connection import connection_form_widgets, ui_field_behaviour
 from airflow_provider_redivis.hooks.sessions import UploadSessionsAPI
 from airflow_provider_redivis.hooks.uploads import UploadsAPI
 from airflow_provider_redivis.hooks.versions import VersionsAPI
@@ -31,3 +34,14 @@ class RedivisHook(UploadsAPI, UploadSessionsAPI, VersionsAPI):
         ``{"stop": tenacity.stop_after_attempt(1)}`` to turn retries off).
     :param max_retry_seconds: a cap on the connection's ``max_retry_seconds``.
     """
+
+    # Airflow 2 reads these two only from the hook class's own __dict__, never inherited.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Airflow 2's connection form (Airflow 3.2+ reads ``conn-fields`` from the provider info)."""
+        return connection_form_widgets()
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Airflow 2's form layout, from the same declaration as the 3.2+ ``ui-field-behaviour``."""
+        return ui_field_behaviour()
