@@ -9,6 +9,7 @@ properties and Airflow's connection test are each a few lines with a docstring.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -134,7 +135,7 @@ class RedivisHookBase(BaseHook):
             max_attempts=self.settings.max_attempts, max_total_seconds=self.settings.max_retry_seconds
         )
         if self._max_retry_seconds is not None and self._max_retry_seconds < policy.max_total_seconds:
-            return RetryPolicy(max_attempts=policy.max_attempts, max_total_seconds=self._max_retry_seconds)
+            return replace(policy, max_total_seconds=self._max_retry_seconds)
         return policy
 
     @property

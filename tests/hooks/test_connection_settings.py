@@ -159,6 +159,21 @@ def test_extras_set_timeouts_retries_and_tls(make_connection: MakeConnection, tm
     assert hook.session.verify == str(bundle)
 
 
+def test_max_retry_seconds_caps_the_connections_budget_and_keeps_the_rest(
+    make_connection: MakeConnection,
+) -> None:
+    conn_id = make_connection(password=TOKEN, extra={"max_attempts": "4", "max_retry_seconds": 90})
+    assert RedivisHook(conn_id, max_retry_seconds=15).retry_policy == RetryPolicy(
+        max_attempts=4, max_total_seconds=15.0
+    )
+    assert RedivisHook(conn_id, max_retry_seconds=500).retry_policy.max_total_seconds == 90.0  # lower wins
+    given = RetryPolicy(max_attempts=3, max_total_seconds=40.0, initial_wait=0.0, max_wait=0.5)
+    capped = RedivisHook(conn_id, retry_policy=given, max_retry_seconds=10).retry_policy
+    assert capped == RetryPolicy(max_attempts=3, max_total_seconds=10.0, initial_wait=0.0, max_wait=0.5)
+    with pytest.raises(RedivisConfigError, match="max_retry_seconds"):
+        RedivisHook(conn_id, max_retry_seconds=0)
+
+
 def test_extras_written_by_the_airflow_2_form_are_read_too(make_connection: MakeConnection) -> None:
     conn_id = make_connection(
         password=TOKEN,
