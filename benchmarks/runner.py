@@ -171,8 +171,6 @@ def machine_info() -> dict[str, Any]:
         ).stdout.strip()
     except OSError:
         commit = ""
-    import redivis
-
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model(),
@@ -180,10 +178,28 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB, 1),
         "requests": requests.__version__,
-        "redivis_client": redivis.__version__,
+        "redivis_client": official_client_version(),
         "commit": commit,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def client_python() -> str:
+    """The official client's own interpreter: its niquests would replace urllib3 under the provider."""
+    python = os.environ.get("REDIVIS_CLIENT_PYTHON") or str(REPO / ".venv-client" / "bin" / "python")
+    if not Path(python).exists():
+        raise SystemExit(f"no official client at {python}: run dev/setup-venvs (it makes .venv-client)")
+    return python
+
+
+def official_client_version() -> str:
+    return subprocess.run(
+        [client_python(), "-c", "import redivis; print(redivis.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
 
 
 def wait_for_quiet_machine(limit_seconds: float) -> list[float]:
@@ -379,8 +395,10 @@ class Worker:
     """A :mod:`benchmarks.worker` subprocess: send a run, read its result."""
 
     def __init__(self, env: dict[str, str], job: dict[str, Any]) -> None:
+        # The official client's runs go to a worker in its own environment.
+        python = client_python() if job.get("official_client") else sys.executable
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker"],
+            [python, "-m", "benchmarks.worker"],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -479,7 +497,10 @@ def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) ->
     for size in plan.loopback_sizes:
         path = str(files[size])
         runs: list[dict[str, Any]] = []
-        with Worker(emu.worker_env(home), {"table": TABLE}) as worker:
+        with (
+            Worker(emu.worker_env(home), {"table": TABLE}) as ours,
+            Worker(emu.worker_env(home), {"table": TABLE, "official_client": True}) as theirs,
+        ):
             for rep in range(plan.loopback_reps):
                 say(f"throughput, loopback, {mib(size)}: repetition {rep + 1}/{plan.loopback_reps}")
                 groups = throughput_groups(plan)
@@ -488,6 +509,7 @@ def throughput(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) ->
                     rng.shuffle(group)
                     for run in group:
                         context = {"path": path, "size": size, "rep": rep, "group": f"{rep}.{number}"}
+                        worker = theirs if run["kind"] == "client" else ours
                         runs.append(run_and_free(emu, worker, {**run, **context}))
         out["sizes"][str(size)] = summarize_throughput(runs, size, plan)
     return out
@@ -674,7 +696,8 @@ def memory(emu: Emulator, home: Path, files: dict[int, Path], plan: Plan) -> dic
     for size in plan.memory_sizes:
         for kind in ("operator", "client", "ceiling"):
             say(f"memory: {kind} {mib(size)}")
-            with Worker(emu.worker_env(home), {"table": TABLE, "memory": True}) as worker:
+            job = {"table": TABLE, "memory": True, "official_client": kind == "client"}
+            with Worker(emu.worker_env(home), job) as worker:
                 run = {"kind": kind, "chunk_size": None, "path": str(files[size]), "size": size}
                 result = run_and_free(emu, worker, run)
             rows.append(

@@ -130,16 +130,18 @@ class Client:
     """Everything one worker needs, built once: the hook, the state store, a counter for unique names."""
 
     def __init__(self, job: dict[str, Any], scratch: Path) -> None:
+        self.table: str = job["table"]
+        self.counter = 0
+        self.prehash_seconds = 0.0
+        if job.get("official_client"):
+            return  # the official client's environment has no provider: only ``client`` runs here
         from airflow_provider_redivis.hooks.redivis import RedivisHook
 
-        self.table: str = job["table"]
         self.hook = RedivisHook()
         if job.get("session_origin"):
             self._route_sessions(*job["session_origin"])
         self.state = DurableStateStore(scratch / "state.sqlite")
         self.ti = XComRecorder(self.state)
-        self.counter = 0
-        self.prehash_seconds = 0.0
         self._time_hashing_ahead()
 
     def _route_sessions(self, origin: str, proxy: str) -> None:

@@ -10,9 +10,11 @@
 #
 # What it sets up, each time from scratch except the venv:
 # - Debian packages redis-server and postgresql, installed with apt-get when missing (needs root).
-# - A venv of its own (Airflow 3.3.2, apache-airflow-providers-celery 3.26.0 with celery 5.6, psycopg2-binary
-#   and asyncpg for PostgreSQL, this provider and the emulator (./emulator) editable) under $REDIVIS_CELERY_WORKDIR (default ${TMPDIR:-/tmp}/redivis-celery), reused while
-#   pyproject.toml and this script are unchanged. Not .venv: the test environment stays without Celery.
+# - A venv of its own, dev/setup-venvs' 'celery' environment (Airflow 3.3.2, apache-airflow-providers-celery
+#   3.26.0 with celery 5.6, psycopg2-binary and asyncpg for PostgreSQL, this provider and the emulator
+#   editable, every version pinned by constraints/celery-py*.txt) at $REDIVIS_CELERY_WORKDIR/celery (default
+#   ${TMPDIR:-/tmp}/redivis-celery), reused while those are unchanged. Not .venv: the test environment
+#   stays without Celery.
 # - A throwaway PostgreSQL cluster (the metadata database and Celery's result backend) and a Redis
 #   without persistence (the broker), both on 127.0.0.1 and free ports, stopped on exit.
 # Everything listens on 127.0.0.1; every process started here is stopped on exit, whatever happens.
@@ -31,10 +33,8 @@ for arg in "$@"; do
 done
 
 AIRFLOW_VERSION=3.3.2
-CELERY_PROVIDER_VERSION=3.26.0
-# celery 5.7.0 dropped celery.backends.database.retry, which that provider imports: its executor would not load.
 WORK=${REDIVIS_CELERY_WORKDIR:-${TMPDIR:-/tmp}/redivis-celery}
-VENV=$WORK/venv
+VENV=$WORK/celery
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 SECONDS=0
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -53,33 +53,13 @@ fi
 PG_BIN=$(find_pg_bin)
 
 # -- venv -------------------------------------------------------------------------------------------
-pick_python() {
-  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.10 python3; do
-    [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 && { echo "$candidate"; return; }
-  done
-  echo "No Python 3.10-3.13 interpreter found" >&2
-  exit 1
-}
-STAMP=$(cat pyproject.toml emulator/pyproject.toml "$0" | sha256sum | cut -c1-16)
+# dev/setup-venvs' 'celery' environment, from its pinned versions (constraints/celery-py*.txt); rebuilt only
+# when they, pyproject.toml or the set-up script change.
 mkdir -p "$WORK"
-VENV_BUILT=0
-if [ ! -f "$VENV/.stamp" ] || [ "$(cat "$VENV/.stamp")" != "$STAMP" ]; then
-  say "setting up $VENV (Airflow $AIRFLOW_VERSION + Celery provider); log in $WORK/venv-setup.log"
-  [ -x "$VENV/bin/python" ] || "$(pick_python)" -m venv "$VENV"
-  if ! {
-    "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
-      "$VENV/bin/python" -m pip install --disable-pip-version-check "apache-airflow==$AIRFLOW_VERSION" \
-        "apache-airflow-providers-celery==$CELERY_PROVIDER_VERSION" "celery[redis]<5.7" psycopg2-binary asyncpg &&
-      "$VENV/bin/python" -m pip install --disable-pip-version-check --no-deps -e "$REPO" &&
-      # The emulator with its one dependency, google-crc32c, which the provider needs too (the provider's
-      # --no-deps keeps pip from re-resolving what Airflow pinned; without this, nothing installed it).
-      "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$REPO/emulator"
-  } >"$WORK/venv-setup.log" 2>&1; then
-    tail -n 30 "$WORK/venv-setup.log" >&2
-    exit 1
-  fi
-  echo "$STAMP" >"$VENV/.stamp"
-  VENV_BUILT=1
+say "setting up $VENV (Airflow $AIRFLOW_VERSION + Celery provider, pinned); log in $WORK/venv-setup.log"
+if ! REDIVIS_VENV_ROOT=$WORK bash dev/setup-venvs celery >"$WORK/venv-setup.log" 2>&1; then
+  tail -n 30 "$WORK/venv-setup.log" >&2
+  exit 1
 fi
 PY=$VENV/bin/python
 
@@ -154,7 +134,7 @@ if [ "$RECORD" = 1 ]; then
     echo "- command: \`$COMMAND\`"
     echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(changed=$(git diff --name-only HEAD -- "${PROOF_FILES[@]}" 2>/dev/null | paste -sd, -); [ -z "$changed" ] || echo " with uncommitted changes to $changed")"
     echo "- Airflow $AIRFLOW_VERSION, $("$PY" -m pip show apache-airflow-providers-celery 2>/dev/null | sed -n 's/^Version: /apache-airflow-providers-celery /p'), $(redis-server --version | cut -d' ' -f1-3), PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}')"
-    echo "- duration: $SECONDS s$([ "$VENV_BUILT" = 1 ] && echo ", including setting up or updating the venv" || echo ", venv already set up")"
+    echo "- duration: $SECONDS s, setting up or checking the venv included"
     echo "- result: $([ "$status" = 0 ] && echo PASSED || echo "FAILED (exit $status)")"
     echo
     echo "## What was seen"

@@ -1,16 +1,17 @@
 """Proof of fidelity: the official ``redivis`` client (0.21.1) uploads through the emulator unchanged.
 
 The client reads its endpoint and token from the environment at import time, so it runs in a
-subprocess pointed at the emulator: ``REDIVIS_API_ENDPOINT`` is the base URL *with* ``/api/v1``.
+subprocess pointed at the emulator: ``REDIVIS_API_ENDPOINT`` is the base URL *with* ``/api/v1``. That
+subprocess is the client's own environment (``REDIVIS_TEST_CLIENT_PYTHON``, ``.venv-client`` by
+``dev/test``): its niquests replaces urllib3 wherever it is installed, so it is kept away from the
+provider's.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,14 @@ from redivis_emulator import RedivisEmulator
 
 from tests.emulator.conftest import TABLE
 
+#: An interpreter with the official client installed (dev/setup-venvs: .venv-client).
+CLIENT_PYTHON = os.environ.get("REDIVIS_TEST_CLIENT_PYTHON", "")
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        importlib.util.find_spec("redivis") is None,
-        reason="the official client 'redivis' is not installed (pip install redivis==0.21.1)",
+        not CLIENT_PYTHON,
+        reason="set REDIVIS_TEST_CLIENT_PYTHON to an interpreter with redivis==0.21.1 (dev/test does)",
     ),
 ]
 
@@ -34,9 +38,7 @@ def run_client(emu: RedivisEmulator, home: Path, code: str) -> str:
         "REDIVIS_API_TOKEN": emu.token,
         "HOME": str(home),  # the client looks for ~/.redivis credentials
     }
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
+    result = subprocess.run([CLIENT_PYTHON, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
