@@ -127,7 +127,8 @@ class Fault:
     ``broken_answer``
         Session requests that complete the object (or reach a complete one): handle it (the object
         is finalized), send the status line, then close the connection (FIN) -- the headers and
-        body never arrive. With ``answer_bytes``: send the status line and every header (the
+        body never arrive (http.client, under requests, reads that as a 200 with no headers and an
+        empty body). With ``answer_bytes``: send the status line and every header (the
         Content-Length of the whole body) and that many bytes of the body, then close. When the body
         has no more than ``answer_bytes`` bytes (the ``xml`` dialect's body is empty) the cut comes
         right after the status line. ``short_body`` true: no cut -- a whole answer whose body is its
