@@ -249,7 +249,7 @@ def test_session_bytes_temp_uploads_and_the_admin_api_are_not_counted(emu: Rediv
 
 
 def test_the_window_resets_on_the_real_clock(emu: RedivisEmulator) -> None:
-    emu.set_rate_limit((1, 0.5), retry_after="seconds")
+    emu.set_rate_limit((1, 1.0), retry_after="seconds")
     assert me(emu).status_code == 200
     refused = me(emu)
     assert (refused.status_code, refused.headers["Retry-After"]) == (429, "1")
