@@ -26,8 +26,9 @@ GOAL_MEMORY_MIB = 32
 #: "Flat": the operator's peak over baseline differs by at most this much between the file sizes.
 MEMORY_FLAT_MIB = 4
 GOAL_CHECKPOINT = 0.02
-#: Redivis allows about this many API requests per minute and token.
-RATE_LIMIT_PER_MINUTE = 1000
+#: Redivis allows about this many API requests per token in each interval of this many seconds.
+RATE_LIMIT_REQUESTS = 100
+RATE_LIMIT_INTERVAL_SECONDS = 100.0
 #: Where the runner makes a virtualenv with matplotlib when its own interpreter has none (git-ignored).
 PLOT_VENV = REPO / "benchmarks" / "work" / "plot-venv"
 PLOT_REQUIREMENT = "matplotlib>=3.7,<4"
@@ -42,6 +43,18 @@ def size_label(size: int | str) -> str:
 
 def yes(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def request_peak(trig: dict[str, Any]) -> tuple[int, float, float]:
+    """(requests in the busiest window, average per window, the window's seconds) of the deferred
+    waits; runs before the window matched Redivis's 100 s recorded 60-s figures."""
+    if "peak_requests_in_100s" in trig:
+        return trig["peak_requests_in_100s"], trig["average_requests_per_100s"], RATE_LIMIT_INTERVAL_SECONDS
+    return trig["peak_requests_in_60s"], trig["average_requests_per_minute"], 60.0
+
+
+def rate_limit_text() -> str:
+    return f"~{RATE_LIMIT_REQUESTS} requests per {RATE_LIMIT_INTERVAL_SECONDS:g} s per token"
 
 
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -146,13 +159,14 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
     if "triggers" in results:
         trig = results["triggers"]
+        peak, _, window = request_peak(trig)
         rows.append(
             (
                 f"{trig['triggers']} deferred waits in one triggerer (processing {trig['processing_seconds']:g} s)",
                 f"CPU {trig['cpu_seconds']:.2f} s over {trig['wall_seconds']:.0f} s "
-                f"({trig['cpu_percent_of_one_core']:.1f} % of a core); {trig['requests_per_minute']} requests "
-                f"in the busiest minute ({trig['requests_per_trigger']:.1f} per upload)",
-                f"(no goal; Redivis allows ~{RATE_LIMIT_PER_MINUTE}/min)",
+                f"({trig['cpu_percent_of_one_core']:.1f} % of a core); {peak} requests "
+                f"in the busiest {window:g} s ({trig['requests_per_trigger']:.1f} per upload)",
+                f"(no goal; Redivis allows {rate_limit_text()})",
                 "n/a",
             )
         )
@@ -377,6 +391,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "triggers" in results:
         trig = results["triggers"]
+        peak, average, window = request_peak(trig)
         lines += [
             "",
             "## Deferred waits",
@@ -388,9 +403,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"CPU time {trig['cpu_seconds']:.2f} s in {trig['wall_seconds']:.1f} s ({trig['cpu_percent_of_one_core']:.1f} % "
             f"of one core, {trig['cpu_ms_per_status_check']:.1f} ms per status check); {trig['emulator_api_requests']} "
             f"API requests reached the emulator ({trig['requests_per_trigger']:.1f} per upload): "
-            f"{trig['peak_requests_in_60s']} in the busiest 60 s, {trig['average_requests_per_minute']:.0f} per "
-            "minute on average (over at least a minute). Every trigger starts at the same moment here, so their "
-            "polls fall together; in a real triggerer they start when their tasks defer.",
+            f"{peak} in the busiest {window:g} s, {average:.0f} per {window:g} s on average (over at least "
+            f"{window:g} s); Redivis allows {rate_limit_text()}. Every trigger starts at the same moment here, "
+            "so their polls fall together; in a real triggerer they start when their tasks defer.",
         ]
     lines += ["", "![throughput](throughput.png)", ""]
     return "\n".join(lines)

@@ -63,7 +63,11 @@ What it serves
   ``Content-Type: application/json``; :class:`~redivis_emulator.client.AdminClient` does both):
   ``GET requests`` (credentials redacted), ``DELETE requests``, ``GET sessions``, ``GET|POST sessions/{id}`` (``dialect``,
   ``keepPartialRequests``), ``POST sessions/{id}/expire``, ``GET|POST settings`` (defaults for new
-  sessions), ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``, ``GET health``.
+  sessions), ``GET uploads[?table=]``, ``GET|POST|DELETE faults``, ``POST tables``,
+  ``GET|POST|DELETE rate-limit``, ``GET health``.
+- Off by default, Redivis's rate limit (``rate_limit=(100, 100.0)``, ``--rate-limit 100/100``): per
+  token, ``X-RateLimit-Limit`` / ``X-RateLimit-Remaining`` on every API answer, 429 with
+  ``Retry-After`` past it (see :mod:`.rate_limit`).
 
 Every request on either origin must name the emulator in its ``Host`` header (``127.0.0.1:port``,
 ``localhost:port``, ``[::1]:port``, the bound host, or an ``allowed_hosts`` name), so a web page
@@ -80,6 +84,7 @@ from redivis_emulator.catalog import ALL_SCOPES
 from redivis_emulator.client import AdminClient, AdminError
 from redivis_emulator.dialects import DIALECTS
 from redivis_emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
+from redivis_emulator.rate_limit import REDIVIS_RATE_LIMIT, rate_limit_key
 from redivis_emulator.recording import RecordedRequest
 from redivis_emulator.server import RedivisEmulator
 from redivis_emulator.sessions import SessionInfo
@@ -93,6 +98,7 @@ __all__ = [
     "DIALECTS",
     "FAULT_KINDS",
     "HAS_CRC32C",
+    "REDIVIS_RATE_LIMIT",
     "AdminClient",
     "AdminError",
     "Fault",
@@ -101,4 +107,5 @@ __all__ = [
     "RequestInfo",
     "SessionInfo",
     "parse_fault_spec",
+    "rate_limit_key",
 ]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from redivis_emulator.admin import ADMIN_TOKEN_HEADER
 from redivis_emulator.catalog import ALL_SCOPES
 from redivis_emulator.faults import Fault, parse_fault_spec
+from redivis_emulator.rate_limit import RETRY_AFTER_FORMATS, RateLimit, parse_rate_limit
 from redivis_emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
 
 if TYPE_CHECKING:
@@ -43,6 +44,13 @@ def _port(value: str) -> int:
 def _fault(value: str) -> Fault:
     try:
         return parse_fault_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate_limit(value: str) -> RateLimit:
+    try:
+        return parse_rate_limit(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -132,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="another host name the Host check accepts, beside 127.0.0.1, localhost, [::1] and the bound "
         "host (repeatable; e.g. this machine's name with --host 0.0.0.0)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=_rate_limit,
+        default=None,
+        metavar="REQUESTS/SECONDS",
+        help="each API token gets REQUESTS /api/v1 requests per fixed window of SECONDS, then 429 "
+        "(Redivis: 100/100); X-RateLimit-* headers on every API answer (default: no limit)",
+    )
+    parser.add_argument(
+        "--rate-limit-retry-after",
+        choices=RETRY_AFTER_FORMATS,
+        default="date",
+        help="a 429's Retry-After: an HTTP date (default, as Redivis) or delta-seconds",
+    )
     return parser
 
 
@@ -163,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_partial_requests=args.keep_partial_requests,
         admin_token=args.admin_token,
         allowed_hosts=args.allow_host,
+        rate_limit=args.rate_limit,
+        rate_limit_retry_after=args.rate_limit_retry_after,
     )
     try:
         emulator.start()

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from redivis_emulator.errors import ApiError
 from redivis_emulator.faults import fault_from_mapping
+from redivis_emulator.rate_limit import KEEP
 from redivis_emulator.replies import Reply, json_reply
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from redivis_emulator.catalog import Catalog
     from redivis_emulator.faults import Fault, FaultBook
+    from redivis_emulator.rate_limit import RateLimiter
     from redivis_emulator.recording import RecordedRequest
     from redivis_emulator.sessions import SessionInfo
     from redivis_emulator.wire import BodyReader
@@ -40,6 +42,7 @@ class AdminTarget(Protocol):
     """What the admin routes act on: :class:`~redivis_emulator.server.RedivisEmulator` provides it."""
 
     faults: FaultBook
+    rate_limiter: RateLimiter
 
     @property
     def base_url(self) -> str: ...
@@ -84,6 +87,10 @@ class AdminTarget(Protocol):
     def clear_faults(self) -> None: ...
 
     def create_table(self, reference: str, merge_strategy: str = "append") -> dict[str, Any]: ...
+
+    def rate_limit_counts(self) -> dict[str, Any]: ...
+
+    def clear_rate_limit_counts(self) -> None: ...
 
 
 def admin_refusal(headers: Mapping[str, str], admin_token: str, *, has_body: bool) -> ApiError | None:
@@ -181,4 +188,31 @@ def admin_route(
             raise ValueError('POST /_emulator/tables wants {"table": "owner.dataset.table"}.')
         emu.create_table(reference, data.get("uploadMergeStrategy") or "append")
         return json_reply(200, emu.catalog.get_table(reference))
+    if seg == ["rate-limit"]:
+        return _rate_limit_route(emu, method, read_json)
     raise ApiError(404, f"No admin endpoint {method} /_emulator/{'/'.join(seg)}.")
+
+
+def _rate_limit_route(emu: AdminTarget, method: str, read_json: Callable[[], Any]) -> Reply:
+    """``GET`` the counts; ``POST {"limit": 20, "intervalSeconds": 10, "retryAfter": "seconds"}``
+    (``"limit": null`` turns it off; a field left out stays); ``DELETE`` forgets the counts."""
+    if method == "GET":
+        return json_reply(200, emu.rate_limit_counts())
+    if method == "POST":
+        data = read_json() or {}
+        known_keys(data, {"limit", "intervalSeconds", "retryAfter"})
+        limit = data.get("limit", KEEP)
+        if "intervalSeconds" in data and limit in (KEEP, None):
+            raise ValueError('Give "limit" with "intervalSeconds" ("limit": null turns the limit off).')
+        if limit not in (KEEP, None):
+            if "intervalSeconds" not in data:
+                raise ValueError(
+                    'Give "intervalSeconds" with "limit", e.g. {"limit": 100, "intervalSeconds": 100}.'
+                )
+            limit = (limit, data["intervalSeconds"])
+        emu.rate_limiter.configure(rate_limit=limit, retry_after=data.get("retryAfter"))
+        return json_reply(200, emu.rate_limit_counts())
+    if method == "DELETE":
+        emu.clear_rate_limit_counts()
+        return json_reply(200, {"cleared": True})
+    raise ApiError(405, f"{method} /_emulator/rate-limit: use GET, POST or DELETE.")

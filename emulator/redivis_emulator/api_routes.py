@@ -30,6 +30,12 @@ MAX_MULTIPART_BODY = 64 * 1024 * 1024
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def bearer_token(headers: dict[str, str]) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (headers lower-cased), or None without one."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def parse_multipart(data: bytes, content_type: str) -> dict[str, bytes]:
     """``multipart/form-data`` (the official client's small-file path): part name -> bytes."""
     match = re.search(r'boundary="?([^";]+)"?', content_type)
@@ -84,9 +90,8 @@ class ApiRoutes:
             return api_error_reply(error)
 
     def _authorize(self, method: str, headers: dict[str, str]) -> None:
-        value = headers.get("authorization", "")
-        scheme, _, token = value.partition(" ")
-        scopes = self.emulator.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        token = bearer_token(headers)
+        scopes = self.emulator.tokens.get(token) if token is not None else None
         if scopes is None:
             raise ApiError(
                 401,

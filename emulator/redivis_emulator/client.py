@@ -108,3 +108,29 @@ class AdminClient:
 
     def create_table(self, reference: str, merge_strategy: str = "append") -> dict[str, Any]:
         return self.post("tables", {"table": reference, "uploadMergeStrategy": merge_strategy})
+
+    def rate_limit_counts(self) -> dict[str, Any]:
+        """``GET rate-limit``: the limit, and API requests allowed / refused (429) in all and per token
+        (keyed by :func:`~redivis_emulator.rate_limit.rate_limit_key`, never the token itself)."""
+        return self.get("rate-limit")
+
+    def set_rate_limit(
+        self, rate_limit: tuple[int, float] | None, *, retry_after: str | None = None
+    ) -> dict[str, Any]:
+        """``POST rate-limit``: ``(limit, interval_seconds)`` or None (off); ``retry_after``: ``"date"`` or
+        ``"seconds"`` (None: unchanged). Returns the counts."""
+        body: dict[str, Any] = (
+            {"limit": None}
+            if rate_limit is None
+            else {
+                "limit": rate_limit[0],
+                "intervalSeconds": rate_limit[1],
+            }
+        )
+        if retry_after is not None:
+            body["retryAfter"] = retry_after
+        return self.post("rate-limit", body)
+
+    def clear_rate_limit_counts(self) -> None:
+        """``DELETE rate-limit``: forget every token's counts and window (the limit stays)."""
+        self.delete("rate-limit")

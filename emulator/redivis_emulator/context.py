@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from redivis_emulator.catalog import Catalog
     from redivis_emulator.faults import FaultBook
     from redivis_emulator.processing import Processor
+    from redivis_emulator.rate_limit import RateLimiter
     from redivis_emulator.recording import RequestLog
 
 
@@ -23,6 +24,7 @@ class EmulatorContext(Protocol):
 
     faults: FaultBook
     log: RequestLog
+    rate_limiter: RateLimiter
     tokens: dict[str, frozenset[str]]
 
     @property

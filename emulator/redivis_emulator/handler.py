@@ -5,9 +5,9 @@ Routing is elsewhere: ``api_routes.py`` (the API origin's ``/api/v1/...`` and ``
 and records when one arrives anyway) and ``admin.py`` (``/_emulator/...`` on the API origin: admin
 token required, not logged). Every request on either origin must name the emulator in its ``Host``
 header (``127.0.0.1:port``, ``localhost:port``, ``[::1]:port`` or the bound host): a DNS-rebinding
-page cannot reach it.
+page cannot reach it. API requests (``/api/v1/...``) pass the rate limit (``rate_limit.py``) first.
 
-:class:`EmulatorRequestHandler` is about 320 lines, past the ~250 this package aims at: ``_dispatch``,
+:class:`EmulatorRequestHandler` is about 340 lines, past the ~250 this package aims at: ``_dispatch``,
 about 190 of them, decides per request where each fault acts (before, inside or after the body; on
 the answer), and cut in pieces that decision would be harder to follow, not easier.
 """
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from redivis_emulator.admin import ADMIN_PREFIX, admin_refusal, admin_route
-from redivis_emulator.api_routes import API_PREFIX, ApiRoutes
+from redivis_emulator.api_routes import API_PREFIX, ApiRoutes, bearer_token
 from redivis_emulator.errors import ApiError
 from redivis_emulator.faults import Fault, RequestInfo
 from redivis_emulator.recording import SESSION_PREFIX, RecordedRequest, redact_path
@@ -63,6 +63,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     #: Idle keep-alive connections and stuck clients end after this long.
     timeout = 300
     server: EmulatorHTTPServer
+    #: This request's X-RateLimit-* (and a 429's Retry-After): on every answer it gets.
+    _rate_headers: dict[str, str]
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self._rate_headers = {}  # per request: a connection carries many
         if self._host_allowed():
             self._dispatch()
 
@@ -111,7 +114,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _send(self, reply: Reply, record: RecordedRequest) -> None:
         head = self.command == "HEAD"
         body = reply.body
-        headers = dict(reply.headers)
+        headers = {**reply.headers, **self._rate_headers}
         if head and reply.status >= 400 and reply.error_payload is not None:
             # HEAD has no body: Redivis puts the error JSON, URL-encoded, in a header.
             headers[ERROR_PAYLOAD_HEADER] = quote(json.dumps(reply.error_payload), safe="")
@@ -133,13 +136,23 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.send_response(reply.status, reply.reason)
         if answer_bytes is not None and answer_bytes < len(reply.body):
-            for name, value in reply.headers.items():
+            for name, value in {**reply.headers, **self._rate_headers}.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
             self.wfile.write(reply.body[:answer_bytes])
         else:
             self.flush_headers()
+
+    def _admit(self, origin: str, raw_path: str, headers: dict[str, str]) -> ApiError | None:
+        """Count an API request against its token's budget (``rate_limit.py``): its answer gets the
+        ``X-RateLimit-*`` headers; the 429 when it is over. Session bytes, temp uploads: not counted."""
+        if origin != "api" or not raw_path.startswith(API_PREFIX):
+            return None
+        token = bearer_token(headers)
+        admission = self.emulator.rate_limiter.admit(token if token in self.emulator.tokens else None)
+        self._rate_headers = admission.headers
+        return admission.refusal
 
     def _sleep(self, seconds: float | None) -> None:
         self.emulator.stopping.wait(seconds or 0)
@@ -196,7 +209,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             status_query=bool(content_range and session and content_range.is_query),
             session_complete=bool(session and session.complete),
         )
-        transport, processing = emu.faults.select(info)
+        # A request refused for the rate limit is not handled: no fault sees it.
+        refusal = self._admit(origin, raw_path, headers)
+        transport, processing = (None, None) if refusal is not None else emu.faults.select(info)
         record = RecordedRequest(
             method=method,
             origin=origin,
@@ -207,6 +222,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             started_at=time.time(),
             faults=tuple(f.kind for f in (transport, processing) if f is not None),
             session_id=session.id if session else None,
+            rate_limited=refusal is not None,
         )
         emu.log.append(record)
         if session is not None and "authorization" in headers:
@@ -237,7 +253,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         try:
             if kind == "reset" and body.cut_at == 0 and body.finished:
                 raise ResetConnection()  # nothing to read before the cut: reset at once
-            if transport is not None and status_after_mark:
+            if refusal is not None:
+                body.drain()
+                reply = api_error_reply(refusal)
+            elif transport is not None and status_after_mark:
                 with contextlib.suppress(ResetConnection, BodyCut):
                     self._handle(
                         method,

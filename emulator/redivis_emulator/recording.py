@@ -49,6 +49,8 @@ class RecordedRequest:
     faults: tuple[str, ...] = ()
     session_id: str | None = None
     duration: float = 0.0
+    #: Refused with 429 by the rate limit (``rate_limit=``), not handled.
+    rate_limited: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -57,7 +59,7 @@ class RecordedRequest:
         return (
             f"RecordedRequest({self.method} {self.origin}:{redact_path(self.path)} status={self.status} "
             f"body_bytes={self.body_bytes} content_range={self.content_range!r} faults={self.faults} "
-            f"headers={shown})"
+            f"rate_limited={self.rate_limited} headers={shown})"
         )
 
     @property
@@ -80,6 +82,7 @@ class RecordedRequest:
             "faults": list(self.faults),
             "sessionId": self.session_id,
             "duration": self.duration,
+            "rateLimited": self.rate_limited,
         }
 
 

@@ -1,7 +1,7 @@
 """RedivisEmulator: two local HTTP servers (API and session origins) and what tests ask of them.
 
-:class:`RedivisEmulator` is about 270 lines, a little past the ~250 this package aims at: it is the one
-object a test holds, and each of its methods is a short delegation to the catalog, faults or log.
+:class:`RedivisEmulator` is about 310 lines, past the ~250 this package aims at: it is the one object a
+test holds, and each of its methods is a short delegation to the catalog, faults, log or rate limiter.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redivis_emulator.admin import ADMIN_TOKEN_HEADER
 from redivis_emulator.catalog import ALL_SCOPES, ApiError, Catalog
@@ -24,6 +24,7 @@ from redivis_emulator.handler import EmulatorRequestHandler
 from redivis_emulator.http_server import EmulatorHTTPServer, url_host
 from redivis_emulator.processing import Processor
 from redivis_emulator.queries import EmulatorQueries, check_flag
+from redivis_emulator.rate_limit import RateLimit, RateLimiter, empty_budget, rate_limit_key
 from redivis_emulator.recording import RecordedRequest, RequestLog
 
 if TYPE_CHECKING:
@@ -85,6 +86,14 @@ class RedivisEmulator(EmulatorQueries):
     no token. ``allowed_hosts`` -- more host names the ``Host`` check accepts (with the port), beside
     ``127.0.0.1``, ``localhost``, ``[::1]`` and the bound host: e.g. the machine's name when bound to
     ``0.0.0.0``.
+
+    Rate limit (off by default): ``rate_limit=(limit, interval_seconds)`` -- Redivis's is
+    ``(100, 100.0)`` -- gives each API token that many ``/api/v1`` requests per fixed window (see
+    ``rate_limit.py``); every API answer then carries ``X-RateLimit-Limit`` and
+    ``X-RateLimit-Remaining``, and a request past the limit gets 429 with ``Retry-After``:
+    ``rate_limit_retry_after="date"`` (an HTTP date, the default, as Redivis) or ``"seconds"``.
+    ``rate_limit_clock``: the limiter's clock (seconds since the epoch; ``time.time``), for tests.
+    :meth:`set_rate_limit` changes it while running, :meth:`rate_limit_counts` reads the counts.
     """
 
     def __init__(
@@ -105,6 +114,9 @@ class RedivisEmulator(EmulatorQueries):
         keep_partial_requests: bool = True,
         admin_token: str | None = None,
         allowed_hosts: Iterable[str] = (),
+        rate_limit: RateLimit | None = None,
+        rate_limit_retry_after: str = "date",
+        rate_limit_clock: Callable[[], float] | None = None,
     ) -> None:
         for name, value in (("port", port), ("session_port", session_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
@@ -131,6 +143,9 @@ class RedivisEmulator(EmulatorQueries):
         self.allowed_hosts = [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts)
         self.faults = FaultBook(faults)
         self.log = RequestLog()
+        self.rate_limiter = RateLimiter(
+            rate_limit, retry_after=rate_limit_retry_after, clock=rate_limit_clock
+        )
         self._stop = threading.Event()
         self._servers: list[EmulatorHTTPServer] = []
         self._threads: list[threading.Thread] = []
@@ -325,3 +340,40 @@ class RedivisEmulator(EmulatorQueries):
     def authorization_seen(self, origin: str = "session") -> int:
         """How many requests to that origin carried an Authorization header (a leak on 'session')."""
         return sum(1 for r in self.log.snapshot() if r.origin == origin and r.has_authorization)
+
+    # -- rate limit ----------------------------------------------------------------------------
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """``(limit, interval_seconds)`` in force, or None (no limit)."""
+        return self.rate_limiter.limit
+
+    def set_rate_limit(
+        self, rate_limit: RateLimit | None, *, retry_after: str | None = None
+    ) -> dict[str, Any]:
+        """Turn the limit on, change it (every token starts a fresh window at its next request; the
+        counts stay) or off (None); ``retry_after``: ``"date"`` or ``"seconds"`` (None: unchanged).
+        Returns :meth:`rate_limit_counts`."""
+        self.rate_limiter.configure(rate_limit=rate_limit, retry_after=retry_after)
+        return self.rate_limit_counts()
+
+    def rate_limit_counts(self, token: str | None = None) -> dict[str, Any]:
+        """API requests allowed and refused (429), per token and in all, as ``GET /_emulator/rate-limit``.
+
+        With ``token``: that token's entry only (``allowed``, ``refused``, ``windowStart``,
+        ``windowEnd``, ``used``, ``remaining``). Tokens are keyed by :func:`rate_limit_key`, never by
+        the token; requests without a known token share the key ``"anonymous"``."""
+        counts = self.rate_limiter.counts()
+        if token is None:
+            return counts
+        if token not in self.tokens:
+            raise ValueError(
+                "That is not one of this emulator's tokens: requests with it count against the shared "
+                "budget, rate_limit_counts()['tokens']['anonymous']."
+            )
+        entry: dict[str, Any] = counts["tokens"].get(rate_limit_key(token)) or empty_budget(self.rate_limit)
+        return entry
+
+    def clear_rate_limit_counts(self) -> None:
+        """Forget every token's counts and window (the limit stays)."""
+        self.rate_limiter.clear()

@@ -30,6 +30,9 @@ ADMIN_ROUTES = [
     ("POST", "faults", {"kind": "status", "status": 503}),
     ("DELETE", "faults", None),
     ("POST", "tables", {"table": "x.y.z"}),
+    ("GET", "rate-limit", None),
+    ("POST", "rate-limit", {"limit": 5, "intervalSeconds": 10}),
+    ("DELETE", "rate-limit", None),
 ]
 
 
@@ -69,6 +72,7 @@ def test_every_admin_route_needs_the_admin_token(
     # Nothing happened.
     assert emu.faults.snapshot() == []
     assert emu.session_settings["sessionDialect"] == "json"
+    assert emu.rate_limit is None
 
 
 @pytest.mark.parametrize(("method", "route", "body"), ADMIN_ROUTES)

@@ -56,7 +56,18 @@ def test_cli_stops_on_sigint_and_scopes_tokens(tmp_path: Path) -> None:
         assert proc.wait(10) == 0
 
 
-@pytest.mark.parametrize("args", [["--fault", "explode"], ["--table", "not-a-reference"], ["--port", "-5"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--fault", "explode"],
+        ["--table", "not-a-reference"],
+        ["--port", "-5"],
+        ["--rate-limit", "100"],
+        ["--rate-limit", "0/100"],
+        ["--rate-limit", "100/0"],
+        ["--rate-limit-retry-after", "soon"],
+    ],
+)
 def test_cli_refuses_bad_arguments(args: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "redivis_emulator", *args],
