@@ -59,7 +59,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         the measured rate to about 8 s on the wire (see README "Request sizes"); set it behind a proxy
         that caps request bodies.
     :param checksum: how the stored object is proven to be the source: ``"auto"`` (default; crc32c),
-        ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked).
+        ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked;
+        bytes an earlier try sent are still proven by crc32c, so a resume never splices two versions).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
         An upload under the name that this task's session did not create is never adopted.
