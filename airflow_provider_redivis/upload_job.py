@@ -25,6 +25,7 @@ from airflow_provider_redivis.checkpoint import (
 )
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
+    RedivisError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
@@ -96,7 +97,11 @@ class UploadJob:
 
     def run(self) -> JobResult:
         checkpoint = self.usable_checkpoint()
-        if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
+        if checkpoint is not None and (
+            checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED)
+            # Proven by the try that sent them; without the URL the session cannot be asked again.
+            or (checkpoint.phase is UploadPhase.TRANSFERRED and checkpoint.session_url is None)
+        ):
             return JobResult(self.create_once(checkpoint))
         if checkpoint is None:
             existing = self.resolve_existing()
@@ -139,6 +144,13 @@ class UploadJob:
                 "(size %d → %d); resuming would splice two versions of the file",
                 checkpoint.fingerprint.size,
                 self.source.size,
+            )
+            return None
+        if checkpoint.session_url is None and checkpoint.phase is UploadPhase.TRANSFERRING:
+            log.warning(
+                "Starting a new upload session from byte 0: the URL of session %s, the only way to resume it, was "
+                "sealed with another token (the connection's token changed) and cannot be opened",
+                checkpoint.session_id,
             )
             return None
         if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
@@ -187,6 +199,8 @@ class UploadJob:
         return checkpoint
 
     def session_for(self, checkpoint: UploadCheckpoint) -> ResumableSession:
+        if checkpoint.session_url is None:
+            raise RedivisError(f"session {checkpoint.session_id}'s URL is not known: it cannot take bytes")
         return self.hook.resumable_session(
             checkpoint.session_url,
             checkpoint.total_size,

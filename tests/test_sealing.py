@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint
-from airflow_provider_redivis.sealing import SessionUrlSeal
+from airflow_provider_redivis.checkpoint import UploadCheckpoint, UploadPhase
+from airflow_provider_redivis.sealing import SealBrokenError, SessionUrlSeal
 from tests.test_checkpoint import make_checkpoint
 
 
@@ -20,12 +20,20 @@ def test_sealed_checkpoint_round_trips_and_shows_no_url() -> None:
     assert UploadCheckpoint.from_json(stored, seal) == checkpoint
 
 
-def test_another_token_cannot_open_it() -> None:
-    stored = make_checkpoint().to_json(SessionUrlSeal("token-1"))
-    with pytest.raises(CheckpointUnreadableError, match="token"):
-        UploadCheckpoint.from_json(stored, SessionUrlSeal("token-2"))
-    with pytest.raises(CheckpointUnreadableError):
-        UploadCheckpoint.from_json(stored)
+def test_another_token_loses_the_url_and_nothing_else() -> None:
+    checkpoint = make_checkpoint(
+        phase=UploadPhase.CREATED, upload_uri="/tables/x/uploads/7", stored_md5="1B2M2Y8AsgTpgAmY7PhCfg=="
+    )
+    stored = checkpoint.to_json(SessionUrlSeal("token-1"))
+    with pytest.raises(SealBrokenError, match="token"):
+        SessionUrlSeal("token-2").open(stored["session_url_sealed"])
+    for seal in (SessionUrlSeal("token-2"), None):
+        read = UploadCheckpoint.from_json(stored, seal)
+        assert read == checkpoint.advanced(session_url=None)  # phase, session id, upload uri, md5: all there
+    # Saved again by the new token's try: no URL, and still readable by either token.
+    again = read.to_json(SessionUrlSeal("token-2"))
+    assert "session_url_sealed" not in again
+    assert UploadCheckpoint.from_json(again, SessionUrlSeal("token-1")) == read
 
 
 def test_a_format_1_checkpoint_is_still_read() -> None:
