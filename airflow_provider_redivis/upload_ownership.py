@@ -3,7 +3,8 @@
 Plain Python. Redivis's upload resource carries no id of the session or temp upload it was made from,
 so the tie is what it does carry: the name, the size, the md5 (``hash``) against the one the upload
 server reported for this session's bytes, ``createdAt`` against when this session first asked, and the
-upload id when Redivis names it in "already used by upload N".
+upload id when Redivis names it in "already used by upload N". That id is Redivis's own tie of the upload
+to the session: it needs no clock (a worker's clock may run minutes off Redivis's).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def refusal_of(checkpoint: UploadCheckpoint, upload: Mapping[str, Any], used_by:
         return "its md5 differs from this session's bytes"
     created = _timestamp(upload.get("createdAt"))
     since = checkpoint.creating_since or checkpoint.created_at
-    if created is not None and created < since - CLOCK_SKEW:
+    # An upload Redivis names as this session's is its own, whatever the worker's clock says.
+    if used_by is None and created is not None and created < since - CLOCK_SKEW:
         return f"it was created at {created.isoformat()}, before this session asked ({since.isoformat()})"
     return None
 

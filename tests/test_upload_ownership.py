@@ -70,6 +70,15 @@ def test_a_late_commit_is_never_too_early() -> None:
     )
 
 
+def test_an_upload_redivis_names_is_ours_whatever_the_clocks_say() -> None:
+    # The worker's clock 5 minutes ahead of Redivis's: its "asked at" is after Redivis's "created at".
+    ahead = checkpoint().advanced(creating_since=ASKED + timedelta(minutes=5))
+    assert refusal_of(ahead, upload(), "1000007") is None
+    refusal = refusal_of(ahead, upload(), None)  # with nothing else to tie it, the clocks decide
+    assert refusal is not None
+    assert "before this session" in refusal
+
+
 def test_already_used_answers_name_the_upload() -> None:
     exc = RedivisAPIError(400, "The resumable upload was already used by upload 1000007.")
     assert already_used(exc)

@@ -1,0 +1,62 @@
+"""Creating the upload after a lost answer, an expired session or a deleted upload: the job against the emulator.
+
+A try whose request to create the upload lost its answer leaves the checkpoint in ``creating``; the
+next try must find that upload and attach to it when it is provably this session's, and must never
+adopt one that is not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+import pytest
+from redivis_emulator import Fault
+
+from airflow_provider_redivis import upload_creation
+from airflow_provider_redivis.checkpoint import UploadPhase
+from airflow_provider_redivis.errors import RedivisError
+from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redivis_emulator import RedivisEmulator
+
+    from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+SIZE = 3 * 1024 * 1024 + 17
+
+
+def lose_every_answer_to_creating(
+    emu: RedivisEmulator, hook: RedivisHook, store: MemoryStore, path: Path
+) -> None:
+    """A try whose every request to create the upload was handled by Redivis but lost its answer."""
+    emu.add_fault(Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=None))
+    with pytest.raises(RedivisError, match="lost its answer"):
+        run_job(hook, store, path)
+    emu.clear_faults()
+    assert store.value is not None
+    assert store.value["phase"] == UploadPhase.CREATING.value
+    assert len(emu.list_uploads(TABLE)) == 1  # the first request created it
+
+
+def test_a_worker_clock_minutes_ahead_still_attaches_to_the_upload_redivis_names(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Ahead(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return datetime.now(timezone.utc) + timedelta(minutes=5)
+
+    monkeypatch.setattr(upload_creation, "datetime", Ahead)  # the worker's clock, 5 minutes fast
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        upload = run_job(hook, store, path)  # Redivis answers "already used by upload N"
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+    assert store.value is not None
+    assert store.value["phase"] == UploadPhase.CREATED.value
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
