@@ -15,8 +15,15 @@ from airflow_provider_redivis.errors import (
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
+    ResumableSessionExpiredError,
 )
-from airflow_provider_redivis.upload_ownership import already_used, collision_hint, refusal_of, used_by_of
+from airflow_provider_redivis.upload_ownership import (
+    already_used,
+    answers_expired,
+    collision_hint,
+    refusal_of,
+    used_by_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -103,12 +110,18 @@ class CreateOnce:
                 used_by = used_by_of(exc)
                 if used_by is not None or already_used(exc):
                     # "This session's upload already exists": find it, giving it time to show.
+                    found = self._await_visible(creating)
+                    if found is None:
+                        raise RedivisError(
+                            f"Redivis says upload {used_by or creating.upload_name!r} of this session exists, but "
+                            f"it did not show in table {creating.table} within {self.visibility_wait:.0f} s; the "
+                            "next try looks again."
+                        ) from None
                     return self._attach(
-                        creating,
-                        self._await_visible(creating, used_by),
-                        f"Redivis says this session's upload exists ({exc.message})",
-                        used_by,
+                        creating, found, f"Redivis says this session's upload exists ({exc.message})", used_by
                     )
+                if answers_expired(exc):
+                    return self._after_expiry(creating, may_exist, exc.message)
                 if exc.status == 409:
                     # Our own earlier request can hold the name only if one was sent: else it is another's.
                     holder = self._lookup(creating) if may_exist else None
@@ -141,7 +154,8 @@ class CreateOnce:
         except RedivisNotFoundError:
             return None
 
-    def _await_visible(self, checkpoint: UploadCheckpoint, used_by: str | None) -> dict[str, Any]:
+    def _await_visible(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
+        """The upload under the checkpoint's name, given up to ``visibility_wait`` to show; None if it does not."""
         deadline = time.monotonic() + self.visibility_wait
         pause = 0.5
         while True:
@@ -149,12 +163,22 @@ class CreateOnce:
             if found is not None:
                 return found
             if time.monotonic() + pause > deadline:
-                raise RedivisError(
-                    f"Redivis says upload {used_by or checkpoint.upload_name!r} of this session exists, but it did not "
-                    f"show in table {checkpoint.table} within {self.visibility_wait:.0f} s; the next try looks again."
-                )
+                return None
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+    def _after_expiry(self, checkpoint: UploadCheckpoint, may_exist: bool, answer: str) -> dict[str, Any]:
+        """The session expired: attach to its upload if an earlier request made one, else its bytes go again."""
+        found = self._await_visible(checkpoint) if may_exist else None
+        if found is not None:
+            return self._attach(
+                checkpoint, found, "an earlier request of this session created it before the session expired"
+            )
+        self._forget()
+        raise ResumableSessionExpiredError(
+            f"session {checkpoint.session_id} expired before an upload was created from it (Redivis: {answer}); its "
+            "bytes go again through a new session (the next try sends them if this one does not)"
+        )
 
     def _attach(
         self, checkpoint: UploadCheckpoint, upload: dict[str, Any], why: str, used_by: str | None = None

@@ -102,7 +102,11 @@ class UploadJob:
             # Proven by the try that sent them; without the URL the session cannot be asked again.
             or (checkpoint.phase is UploadPhase.TRANSFERRED and checkpoint.session_url is None)
         ):
-            return JobResult(self.create_once(checkpoint))
+            try:
+                return JobResult(self.create_once(checkpoint))
+            except ResumableSessionExpiredError as exc:
+                log.warning("Starting a new upload session from byte 0: %s", exc)
+                checkpoint = None
         if checkpoint is None:
             existing = self.resolve_existing()
             if existing is not None:

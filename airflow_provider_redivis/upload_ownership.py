@@ -61,6 +61,11 @@ def already_used(exc: RedivisAPIError) -> bool:
     return exc.status in (400, 409) and "already used" in (exc.message or "").lower()
 
 
+def answers_expired(exc: RedivisAPIError) -> bool:
+    """Redivis refused to create from a session that expired: its upload exists only if made before."""
+    return exc.status == 400 and "expired" in (exc.message or "").lower()
+
+
 def used_by_of(exc: RedivisAPIError) -> str | None:
     match = _USED_BY.search(exc.message or "") if exc.status in (400, 409) else None
     return match.group(1) if match else None

@@ -60,3 +60,74 @@ def test_a_worker_clock_minutes_ahead_still_attaches_to_the_upload_redivis_names
     assert store.value is not None
     assert store.value["phase"] == UploadPhase.CREATED.value
     assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
+
+
+def refuse_every_request_to_create(
+    emu: RedivisEmulator, hook: RedivisHook, store: MemoryStore, path: Path
+) -> None:
+    """A try whose requests to create the upload were all refused (503): nothing was created."""
+    emu.add_fault(
+        Fault("status", origin="api", method="POST", path_contains="/uploads", status=503, times=None)
+    )
+    with pytest.raises(RedivisError, match="503"):
+        run_job(hook, store, path)
+    emu.clear_faults()
+    assert store.value is not None
+    assert store.value["phase"] == UploadPhase.CREATING.value
+    assert emu.list_uploads(TABLE) == []
+
+
+def expire_the_session(emu: RedivisEmulator, store: MemoryStore) -> None:
+    assert store.value is not None
+    emu.expire_session(store.value["session_id"])
+
+
+def test_a_create_asked_again_after_the_session_expired_attaches_to_its_upload(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        expire_the_session(emu, store)  # Redivis now answers 400 "expired", not "already used"
+        upload = run_job(hook, store, path)
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+    assert len(emu.sessions) == 1  # nothing sent again
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
+
+
+def test_a_session_that_expired_before_its_upload_was_made_is_sent_again(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        refuse_every_request_to_create(emu, hook, store, path)
+        expire_the_session(emu, store)
+        upload = run_job(hook, store, path)
+    assert len(emu.sessions) == 2  # a new session, in the same try
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
+
+
+def test_after_expiry_another_tasks_upload_under_the_name_is_never_adopted(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    (tmp_path / "other").mkdir()
+    other = write_random(tmp_path / "other" / "data.csv", SIZE)  # same name and size, other bytes
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        (ours,) = emu.list_uploads(TABLE)
+        hook.delete_upload(ours["uri"])  # someone deleted it since
+        theirs = run_job(hook, MemoryStore(), other)  # another task takes the name
+        expire_the_session(emu, store)
+        with pytest.raises(RedivisError, match="did not create"):
+            run_job(hook, store, path)
+    (only,) = emu.list_uploads(TABLE)
+    assert only["uri"] == theirs["uri"]
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(other)
+    assert store.value is None  # clearing the task starts clean
