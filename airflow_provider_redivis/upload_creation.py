@@ -91,7 +91,12 @@ class CreateOnce:
         """
         if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
             log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
-            return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+            try:
+                return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+            except RedivisNotFoundError:
+                raise self._gone(
+                    f"Upload {checkpoint.upload_uri}, which an earlier try created, is not in Redivis"
+                ) from None
         # A creation request of this session may have reached Redivis before (its answer lost).
         may_exist = checkpoint.phase is UploadPhase.CREATING
         creating = checkpoint.advanced(
@@ -112,10 +117,10 @@ class CreateOnce:
                     # "This session's upload already exists": find it, giving it time to show.
                     found = self._await_visible(creating)
                     if found is None:
-                        raise RedivisError(
-                            f"Redivis says upload {used_by or creating.upload_name!r} of this session exists, but "
-                            f"it did not show in table {creating.table} within {self.visibility_wait:.0f} s; the "
-                            "next try looks again."
+                        made = f"upload {used_by}" if used_by else "an upload"
+                        raise self._gone(
+                            f"Redivis says this session made {made}, but no upload named {creating.upload_name!r} "
+                            f"showed in table {creating.table} within {self.visibility_wait:.0f} s"
                         ) from None
                     return self._attach(
                         creating, found, f"Redivis says this session's upload exists ({exc.message})", used_by
@@ -191,6 +196,14 @@ class CreateOnce:
         )
         self._save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
         return upload
+
+    def _gone(self, what: str) -> RedivisError:
+        """The upload the checkpoint stands for is not in Redivis (deleted?): end the checkpoint, start clean."""
+        self._forget()
+        return RedivisError(
+            f"{what} (was it deleted?). The upload checkpoint was dropped: the next try sends the file again "
+            "through a new session."
+        )
 
     def _collision(self, checkpoint: UploadCheckpoint, refusal: str | None = None) -> RedivisConflictError:
         self._forget()  # never resume into someone else's upload: the next try starts clean

@@ -15,7 +15,7 @@ from redivis_emulator import Fault
 
 from airflow_provider_redivis import upload_creation
 from airflow_provider_redivis.checkpoint import UploadPhase
-from airflow_provider_redivis.errors import RedivisError
+from airflow_provider_redivis.errors import RedivisError, is_final
 from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
 
 if TYPE_CHECKING:
@@ -131,3 +131,46 @@ def test_after_expiry_another_tasks_upload_under_the_name_is_never_adopted(
     assert only["uri"] == theirs["uri"]
     assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(other)
     assert store.value is None  # clearing the task starts clean
+
+
+def test_an_upload_deleted_while_being_created_ends_the_checkpoint(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        (ours,) = emu.list_uploads(TABLE)
+        hook.delete_upload(ours["uri"])
+        # Redivis still says "already used by upload N", and N is gone: this try fails, saying why ...
+        with pytest.raises(RedivisError) as failed:
+            run_job(hook, store, path)
+        assert store.value is None  # ... the checkpoint ends ...
+        assert not is_final(failed.value)  # ... and Airflow's retry ...
+        assert "was it deleted" in str(failed.value)
+        upload = run_job(hook, store, path)  # ... starts clean
+    assert len(emu.sessions) == 2  # through a new session
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
+
+
+def test_an_upload_deleted_after_it_was_created_ends_the_checkpoint(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        created = run_job(hook, store, path)  # the try then failed before Airflow had its success
+        assert store.value is not None
+        assert store.value["phase"] == UploadPhase.CREATED.value
+        hook.delete_upload(created["uri"])
+        with pytest.raises(RedivisError) as failed:
+            run_job(hook, store, path)
+        assert store.value is None
+        assert not is_final(failed.value)
+        assert "was it deleted" in str(failed.value)
+        upload = run_job(hook, store, path)
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"] != created["uri"]
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
