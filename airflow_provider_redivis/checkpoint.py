@@ -80,8 +80,8 @@ class UploadCheckpoint:
     #: The md5 the upload server reported for the complete object (base64), once transferred: what ties
     #: an upload Redivis shows under this name to this session's bytes.
     stored_md5: str | None = None
-    #: When this session's first request to create the upload was sent: an upload created before it
-    #: (less clock skew) cannot be this session's.
+    #: When this session's first request to create the upload was sent (the worker's clock): an upload created
+    #: before it (less clock skew) is not taken for this session's unless Redivis names it.
     creating_since: datetime | None = None
 
     def advanced(self, **changes: Any) -> UploadCheckpoint:

@@ -22,6 +22,7 @@ from airflow_provider_redivis.upload_ownership import (
     answers_expired,
     collision_hint,
     refusal_of,
+    unproven_of,
     used_by_of,
 )
 
@@ -191,6 +192,15 @@ class CreateOnce:
         refusal = refusal_of(checkpoint, upload, used_by)
         if refusal is not None:
             raise self._collision(checkpoint, refusal)
+        missing = unproven_of(checkpoint, upload, used_by)
+        if missing is not None:
+            # Not adopted, and not called another's either: the checkpoint stays for the next try to ask again.
+            raise RedivisError(
+                f"Table {checkpoint.table} has an upload named {checkpoint.upload_name!r}, but nothing ties it to this "
+                f"task's session ({missing}); it was left as it is and not adopted. The next try asks Redivis "
+                "again. If this persists, another task may have loaded a file of that name: "
+                + collision_hint(checkpoint.upload_name)
+            )
         log.info(
             "Upload %r (%s) is this session's: %s; attaching", checkpoint.upload_name, upload.get("uri"), why
         )

@@ -4,11 +4,8 @@
 chosen transport, send the bytes, then create the upload once or attach to the one this session
 already created. The operator wires Airflow to it (context, XCom, deferral, failing for good).
 
-An upload is attached to only when this session can be shown to have created it: same name, same
-size, the md5 Redivis reports equal to the one the upload server reported for this session's bytes,
-created after this session was, and, where Redivis names it ("already used by upload 123"), the
-same id. Redivis's upload resource echoes neither ``resumableUploadId`` nor ``tempUploadId``, so
-that is the strongest tie there is. Anything else under the name is another task's: a conflict.
+An upload is attached to only when this session can be shown to have created it
+(:mod:`~airflow_provider_redivis.upload_ownership` says what ties it, and what shows it is another's).
 """
 
 from __future__ import annotations

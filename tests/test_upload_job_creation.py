@@ -174,3 +174,71 @@ def test_an_upload_deleted_after_it_was_created_ends_the_checkpoint(
     (only,) = emu.list_uploads(TABLE)
     assert upload["uri"] == only["uri"] != created["uri"]
     assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(path)
+
+
+def redivis_leaves_null(emu: RedivisEmulator, *fields: str) -> None:
+    """From now on the upload under the name reads as Redivis may show a queued one: ``fields`` null."""
+    resource = {**emu.get_upload(TABLE, "data.csv"), **dict.fromkeys(fields)}
+    emu.add_fault(
+        Fault(
+            "status",
+            origin="api",
+            method="GET",
+            path_contains="/uploads/data_csv",
+            status=200,
+            body=resource,
+            times=None,
+        )
+    )
+
+
+def test_an_upload_redivis_names_is_attached_to_with_size_and_hash_null(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        redivis_leaves_null(emu, "size", "numBytes", "hash")
+        upload = run_job(hook, store, path)  # "already used by upload N", and N is under the name
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+    assert upload["size"] is None  # what the job saw
+
+
+def test_an_upload_tied_by_its_md5_is_attached_to_with_size_null(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    with hook_for(emu, monkeypatch) as hook:
+        lose_every_answer_to_creating(emu, hook, store, path)
+        redivis_leaves_null(emu, "size", "numBytes")
+        expire_the_session(emu, store)  # Redivis answers "expired": it names no upload
+        upload = run_job(hook, store, path)
+    (only,) = emu.list_uploads(TABLE)
+    assert upload["uri"] == only["uri"]
+
+
+def test_another_tasks_upload_of_the_same_size_is_not_adopted_when_its_hash_is_null(
+    redivis_emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu, store = redivis_emulator, MemoryStore()
+    path = write_random(tmp_path / "data.csv", SIZE)
+    (tmp_path / "other").mkdir()
+    other = write_random(tmp_path / "other" / "data.csv", SIZE)  # same name and size, other bytes
+    with hook_for(emu, monkeypatch) as hook:
+        refuse_every_request_to_create(emu, hook, store, path)  # this session made no upload
+        theirs = run_job(hook, MemoryStore(), other)  # another task takes the name, after this session asked
+        redivis_leaves_null(emu, "hash")
+        expire_the_session(emu, store)
+        with pytest.raises(RedivisError) as failed:
+            run_job(hook, store, path)
+    assert "nothing ties it to this task's session" in str(failed.value)
+    assert "upload_name" in str(failed.value)
+    assert not is_final(failed.value)  # the next try asks again
+    assert store.value is not None
+    assert store.value["phase"] == UploadPhase.CREATING.value  # not attached: no upload uri taken
+    (only,) = emu.list_uploads(TABLE)
+    assert only["uri"] == theirs["uri"]
+    assert md5_hex(emu.upload_bytes_path(TABLE, "data.csv")) == md5_hex(other)
