@@ -4,7 +4,8 @@ It holds the session id and URL, the offset the server acknowledged, the source'
 the phase, never a Redivis token. The session URL is a credential of its own: the checkpoint lives
 in Airflow's task state store (or a Variable below Airflow 3.3), never in XCom or a log line, and the
 stores hold it sealed (:class:`SessionUrlSeal`): a reader of the store without the connection's token
-learns nothing it can use.
+learns nothing it can use. Only that URL is sealed: after the token changes, the rest of the checkpoint
+(phase, session id, upload uri, ...) is still read, with no session URL.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class UploadCheckpoint:
     table: str
     upload_name: str
     session_id: str
-    session_url: str
+    #: None when the stored URL was sealed under another token: what needs no URL (creating, attaching) goes on.
+    session_url: str | None
     total_size: int
     fingerprint: SourceFingerprint
     offset: int = 0
@@ -78,8 +80,8 @@ class UploadCheckpoint:
     #: The md5 the upload server reported for the complete object (base64), once transferred: what ties
     #: an upload Redivis shows under this name to this session's bytes.
     stored_md5: str | None = None
-    #: When this session's first request to create the upload was sent: an upload created before it
-    #: (less clock skew) cannot be this session's.
+    #: When this session's first request to create the upload was sent (the worker's clock): an upload created
+    #: before it (less clock skew) is not taken for this session's unless Redivis names it.
     creating_since: datetime | None = None
 
     def advanced(self, **changes: Any) -> UploadCheckpoint:
@@ -90,11 +92,13 @@ class UploadCheckpoint:
 
     def to_json(self, seal: SessionUrlSeal | None = None) -> dict[str, Any]:
         """Plain JSON values; with ``seal`` the session URL is stored encrypted (``session_url_sealed``)."""
-        url: dict[str, str] = (
-            {"session_url_sealed": seal.seal(self.session_url)}
-            if seal is not None
-            else {"session_url": self.session_url}
-        )
+        url: dict[str, str] = {}
+        if self.session_url is not None:
+            url = (
+                {"session_url_sealed": seal.seal(self.session_url)}
+                if seal is not None
+                else {"session_url": self.session_url}
+            )
         return {
             "format": CHECKPOINT_FORMAT,
             "transport": self.transport,
@@ -128,12 +132,7 @@ class UploadCheckpoint:
         if transport not in TRANSPORTS:
             raise CheckpointUnreadableError(f"unknown transport {transport!r}")
         try:
-            if "session_url_sealed" in data:
-                if seal is None:
-                    raise CheckpointUnreadableError("the session URL is sealed and no key was given")
-                session_url = seal.open(str(data["session_url_sealed"]))
-            else:
-                session_url = str(data["session_url"])
+            session_url = _session_url(data, seal)
             created_at = _aware(data["created_at"])
             return cls(
                 table=str(data["table"]),
@@ -150,8 +149,6 @@ class UploadCheckpoint:
                 creating_since=_aware(data.get("creating_since")),
                 fingerprint=SourceFingerprint.from_json(data["fingerprint"]),
             )
-        except SealBrokenError as exc:
-            raise CheckpointUnreadableError(str(exc)) from None
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointUnreadableError(f"damaged checkpoint ({type(exc).__name__}: {exc})") from None
 
@@ -162,3 +159,16 @@ class UploadCheckpoint:
             f"offset={self.offset}, total_size={self.total_size}, phase={self.phase.value!r}, "
             f"transport={self.transport!r})"
         )
+
+
+def _session_url(data: Mapping[str, Any], seal: SessionUrlSeal | None) -> str | None:
+    """The stored session URL; None when it is sealed under a key this try does not have (the token changed)."""
+    if "session_url_sealed" in data:
+        if seal is None:
+            return None
+        try:
+            return seal.open(str(data["session_url_sealed"]))
+        except SealBrokenError:
+            return None
+    url = data.get("session_url")
+    return None if url is None else str(url)

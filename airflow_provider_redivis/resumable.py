@@ -67,7 +67,8 @@ class ResumableSession:
         own credential); :meth:`RedivisHook.resumable_session` hands out such sessions.
     :param total: the source's size, or None when it is only known once the source ends.
     :param chunk_size: bytes per request; None sizes requests from the measured rate.
-    :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"`` or None (the size alone is checked).
+    :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"`` or None (the size alone, unless an earlier
+        try sent some of the bytes: those are proven by crc32c).
     """
 
     def __init__(
@@ -116,8 +117,8 @@ class ResumableSession:
                 raise UploadIntegrityError(
                     "The upload server refused the last request: the bytes it received do not match the "
                     f"source's {'/'.join(parse_goog_hash(headers['x-goog-hash']))} (the source changed while it was "
-                    "read, or bytes were corrupted on the way). The upload was not created; run the task again "
-                    "to start a new session."
+                    "read or since an earlier try sent part of it, or bytes were corrupted on the way). The upload "
+                    "was not created; run the task again to start a new session."
                 )
             return interpret_response(response.status_code, response.headers, response.content)
         finally:
@@ -195,7 +196,10 @@ class _Transfer:
         self.total = session.total
         self.on_progress = on_progress
         self.check_source = check_source
-        self.checksums = SourceChecksums(algorithms_for(session.checksum))
+        #: Bytes an earlier try sent: even under checksum=None, only a whole-object hash shows they are the source's.
+        self.unproven_earlier = offset if session.checksum is None else 0
+        self.checksum = "auto" if self.unproven_earlier else session.checksum
+        self.checksums = SourceChecksums(algorithms_for(self.checksum))
         self.needs_query = False
         #: The end of the furthest request sent: the most the server may claim to hold.
         self.sent_end = offset
@@ -374,13 +378,15 @@ class _Transfer:
         if self.check_source is not None:
             self.check_source()
         computed = self.checksums.digests()
-        if self.session.checksum is not None and stored.hashes and not set(stored.hashes) & set(computed):
+        if self.checksum is not None and stored.hashes and not set(stored.hashes) & set(computed):
             # The server reports only a hash this engine did not compute (md5, say): compute it now, once.
             missing = [name for name in ("crc32c", "md5") if name in stored.hashes]
             extra = SourceChecksums(missing)  # type: ignore[arg-type]
             extra.hash_range(self.source.read_at, total)
             computed.update(extra.digests())
-        compared = verify_stored(stored, total, computed, checksum=self.session.checksum)
+        compared = verify_stored(
+            stored, total, computed, checksum=self.checksum, earlier=self.unproven_earlier
+        )
         log.info("The upload server holds all %d bytes; %s match the source", total, compared)
         if self.on_progress is not None:
             self.on_progress(total, total)

@@ -15,8 +15,16 @@ from airflow_provider_redivis.errors import (
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
+    ResumableSessionExpiredError,
 )
-from airflow_provider_redivis.upload_ownership import already_used, collision_hint, refusal_of, used_by_of
+from airflow_provider_redivis.upload_ownership import (
+    already_used,
+    answers_expired,
+    collision_hint,
+    refusal_of,
+    unproven_of,
+    used_by_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,7 +92,12 @@ class CreateOnce:
         """
         if checkpoint.phase is UploadPhase.CREATED and checkpoint.upload_uri:
             log.info("Upload %s was created by an earlier try; attaching to it", checkpoint.upload_uri)
-            return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+            try:
+                return self.hook.get_upload_by_uri(checkpoint.upload_uri)
+            except RedivisNotFoundError:
+                raise self._gone(
+                    f"Upload {checkpoint.upload_uri}, which an earlier try created, is not in Redivis"
+                ) from None
         # A creation request of this session may have reached Redivis before (its answer lost).
         may_exist = checkpoint.phase is UploadPhase.CREATING
         creating = checkpoint.advanced(
@@ -103,12 +116,18 @@ class CreateOnce:
                 used_by = used_by_of(exc)
                 if used_by is not None or already_used(exc):
                     # "This session's upload already exists": find it, giving it time to show.
+                    found = self._await_visible(creating)
+                    if found is None:
+                        made = f"upload {used_by}" if used_by else "an upload"
+                        raise self._gone(
+                            f"Redivis says this session made {made}, but no upload named {creating.upload_name!r} "
+                            f"showed in table {creating.table} within {self.visibility_wait:.0f} s"
+                        ) from None
                     return self._attach(
-                        creating,
-                        self._await_visible(creating, used_by),
-                        f"Redivis says this session's upload exists ({exc.message})",
-                        used_by,
+                        creating, found, f"Redivis says this session's upload exists ({exc.message})", used_by
                     )
+                if answers_expired(exc):
+                    return self._after_expiry(creating, may_exist, exc.message)
                 if exc.status == 409:
                     # Our own earlier request can hold the name only if one was sent: else it is another's.
                     holder = self._lookup(creating) if may_exist else None
@@ -141,7 +160,8 @@ class CreateOnce:
         except RedivisNotFoundError:
             return None
 
-    def _await_visible(self, checkpoint: UploadCheckpoint, used_by: str | None) -> dict[str, Any]:
+    def _await_visible(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
+        """The upload under the checkpoint's name, given up to ``visibility_wait`` to show; None if it does not."""
         deadline = time.monotonic() + self.visibility_wait
         pause = 0.5
         while True:
@@ -149,12 +169,22 @@ class CreateOnce:
             if found is not None:
                 return found
             if time.monotonic() + pause > deadline:
-                raise RedivisError(
-                    f"Redivis says upload {used_by or checkpoint.upload_name!r} of this session exists, but it did not "
-                    f"show in table {checkpoint.table} within {self.visibility_wait:.0f} s; the next try looks again."
-                )
+                return None
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+    def _after_expiry(self, checkpoint: UploadCheckpoint, may_exist: bool, answer: str) -> dict[str, Any]:
+        """The session expired: attach to its upload if an earlier request made one, else its bytes go again."""
+        found = self._await_visible(checkpoint) if may_exist else None
+        if found is not None:
+            return self._attach(
+                checkpoint, found, "an earlier request of this session created it before the session expired"
+            )
+        self._forget()
+        raise ResumableSessionExpiredError(
+            f"session {checkpoint.session_id} expired before an upload was created from it (Redivis: {answer}); its "
+            "bytes go again through a new session (the next try sends them if this one does not)"
+        )
 
     def _attach(
         self, checkpoint: UploadCheckpoint, upload: dict[str, Any], why: str, used_by: str | None = None
@@ -162,11 +192,28 @@ class CreateOnce:
         refusal = refusal_of(checkpoint, upload, used_by)
         if refusal is not None:
             raise self._collision(checkpoint, refusal)
+        missing = unproven_of(checkpoint, upload, used_by)
+        if missing is not None:
+            # Not adopted, and not called another's either: the checkpoint stays for the next try to ask again.
+            raise RedivisError(
+                f"Table {checkpoint.table} has an upload named {checkpoint.upload_name!r}, but nothing ties it to this "
+                f"task's session ({missing}); it was left as it is and not adopted. The next try asks Redivis "
+                "again. If this persists, another task may have loaded a file of that name: "
+                + collision_hint(checkpoint.upload_name)
+            )
         log.info(
             "Upload %r (%s) is this session's: %s; attaching", checkpoint.upload_name, upload.get("uri"), why
         )
         self._save(checkpoint.advanced(phase=UploadPhase.CREATED, upload_uri=upload["uri"]))
         return upload
+
+    def _gone(self, what: str) -> RedivisError:
+        """The upload the checkpoint stands for is not in Redivis (deleted?): end the checkpoint, start clean."""
+        self._forget()
+        return RedivisError(
+            f"{what} (was it deleted?). The upload checkpoint was dropped: the next try sends the file again "
+            "through a new session."
+        )
 
     def _collision(self, checkpoint: UploadCheckpoint, refusal: str | None = None) -> RedivisConflictError:
         self._forget()  # never resume into someone else's upload: the next try starts clean

@@ -4,11 +4,8 @@
 chosen transport, send the bytes, then create the upload once or attach to the one this session
 already created. The operator wires Airflow to it (context, XCom, deferral, failing for good).
 
-An upload is attached to only when this session can be shown to have created it: same name, same
-size, the md5 Redivis reports equal to the one the upload server reported for this session's bytes,
-created after this session was, and, where Redivis names it ("already used by upload 123"), the
-same id. Redivis's upload resource echoes neither ``resumableUploadId`` nor ``tempUploadId``, so
-that is the strongest tie there is. Anything else under the name is another task's: a conflict.
+An upload is attached to only when this session can be shown to have created it
+(:mod:`~airflow_provider_redivis.upload_ownership` says what ties it, and what shows it is another's).
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from airflow_provider_redivis.checkpoint import (
 )
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
+    RedivisError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
@@ -96,8 +94,16 @@ class UploadJob:
 
     def run(self) -> JobResult:
         checkpoint = self.usable_checkpoint()
-        if checkpoint is not None and checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
-            return JobResult(self.create_once(checkpoint))
+        if checkpoint is not None and (
+            checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED)
+            # Proven by the try that sent them; without the URL the session cannot be asked again.
+            or (checkpoint.phase is UploadPhase.TRANSFERRED and checkpoint.session_url is None)
+        ):
+            try:
+                return JobResult(self.create_once(checkpoint))
+            except ResumableSessionExpiredError as exc:
+                log.warning("Starting a new upload session from byte 0: %s", exc)
+                checkpoint = None
         if checkpoint is None:
             existing = self.resolve_existing()
             if existing is not None:
@@ -139,6 +145,13 @@ class UploadJob:
                 "(size %d → %d); resuming would splice two versions of the file",
                 checkpoint.fingerprint.size,
                 self.source.size,
+            )
+            return None
+        if checkpoint.session_url is None and checkpoint.phase is UploadPhase.TRANSFERRING:
+            log.warning(
+                "Starting a new upload session from byte 0: the URL of session %s, the only way to resume it, was "
+                "sealed with another token (the connection's token changed) and cannot be opened",
+                checkpoint.session_id,
             )
             return None
         if checkpoint.phase in (UploadPhase.CREATING, UploadPhase.CREATED):
@@ -187,6 +200,8 @@ class UploadJob:
         return checkpoint
 
     def session_for(self, checkpoint: UploadCheckpoint) -> ResumableSession:
+        if checkpoint.session_url is None:
+            raise RedivisError(f"session {checkpoint.session_id}'s URL is not known: it cannot take bytes")
         return self.hook.resumable_session(
             checkpoint.session_url,
             checkpoint.total_size,

@@ -3,7 +3,13 @@
 Plain Python. Redivis's upload resource carries no id of the session or temp upload it was made from,
 so the tie is what it does carry: the name, the size, the md5 (``hash``) against the one the upload
 server reported for this session's bytes, ``createdAt`` against when this session first asked, and the
-upload id when Redivis names it in "already used by upload N".
+upload id when Redivis names it in "already used by upload N". That id is Redivis's own tie of the upload
+to the session: it needs no clock (a worker's clock may run minutes off Redivis's).
+
+Two questions, kept apart: does anything the upload shows contradict this session (then it is another's:
+a conflict), and does anything tie it to this session (if not, it is not adopted, but the checkpoint stays
+so the next try can ask again)? Redivis may leave ``size`` or ``hash`` null on a queued upload: a null
+contradicts nothing and proves nothing.
 """
 
 from __future__ import annotations
@@ -37,26 +43,53 @@ def collision_hint(name: str) -> str:
 
 
 def refusal_of(checkpoint: UploadCheckpoint, upload: Mapping[str, Any], used_by: str | None) -> str | None:
-    """None when ``upload`` is tied to this session; else what shows it is another's."""
+    """What the upload shows that contradicts this session (it is another's); None when nothing does.
+
+    A field Redivis leaves null contradicts nothing: :func:`unproven_of` then asks for a tie.
+    """
     if upload.get("name") != checkpoint.upload_name:
         return f"its name is {upload.get('name')!r}"
     if used_by is not None and str(upload.get("id")) != used_by:
         return f"Redivis says this session made upload {used_by}, not {upload.get('id')}"
     size = upload.get("size", upload.get("numBytes"))
-    if size is None or int(size) != checkpoint.total_size:
+    if size is not None and int(size) != checkpoint.total_size:
         return f"it holds {size} bytes, this source {checkpoint.total_size}"
     theirs, ours = _md5_bytes(upload.get("hash")), _md5_bytes(checkpoint.stored_md5)
     if theirs is not None and ours is not None and theirs != ours:
         return "its md5 differs from this session's bytes"
+    return None
+
+
+def unproven_of(checkpoint: UploadCheckpoint, upload: Mapping[str, Any], used_by: str | None) -> str | None:
+    """None when the upload is tied to this session; else what tie is missing (it is not adopted then).
+
+    Call after :func:`refusal_of` found no contradiction. Redivis naming the upload is a tie of its own.
+    Else the md5 of its bytes must equal this session's (two uploads of one name and size are not one
+    upload), and it must not predate this session's first request to create it.
+    """
+    if used_by is not None:
+        return None
+    if _md5_bytes(upload.get("hash")) is None:
+        return "Redivis reports no md5 (hash) for it"
+    if _md5_bytes(checkpoint.stored_md5) is None:
+        return "the upload server reported no md5 of this session's bytes"
     created = _timestamp(upload.get("createdAt"))
     since = checkpoint.creating_since or checkpoint.created_at
     if created is not None and created < since - CLOCK_SKEW:
-        return f"it was created at {created.isoformat()}, before this session asked ({since.isoformat()})"
+        # Another task's earlier upload of the same bytes, or clocks apart: neither is proof.
+        return (
+            f"it shows as created at {created.isoformat()}, before this session asked ({since.isoformat()})"
+        )
     return None
 
 
 def already_used(exc: RedivisAPIError) -> bool:
     return exc.status in (400, 409) and "already used" in (exc.message or "").lower()
+
+
+def answers_expired(exc: RedivisAPIError) -> bool:
+    """Redivis refused to create from a session that expired: its upload exists only if made before."""
+    return exc.status == 400 and "expired" in (exc.message or "").lower()
 
 
 def used_by_of(exc: RedivisAPIError) -> str | None:

@@ -204,12 +204,13 @@ def is_hash_refusal(status: int, body: bytes) -> bool:
 
 
 def verify_stored(
-    stored: StoredObject, total: int, computed: Mapping[str, str], *, checksum: str | None
+    stored: StoredObject, total: int, computed: Mapping[str, str], *, checksum: str | None, earlier: int = 0
 ) -> str:
     """Prove the stored object is the source: its size, and every hash both sides have. Returns what was compared.
 
     ``checksum=None`` compares the size only. Otherwise at least one hash must be compared: the caller
     computes a reported algorithm it lacks (md5 when the server reports nothing else) before calling.
+    ``earlier``: bytes an earlier try sent that only a hash can prove (a ``checksum=None`` resume).
     """
     if stored.size != total:
         raise UploadIntegrityError(
@@ -218,6 +219,12 @@ def verify_stored(
         )
     if checksum is None:
         return "size"
+    if earlier and not stored.hashes:
+        raise UploadIntegrityError(
+            f"An earlier try sent the first {earlier} bytes and the upload server reports no hash, so nothing shows "
+            "they are this source's bytes as it is now. The upload was not created; run the task again: it sends "
+            "the whole file through a new session."
+        )
     if not stored.hashes:
         raise UploadIntegrityError(
             "The upload server reported no hash of the stored object, so its bytes cannot be proven to be the "

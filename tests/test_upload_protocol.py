@@ -184,6 +184,14 @@ def test_a_server_that_reports_no_hash_fails_with_the_option_to_accept_it() -> N
     assert verify_stored(StoredObject(size=3), 3, {}, checksum=None) == "size"
 
 
+def test_an_earlier_tries_bytes_need_a_hash_even_when_checksum_none_was_chosen() -> None:
+    # The transfer hashes a checksum=None resume with crc32c and names the bytes an earlier try sent.
+    with pytest.raises(UploadIntegrityError, match="earlier try sent the first 2 bytes"):
+        verify_stored(StoredObject(size=3), 3, {"crc32c": "C"}, checksum="auto", earlier=2)
+    stored = StoredObject(size=3, hashes={"crc32c": "C"})
+    assert verify_stored(stored, 3, {"crc32c": "C"}, checksum="auto", earlier=2) == "size and crc32c"
+
+
 def test_checksum_none_still_checks_the_size() -> None:
     with pytest.raises(UploadIntegrityError):
         verify_stored(StoredObject(size=2), 3, {}, checksum=None)

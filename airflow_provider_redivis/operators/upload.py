@@ -12,7 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, checkpoint_store_for
-from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
+from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.links import (
     XCOM_TABLE_URL,
@@ -59,7 +59,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         the measured rate to about 8 s on the wire (see README "Request sizes"); set it behind a proxy
         that caps request bodies.
     :param checksum: how the stored object is proven to be the source: ``"auto"`` (default; crc32c),
-        ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked).
+        ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked;
+        bytes an earlier try sent are still proven by crc32c, so a resume never splices two versions).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
         An upload under the name that this task's session did not create is never adopted.
@@ -174,7 +175,12 @@ class RedivisResumableUploadOperator(BaseOperator):
             return self._execute(context, store)
         except RedivisError as exc:
             final = is_final(exc)
-            if final or (not store.keep_after_last_try and _is_last_try(context, self)):
+            if _kept_for_a_new_token(exc, store):
+                log.info(
+                    "Kept the upload checkpoint: once the connection's token is fixed, clearing the task resumes "
+                    "this upload"
+                )
+            elif final or (not store.keep_after_last_try and _is_last_try(context, self)):
                 _forget(store, "the task ends here" if final else "this was the task's last try")
             if final:
                 raise AirflowFailException(str(exc)) from exc
@@ -316,6 +322,14 @@ def _is_last_try(context: Any, task: BaseOperator) -> bool:
     if not isinstance(try_number, int) or not isinstance(max_tries, int):
         return False  # cannot tell: keep it, the sweep removes it once stale
     return try_number > max_tries
+
+
+def _kept_for_a_new_token(exc: RedivisError, store: CheckpointStore) -> bool:
+    """A 401/403 (a revoked token) ends the task, but a fixed token resumes the upload: keep the checkpoint.
+
+    Only in a store that expires it by itself: a Variable would stay forever on Airflow 3.0-3.2.
+    """
+    return isinstance(exc, RedivisAPIError) and exc.status in (401, 403) and store.keep_after_last_try
 
 
 def _delete_checkpoint_after_success(context: Any) -> None:
