@@ -3,8 +3,9 @@
 Two modes:
 
 - ``staged`` (default): the rows are written to a file (``staging_path``), completed by an atomic rename
-  and a marker, then sent by :class:`RedivisResumableUploadOperator`'s own engine and checkpoint. A retry
-  that finds the complete file does not run the query again, and resumes the upload where it stopped.
+  and a marker naming the task instance and the query, then sent by :class:`RedivisResumableUploadOperator`'s
+  own engine and checkpoint. A retry of the same task instance that finds its complete file does not run
+  the query again, and resumes the upload where it stopped; any other run's file is never sent.
 - ``streamed``: the rows go straight into an upload session of unknown size, with at most one request
   of bytes in memory. A network failure inside the try resumes; a new try starts over (new session,
   query again).
@@ -47,11 +48,13 @@ from airflow_provider_redivis.transfers.sql_encoding import (
 )
 from airflow_provider_redivis.transfers.sql_parquet import parquet_blocks
 from airflow_provider_redivis.transfers.sql_staging import (
+    StagedFile,
     complete_staged,
     query_fingerprint,
     remove_staged,
     stage,
     staged_path,
+    task_instance_of,
 )
 from airflow_provider_redivis.transfers.sql_streaming import (
     create_streamed_upload,
@@ -65,6 +68,8 @@ from airflow_provider_redivis.upload_status import summarize_upload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from airflow_provider_redivis.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +188,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         self.sql_hook_params = sql_hook_params
         self._cancelled = False
         self._stream_session: Any = None
+        self._staged: StagedFile | None = None
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -203,7 +209,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         result = super().execute_complete(context, event)
         if self.mode == "staged":
-            remove_staged(self._staged_path(context), self.keep_staged_file)
+            remove_staged(self._staged_path(context), self.keep_staged_file, task_instance_of(context))
         return result
 
     def on_kill(self) -> None:
@@ -284,6 +290,11 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                 )
             yield block
 
+    def _note_quoted_newlines(self, seen: bool) -> None:
+        """A CSV field held a line break: the upload says so, unless the user decided."""
+        if self.file_format == "csv" and seen and self.has_quoted_newlines is None:
+            self.has_quoted_newlines = True
+
     # -- staged mode -------------------------------------------------------------------------------
 
     def _staged_path(self, context: Any) -> Any:
@@ -315,28 +326,23 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         if skipped is not None:
             return skipped
         path = self._staged_path(context)
-        marker = complete_staged(path, self._query_fingerprint())
-        if marker is not None:
-            log.info(
-                "Reusing the complete staged file %s (%d rows, %d bytes, written %s): the query is not run again",
-                path,
-                marker.get("rows"),
-                marker.get("bytes"),
-                marker.get("written_at"),
-            )
-        else:
-            marker = stage(path, self._rows, self._query_fingerprint(), self.file_format)
-        context["ti"].xcom_push(key=XCOM_ROWS, value=marker.get("rows"))
-        if (
-            self.file_format == "csv"
-            and marker.get("has_quoted_newlines")
-            and self.has_quoted_newlines is None
-        ):
-            self.has_quoted_newlines = True
+        owner = task_instance_of(context)
+        staged = complete_staged(path, self._query_fingerprint(), owner) or stage(
+            path, self._rows, self._query_fingerprint(), self.file_format, owner
+        )
+        context["ti"].xcom_push(key=XCOM_ROWS, value=staged.marker.get("rows"))
+        self._note_quoted_newlines(bool(staged.marker.get("has_quoted_newlines")))
         self.source = path
+        self._staged = staged
         result = super().execute(context)
-        remove_staged(path, self.keep_staged_file)
+        remove_staged(path, self.keep_staged_file, owner)
         return result
+
+    def _open_source(self) -> UploadSource:
+        """The staged file, as checked against its marker: the engine sends those bytes or none."""
+        if self._staged is None:
+            return super()._open_source()
+        return self._staged.source
 
     # -- streamed mode -----------------------------------------------------------------------------
 
@@ -387,8 +393,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             reader.peak_buffered / 2**20,
         )
         context["ti"].xcom_push(key=XCOM_ROWS, value=stats.rows)
-        if self.file_format == "csv" and stats.has_quoted_newlines and self.has_quoted_newlines is None:
-            self.has_quoted_newlines = True
+        self._note_quoted_newlines(stats.has_quoted_newlines)
         spec = UploadSpec(
             table=table,
             name=name,

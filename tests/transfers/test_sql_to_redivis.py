@@ -351,6 +351,103 @@ def test_a_staged_file_of_another_query_is_written_again(
     assert stored(redivis_conn, "second.csv").startswith(b"t\nplain\n")
 
 
+@pytest.mark.parametrize("left_by", ["keep_staged_file", "a failed run"])
+def test_a_later_run_never_uploads_an_earlier_runs_staged_file(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    left_by: str,
+) -> None:
+    """A fixed staging_path and the same query text: yesterday's file is replaced, never loaded as today's."""
+    staging = tmp_path / "exports" / "daily.csv"
+    sql = "SELECT i, t FROM t"
+    make_sqlite(sqlite_db, [(1, 1.0, "yesterday", None, None)])
+    yesterday = {"ti": FakeTI(run_id="scheduled__2026-12-01"), "task_state_store": DictStateStore()}
+    first = operator(
+        sql=sql,
+        conn_id="lite_test",
+        staging_path=str(staging),
+        keep_staged_file=left_by == "keep_staged_file",
+        upload_name="day1.csv",
+    )
+    if left_by == "a failed run":
+        redivis_conn.add_fault(Fault("status", origin="session", status=400, times=1))
+        with pytest.raises(AirflowFailException):
+            first.execute(yesterday)
+    else:
+        first.execute(yesterday)
+    assert staging.read_bytes() == b"i,t\n1,yesterday\n"  # left there, with its marker
+    assert Path(f"{staging}{MARKER_SUFFIX}").exists()
+    make_sqlite(sqlite_db, [(2, 2.0, "today", None, None)])
+    caplog.set_level(logging.INFO)
+    today = {"ti": FakeTI(run_id="scheduled__2026-12-02"), "task_state_store": DictStateStore()}
+    operator(sql=sql, conn_id="lite_test", staging_path=str(staging), upload_name="day2.csv").execute(today)
+    assert stored(redivis_conn, "day2.csv") == b"i,t\n2,today\n"
+    assert "belongs to dag 'sql_dag', run 'scheduled__2026-12-01'" in caplog.text
+    assert "Reusing the complete staged file" not in caplog.text
+    assert list(staging.parent.iterdir()) == []  # today's own file, deleted after its success
+
+
+def test_a_staged_file_changed_after_its_marker_was_written_is_written_again(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Same task instance, same query, same size: the marker's modification time tells the bytes changed."""
+    make_sqlite(sqlite_db)
+    staging = tmp_path / "s" / "out.csv"
+    op = operator(sql="SELECT * FROM t ORDER BY i IS NULL, i", conn_id="lite_test", staging_path=str(staging))
+    # Try 1 fails after staging: the file and its marker stay for the next try.
+    redivis_conn.add_fault(Fault("status", origin="session", status=400, times=1))
+    with pytest.raises(AirflowFailException):
+        op.execute(task_context)
+    assert staging.read_bytes() == SQLITE_CSV.encode()
+    staging.write_bytes(SQLITE_CSV.encode().replace(b"plain", b"PLAIN"))  # same size, other bytes
+    caplog.set_level(logging.INFO)
+    op.execute(task_context)
+    assert stored(redivis_conn) == SQLITE_CSV.encode()
+    assert "the staged file changed after its marker was written" in caplog.text
+
+
+def test_a_finished_run_never_deletes_the_staged_file_another_run_wrote_in_its_place(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, tmp_path: Path
+) -> None:
+    """Run 1 waits deferred; run 2 writes its own file at the same staging_path; run 1's end leaves it."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    make_sqlite(sqlite_db)
+    staging = tmp_path / "exports" / "daily.csv"
+    one = {"ti": FakeTI(run_id="scheduled__2026-12-01"), "task_state_store": DictStateStore()}
+    waiting = operator(
+        sql="SELECT i FROM t",
+        conn_id="lite_test",
+        staging_path=str(staging),
+        deferrable=True,
+        upload_name="one.csv",
+    )
+    with pytest.raises(TaskDeferred):
+        waiting.execute(one)
+    two = {"ti": FakeTI(run_id="scheduled__2026-12-02"), "task_state_store": DictStateStore()}
+    operator(
+        sql="SELECT t FROM t", conn_id="lite_test", staging_path=str(staging), keep_staged_file=True,
+        upload_name="two.csv",
+    ).execute(two)  # fmt: skip
+    theirs = staging.read_bytes()
+    assert theirs == stored(redivis_conn, "two.csv")
+    upload = next(u for u in redivis_conn.list_uploads(TABLE) if u["name"] == "one.csv")
+    deadline = time.monotonic() + 10
+    while upload["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        upload = next(u for u in redivis_conn.list_uploads(TABLE) if u["name"] == "one.csv")
+    waiting.execute_complete(one, {"status": "success", "upload": upload})
+    assert staging.read_bytes() == theirs
+    marker = json.loads(Path(f"{staging}{MARKER_SUFFIX}").read_text())
+    assert marker["task_instance"]["run_id"] == "scheduled__2026-12-02"
+
+
 # -- a try that dies, and the retry ---------------------------------------------------------------------
 
 
