@@ -224,9 +224,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         )
         source = self._open_source()
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        log.info("Checkpoints for this upload are kept in %s", store.description)
-        if isinstance(store, VariableCheckpointStore):
-            store.sweep()
+        self._announce_store(store)
         ti = context["ti"]
         keys = {"session_id": XCOM_SESSION_ID, "offset": XCOM_OFFSET}
         self._job = UploadJob(
@@ -242,6 +240,12 @@ class RedivisResumableUploadOperator(BaseOperator):
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
         return self._finish(ti, hook, store, result.upload)
+
+    def _announce_store(self, store: CheckpointStore) -> None:
+        """Say where the checkpoint lives; below Airflow 3.3, sweep the Variables killed tries left."""
+        log.info("Checkpoints for this upload are kept in %s", store.description)
+        if isinstance(store, VariableCheckpointStore):
+            store.sweep()
 
     def _open_source(self) -> UploadSource:
         """The file to send, checked; a subclass that wrote it hands over the one it checked against its record."""

@@ -17,9 +17,16 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.errors import RedivisConfigError, UploadInterruptedError
+from airflow_provider_redivis.checkpoint_store import CHECKPOINT_KEY
+from airflow_provider_redivis.errors import (
+    RedivisConfigError,
+    RedivisError,
+    UploadInterruptedError,
+    WaitTimeoutError,
+)
 from airflow_provider_redivis.transfers.sql_staging import MARKER_SUFFIX
 from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+from airflow_provider_redivis.upload_creation import MAX_CREATE_POSTS
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.transfers.conftest import DictStateStore, FakeTI
 from tests.transfers.postgres_cluster import PostgresCluster
@@ -569,19 +576,121 @@ def test_streamed_resumes_within_the_try_after_cut_requests(
 
 
 def test_streamed_killed_midway_then_the_retry_starts_over(
-    postgres: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redivis_conn.add_fault(Fault("reset", origin="session", at_offset=1024 * 1024, times=None))
     op = operator(sql=BIG_SQL, conn_id=pg_conn, mode="streamed", chunk_size=CHUNK_UNIT * 4)
     with pytest.raises(UploadInterruptedError):
         op.execute(task_context)
     assert redivis_conn.list_uploads(TABLE) == []
+    assert task_context["task_state_store"].values[CHECKPOINT_KEY]["phase"] == "transferring"
     redivis_conn.clear_faults()
+    caplog.set_level(logging.INFO)
     op.execute(task_context)
+    assert "stream into temp upload" in caplog.text
+    assert "never finished" in caplog.text
     assert stored(redivis_conn) == expected_big()
     assert len(redivis_conn.list_uploads(TABLE)) == 1
     temp_posts = [r for r in redivis_conn.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
     assert len(temp_posts) == 2  # a new try, a new temp upload
+
+
+COUNTED_SQL = (
+    "WITH run AS (SELECT nextval('stream_runs') AS n) "
+    "SELECT g AS id, 'row ' || g AS label FROM run, generate_series(1, 60000) AS g ORDER BY g"
+)
+COUNTED_CSV = ("id,label\n" + "".join(f"{g},row {g}\n" for g in range(1, 60001))).encode()
+
+
+def temp_upload_posts(emu: RedivisEmulator) -> list[Any]:
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
+
+
+@pytest.fixture
+def counted(postgres: PostgresCluster) -> PostgresCluster:
+    """COUNTED_SQL bumps a sequence each time it runs."""
+    postgres.psql("DROP SEQUENCE IF EXISTS stream_runs; CREATE SEQUENCE stream_runs;")
+    return postgres
+
+
+def test_streamed_retry_attaches_to_its_upload_when_every_answer_to_creating_it_was_lost(
+    counted: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    # Every creation request of try 1 reaches Redivis (the first creates the upload), no answer comes back.
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=MAX_CREATE_POSTS)
+    )
+    op = operator(sql=COUNTED_SQL, conn_id=pg_conn, mode="streamed")
+    with pytest.raises(RedivisError, match="the next try asks again, and attaches"):
+        op.execute(task_context)
+    (made,) = redivis_conn.list_uploads(TABLE)
+    result = op.execute(task_context)  # the retry
+    assert result["uri"] == made["uri"]
+    assert result["status"] == "completed"
+    assert len(redivis_conn.list_uploads(TABLE)) == 1
+    assert counted.psql("SELECT last_value FROM stream_runs").strip() == "1"  # the query ran once
+    assert len(temp_upload_posts(redivis_conn)) == 1
+    assert stored(redivis_conn) == COUNTED_CSV
+    assert task_context["ti"].xcoms["redivis_sql_rows"] == 60000
+    # What the store holds: the temp upload, the phase, the upload's uri; no session URL, no token.
+    saved = task_context["task_state_store"].values[CHECKPOINT_KEY]
+    assert (saved["transport"], saved["phase"], saved["upload_uri"]) == (
+        "temp_upload",
+        "created",
+        made["uri"],
+    )
+    assert saved["session_url"] == ""
+    assert "session_url_sealed" not in saved
+    assert saved["stream"]["rows"] == 60000
+    text = json.dumps(saved)
+    assert redivis_conn.token not in text
+    assert "127.0.0.1" not in text
+
+
+def test_streamed_retry_attaches_to_its_upload_when_the_wait_for_processing_failed(
+    counted: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    # Try 1 creates the upload, then every status check fails until its wait's deadline.
+    redivis_conn.add_fault(
+        Fault("status", origin="api", method="GET", path_contains="/uploads/", status=503, times=None)
+    )
+    op = operator(sql=COUNTED_SQL, conn_id=pg_conn, mode="streamed", wait_timeout=1)
+    with pytest.raises(WaitTimeoutError):
+        op.execute(task_context)
+    (made,) = redivis_conn.list_uploads(TABLE)
+    redivis_conn.clear_faults()
+    result = op.execute(task_context)  # the retry
+    assert result["uri"] == made["uri"]
+    assert result["status"] == "completed"
+    assert len(redivis_conn.list_uploads(TABLE)) == 1
+    assert counted.psql("SELECT last_value FROM stream_runs").strip() == "1"
+    assert len(temp_upload_posts(redivis_conn)) == 1
+    creates = [r for r in redivis_conn.requests if r.method == "POST" and r.path.endswith("/uploads")]
+    assert len(creates) == 1  # attached by its uri, not asked again
+
+
+def test_a_streamed_checkpoint_of_another_query_is_not_attached(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The DAG changed the query between tries: the earlier upload is not this query's rows."""
+    make_sqlite(sqlite_db)
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=MAX_CREATE_POSTS)
+    )
+    with pytest.raises(RedivisError):
+        operator(sql="SELECT i FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(AirflowFailException, match="already has an upload"):
+        operator(sql="SELECT t FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    assert "the checkpoint is of another query" in caplog.text
+    assert stored(redivis_conn).startswith(b"i\n")  # left as it was
 
 
 @pytest.mark.parametrize("if_exists", ["skip", "replace", "fail"])
