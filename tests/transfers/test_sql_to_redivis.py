@@ -194,6 +194,52 @@ def test_parquet(
     assert table.column("tz").to_pylist()[0].isoformat().startswith("2026-01-31T10:34:56")
 
 
+SERIES = "SELECT g AS n FROM generate_series(1, 3) AS g"
+
+
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (f"{SERIES} -- the last line is a comment", b"n\n1\n2\n3\n"),
+        (f"{SERIES}; -- a semicolon, then a comment", b"n\n1\n2\n3\n"),
+        (f"{SERIES};\n-- a comment on a line of its own\n\n", b"n\n1\n2\n3\n"),
+        (f"{SERIES} /* a /* nested */ block */ ;\n-- and a line comment", b"n\n1\n2\n3\n"),
+        (
+            "-- a comment first\nSELECT g AS n -- the column\nFROM generate_series(1, 3) AS g -- end",
+            b"n\n1\n2\n3\n",
+        ),
+        ("SELECT '--;' AS t -- the string holds what looks like a comment", b"t\n--;\n"),
+        ("SELECT $tag$ -- no; $tag$ AS t; -- a dollar-quoted string", b"t\n -- no; \n"),
+        ("SELECT E'it\\'s -- no' AS t -- an escaped quote", b"t\nit's -- no\n"),
+    ],
+    ids=["line", "semicolon-line", "semicolon-newline", "block", "inner", "string", "dollar", "escape"],
+)
+def test_a_query_ending_in_a_comment_runs_through_copy(
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    sql: str,
+    expected: bytes,
+) -> None:
+    """PostgreSQL and CSV without parameters: COPY, the default. The query runs as it would on its own."""
+    caplog.set_level(logging.INFO)
+    operator(sql=sql, conn_id=pg_conn, mode=mode).execute(task_context)
+    assert stored(redivis_conn) == expected
+    assert "as COPY (...) TO STDOUT" in caplog.text
+
+
+def test_a_query_of_comments_only_fails_clearly(
+    postgres: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    with pytest.raises(AirflowFailException, match="only comments"):
+        operator(sql="-- nothing here;\n/* nor here */", conn_id=pg_conn).execute(task_context)
+    assert redivis_calls(redivis_conn) == []
+
+
 # -- empty results, query errors, wrong connections -------------------------------------------------
 
 
