@@ -1,7 +1,8 @@
 """Staged mode's file: where it goes, how it is written, and how a retry knows it is complete and its own.
 
-The rows are written under a temporary name, renamed into place (atomically on a local disk), then a
-marker (``{file}.complete.json``) is written beside it naming the task instance (dag, run, task, map
+The rows are written under a partial name of the task instance's own (``{file}.partial-<hash of dag,
+run, task, map index>``: a try killed while writing leaves one its next try removes, and no other
+task's is touched), renamed into place (atomically on a local disk), then a marker (``{file}.complete.json``) is written beside it naming the task instance (dag, run, task, map
 index), the query's fingerprint, the row and byte counts and the file's modification marker (mtime or
 etag). A try reuses the file instead of running the query again only
 when the marker is of this task instance and this query and the file is still the one it describes;
@@ -20,7 +21,6 @@ import os
 import re
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +55,12 @@ def task_instance_of(context: Any) -> dict[str, Any]:
         "task_id": str(ti.task_id),
         "map_index": -1 if map_index is None else int(map_index),
     }
+
+
+def _owner_tag(owner: dict[str, Any]) -> str:
+    """A short name of the task instance for its partial files: every try of it uses the same ones."""
+    material = json.dumps(owner, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(material).hexdigest()[:16]
 
 
 def default_staging_path(context: Any, file_format: str) -> Path:
@@ -195,19 +201,27 @@ def stage(
     file_format: str,
     owner: dict[str, Any],
 ) -> StagedFile:
-    """Write ``rows``' blocks to a temporary name, rename it into place, then write the marker."""
+    """Write ``rows``' blocks to this task instance's partial name, rename it into place, then write the marker.
+
+    The partial name is the same for every try of the task instance: what a killed try left there is
+    removed before this one writes, and no other task's file is touched.
+    """
     local = isinstance(path, Path)
     if local:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
         with contextlib.suppress(Exception):
             path.parent.mkdir(parents=True, exist_ok=True)
-    partial = sibling(path, f".partial-{uuid.uuid4().hex[:8]}")
+    partial = sibling(path, f".partial-{_owner_tag(owner)}")
     stats = EncodeStats()
     started = time.monotonic()
     written_mtime: int | None = None
+    created = False
     try:
-        with rows(stats) as blocks, partial.open("wb") as out:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()  # a killed try's leftover: the name is this task instance's
+        with rows(stats) as blocks, _create(partial, local) as out:
+            created = True
             for block in blocks:
                 out.write(block)
             if local:
@@ -219,8 +233,9 @@ def stage(
         else:
             partial.rename(path)
     except BaseException:
-        with contextlib.suppress(Exception):
-            partial.unlink()
+        if created:
+            with contextlib.suppress(Exception):
+                partial.unlink()
         raise
     source = _written(path, stats.bytes, written_mtime)
     marker = {
@@ -247,6 +262,17 @@ def stage(
     return StagedFile(path, marker, source)
 
 
+def _create(partial: Any, local: bool) -> Any:
+    """The partial file, opened for writing; on a local disk only if no other live try just created it."""
+    try:
+        return partial.open("xb" if local else "wb")
+    except FileExistsError:
+        raise SourceChangedError(
+            f"Another try of this task instance is writing {partial} at this moment; this try stops and the "
+            "next one writes the staged file again."
+        ) from None
+
+
 def _written(path: Any, size: int, mtime_ns: int | None) -> UploadSource:
     """The file this try just renamed into place, refused if another task replaced it meanwhile."""
     try:
@@ -265,7 +291,7 @@ def write_marker(path: Any, marker: dict[str, Any]) -> None:
     marker_path = sibling(path, MARKER_SUFFIX)
     text = json.dumps(marker, sort_keys=True)
     if isinstance(path, Path):
-        temporary = sibling(path, f"{MARKER_SUFFIX}.partial-{uuid.uuid4().hex[:8]}")
+        temporary = sibling(path, f"{MARKER_SUFFIX}.partial-{_owner_tag(marker['task_instance'])}")
         temporary.write_text(text)
         os.replace(temporary, marker_path)
     else:

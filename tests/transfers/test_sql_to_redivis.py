@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -569,6 +572,83 @@ def test_killed_while_staging_then_the_retry_writes_it_again(
     assert result["numRows"] == 60000
     assert stored(redivis_conn, "to_redivis.csv") == expected_big()
     assert list(staging.parent.iterdir()) == []  # cleaned up after success
+
+
+KILLED_WHILE_STAGING = """
+import sys
+import threading
+from pathlib import Path
+
+from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+from tests.transfers.conftest import DictStateStore, FakeTI
+
+STAGING, FLAG, SQL = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+
+class Stalls:
+    \"\"\"The fifth batch never comes: the rows of the first are in the partial file by then.\"\"\"
+
+    def __init__(self, cursor):
+        self._cursor, self._batches = cursor, 0
+
+    def fetchmany(self, size):
+        self._batches += 1
+        if self._batches == 5:
+            FLAG.write_text("staging")
+            threading.Event().wait()  # until SIGKILL
+        return self._cursor.fetchmany(size)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class Op(SqlToRedivisOperator):
+    def open_cursor(self, conn):
+        return Stalls(super().open_cursor(conn))
+
+
+Op(
+    task_id="to_redivis", sql=SQL, conn_id="pg_test", table="test_owner.test_dataset.test_table",
+    staging_path=STAGING, postgres_copy=False, fetch_size=1000,
+).execute({"ti": FakeTI(), "task_state_store": DictStateStore()})
+"""
+WIDE_SQL = "SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 20000) AS g ORDER BY g"
+
+
+def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-write: no cleanup runs in that try; the next try of the task instance removes its partial."""
+    staging = tmp_path / "stage" / "wide.csv"
+    staging.parent.mkdir()
+    theirs = staging.parent / "wide.csv.partial-0123456789abcdef"  # another task instance's, writing
+    theirs.write_bytes(b"not ours")
+    flag = tmp_path / "staging.flag"
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WHILE_STAGING)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.Popen([sys.executable, str(script), str(staging), str(flag), WIDE_SQL], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), "the try never reached the fifth batch"
+    finally:
+        killed.kill()
+        killed.wait(timeout=30)
+    (leftover,) = (p for p in staging.parent.iterdir() if p != theirs)  # the killed try's partial file
+    assert leftover.name.startswith("wide.csv.partial-")
+    assert leftover.stat().st_size > 0
+    result = operator(
+        sql=WIDE_SQL, conn_id=pg_conn, staging_path=str(staging), postgres_copy=False, fetch_size=1000
+    ).execute(task_context)  # the retry: the same task instance
+    assert result["numRows"] == 20000
+    assert [p.name for p in staging.parent.iterdir()] == [theirs.name]  # only the other's, untouched
+    assert theirs.read_bytes() == b"not ours"
 
 
 def test_killed_while_uploading_then_the_retry_resumes_without_querying_again(
