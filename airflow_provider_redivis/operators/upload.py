@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +228,9 @@ class RedivisResumableUploadOperator(BaseOperator):
             checksum=self.checksum,
             options=self._upload_options(),
         )
-        source = open_source(self.source)
+        source = self._open_source()
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        log.info("Checkpoints for this upload are kept in %s", store.description)
-        if isinstance(store, VariableCheckpointStore):
-            store.sweep()
+        self._announce_store(store)
         ti = context["ti"]
         keys = {"session_id": XCOM_SESSION_ID, "offset": XCOM_OFFSET}
         self._job = UploadJob(
@@ -247,6 +246,16 @@ class RedivisResumableUploadOperator(BaseOperator):
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
         return self._finish(ti, hook, store, result.upload)
+
+    def _announce_store(self, store: CheckpointStore) -> None:
+        """Say where the checkpoint lives; below Airflow 3.3, sweep the Variables killed tries left."""
+        log.info("Checkpoints for this upload are kept in %s", store.description)
+        if isinstance(store, VariableCheckpointStore):
+            store.sweep()
+
+    def _open_source(self) -> UploadSource:
+        """The file to send, checked; a subclass that wrote it hands over the one it checked against its record."""
+        return open_source(self.source)
 
     def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
         """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""

@@ -1,14 +1,16 @@
 """The database side of :class:`~airflow_provider_redivis.transfers.sql_to_redivis.SqlToRedivisOperator`.
 
 The connection's common.sql hook, which driver it is, a cursor that fetches in batches, whether
-PostgreSQL's ``COPY (sql) TO STDOUT`` writes the CSV, and that COPY's bytes as blocks (psycopg 3 through
-its libpq handle, psycopg2 on a thread).
+PostgreSQL's ``COPY (sql) TO STDOUT`` writes the CSV, the query as COPY can wrap it (its trailing
+semicolons and comments cut off), and that COPY's bytes as blocks (psycopg 3 through its libpq handle,
+psycopg2 on a thread).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -96,11 +98,81 @@ def query_text(sql: object) -> str:
     return sql
 
 
+#: A dollar quote's opening tag (``$$``, ``$body$``); ``$1`` is a parameter, not a quote.
+_DOLLAR_TAG = re.compile(r"\$(?:[^\W\d]\w*)?\$")
+
+
+def query_body(sql: str) -> str:
+    """The query up to its last token of code: trailing semicolons, comments and blanks cut off.
+
+    A query that runs as it is may end in ``-- a comment`` or ``; -- a comment``; wrapped as
+    ``COPY (sql) TO STDOUT`` the comment would swallow the closing parenthesis, and the semicolon would
+    end the statement inside it. PostgreSQL's lexing as far as it matters here: quoted strings (``E''``
+    with backslash escapes), quoted identifiers, dollar quotes, ``--`` and nested ``/* */`` comments.
+    """
+    end, i, n = 0, 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            i = n if newline < 0 else newline + 1
+            continue
+        if sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if sql.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif sql.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            if depth:
+                end = n  # unterminated: PostgreSQL says so, as it would of the query itself
+            continue
+        if char in "'\"":
+            backslashes = char == "'" and i > 0 and sql[i - 1] in "Ee" and not _word_char(sql, i - 2)
+            i = _quoted_end(sql, i, backslashes)
+            end = i
+            continue
+        tag = _DOLLAR_TAG.match(sql, i) if char == "$" and not _word_char(sql, i - 1) else None
+        if tag is not None:
+            closing = sql.find(tag.group(), tag.end())
+            i = end = n if closing < 0 else closing + len(tag.group())
+            continue
+        i += 1
+        if not char.isspace() and char != ";":
+            end = i
+    return sql[:end]
+
+
+def _word_char(sql: str, i: int) -> bool:
+    return i >= 0 and (sql[i].isalnum() or sql[i] in "_$")
+
+
+def _quoted_end(sql: str, start: int, backslashes: bool) -> int:
+    """Just past the string or identifier opened at ``start`` (a doubled quote stays inside it)."""
+    quote, i, n = sql[start], start + 1, len(sql)
+    while i < n:
+        if backslashes and sql[i] == "\\":
+            i += 2
+        elif sql[i] == quote:
+            if sql.startswith(quote * 2, i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return n
+
+
 def copy_blocks(conn: Any, sql: str, null_marker: str, stats: EncodeStats, conn_id: str) -> Iterator[bytes]:
     """``COPY (sql) TO STDOUT`` as CSV blocks, in UTC, NULL written as ``null_marker``."""
-    query = sql.strip().rstrip(";").strip()
+    query = query_body(sql)
+    if not query:
+        raise RedivisConfigError("sql holds no query, only comments: give a query that returns rows.")
     marker = null_marker.replace("'", "''")
-    copy_sql = f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true, NULL '{marker}')"
+    # The parenthesis on a line of its own: nothing left on the query's last line can reach it.
+    copy_sql = f"COPY ({query}\n) TO STDOUT WITH (FORMAT csv, HEADER true, NULL '{marker}')"
     log.info("Running the query on %s as COPY (...) TO STDOUT: PostgreSQL writes the CSV", conn_id)
     cursor = conn.cursor()
     cursor.execute("SET TIME ZONE 'UTC'")

@@ -3,15 +3,17 @@
 Two modes:
 
 - ``staged`` (default): the rows are written to a file (``staging_path``), completed by an atomic rename
-  and a marker, then sent by :class:`RedivisResumableUploadOperator`'s own engine and checkpoint. A retry
-  that finds the complete file does not run the query again, and resumes the upload where it stopped.
+  and a marker naming the task instance and the query, then sent by :class:`RedivisResumableUploadOperator`'s
+  own engine and checkpoint. A retry of the same task instance that finds its complete file does not run
+  the query again, and resumes the upload where it stopped; any other run's file is never sent.
 - ``streamed``: the rows go straight into an upload session of unknown size, with at most one request
-  of bytes in memory. A network failure inside the try resumes; a new try starts over (new session,
-  query again).
+  of bytes in memory. A network failure inside the try resumes. A new try whose stream finished
+  creates the upload from it or attaches to the one it made (checkpointed: temp upload id, phase,
+  upload uri), without the query; one whose stream never finished starts over (query, new session).
 
 This module holds the operator: its options, the order of each mode's steps and the query's rows as
 blocks. The database side is in ``sql_database.py``, the staged file and its marker in
-``sql_staging.py``, streamed mode's temp upload and upload in ``sql_streaming.py``, rows to CSV in
+``sql_staging.py``, streamed mode's stream, checkpoint and upload in ``sql_streaming.py``, rows to CSV in
 ``sql_encoding.py``, to Parquet in ``sql_parquet.py``, and the stream's file view in ``stream_reader.py``;
 none of them imports this one. The class is about 310 lines, past the ~250 the package aims at: a third
 of it is the docstring and ``__init__`` of its options, which a user reads in one place.
@@ -23,12 +25,10 @@ import contextlib
 import itertools
 import logging
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from airflow_provider_redivis.checkpoint_store import checkpoint_store_for
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
@@ -47,17 +47,19 @@ from airflow_provider_redivis.transfers.sql_encoding import (
 )
 from airflow_provider_redivis.transfers.sql_parquet import parquet_blocks
 from airflow_provider_redivis.transfers.sql_staging import (
+    StagedFile,
     complete_staged,
     query_fingerprint,
     remove_staged,
     stage,
     staged_path,
+    task_instance_of,
 )
 from airflow_provider_redivis.transfers.sql_streaming import (
+    RowStream,
+    StreamCheckpoints,
     create_streamed_upload,
-    temp_session,
 )
-from airflow_provider_redivis.transfers.stream_reader import StreamReader
 from airflow_provider_redivis.upload_creation import apply_if_exists
 from airflow_provider_redivis.upload_options import UploadSpec, validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
@@ -65,6 +67,9 @@ from airflow_provider_redivis.upload_status import summarize_upload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
     :param table: ``owner.dataset:next.table`` (templated).
     :param parameters: bind parameters for the query (templated).
     :param mode: ``"staged"`` (default: a file first, resumable across tries and workers) or ``"streamed"``
-        (straight into an upload of unknown size; a new try starts over).
+        (straight into an upload of unknown size; a new try starts over unless the stream had finished).
     :param file_format: ``"csv"`` (default) or ``"parquet"`` (needs pyarrow).
     :param staging_path: where the staged file goes (templated): a local path, a URL (``s3://``...) or an
         ObjectStoragePath. Default: ``{tempdir}/airflow-redivis-staging/{dag_id}/{run_id}/{task_id}[.{map_index}].csv``
@@ -182,7 +187,8 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         self.postgres_copy = postgres_copy
         self.sql_hook_params = sql_hook_params
         self._cancelled = False
-        self._stream_session: Any = None
+        self._stream: RowStream | None = None
+        self._staged: StagedFile | None = None
 
     # -- entry points ---------------------------------------------------------------------------
 
@@ -190,26 +196,29 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         try:
             if not is_template(self.table):
                 validate_table_reference(self.table)
-            name = validate_upload_name(self.upload_name or self._default_upload_name(context))
-            self.upload_name = name
-            if self.mode == "streamed":
-                return self._execute_streamed(context, name)
-            return self._execute_staged(context)
+            self.upload_name = validate_upload_name(self.upload_name or self._default_upload_name(context))
         except RedivisError as exc:
             if is_final(exc):
                 raise AirflowFailException(str(exc)) from exc
             raise
+        # The upload operator's execute: its checkpoint store, and what a failure does to it.
+        return super().execute(context)
+
+    def _execute(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
+        if self.mode == "streamed":
+            return self._execute_streamed(context, store)
+        return self._execute_staged(context, store)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         result = super().execute_complete(context, event)
         if self.mode == "staged":
-            remove_staged(self._staged_path(context), self.keep_staged_file)
+            remove_staged(self._staged_path(context), self.keep_staged_file, task_instance_of(context))
         return result
 
     def on_kill(self) -> None:
         self._cancelled = True
-        if self._stream_session is not None:
-            self._stream_session.cancel()
+        if self._stream is not None:
+            self._stream.cancel()
         super().on_kill()
 
     # -- the database ------------------------------------------------------------------------------
@@ -284,6 +293,11 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
                 )
             yield block
 
+    def _note_quoted_newlines(self, seen: bool) -> None:
+        """A CSV field held a line break: the upload says so, unless the user decided."""
+        if self.file_format == "csv" and seen and self.has_quoted_newlines is None:
+            self.has_quoted_newlines = True
+
     # -- staged mode -------------------------------------------------------------------------------
 
     def _staged_path(self, context: Any) -> Any:
@@ -295,9 +309,9 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             self.sql, self.parameters, self.file_format, self.null_marker, self.postgres_copy
         )
 
-    def _skip_early(self, context: Any) -> dict[str, Any] | None:
+    def _skip_early(self, store: CheckpointStore) -> dict[str, Any] | None:
         """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too."""
-        if self.if_exists != "skip" or checkpoint_store_for(context).load() is not None:
+        if self.if_exists != "skip" or store.load() is not None:
             return None
         table = validate_table_reference(self.table)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
@@ -310,33 +324,28 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         )
         return summarize_upload(hook.get_upload(table, str(self.upload_name)))
 
-    def _execute_staged(self, context: Any) -> dict[str, Any]:
-        skipped = self._skip_early(context)
+    def _execute_staged(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
+        skipped = self._skip_early(store)
         if skipped is not None:
             return skipped
         path = self._staged_path(context)
-        marker = complete_staged(path, self._query_fingerprint())
-        if marker is not None:
-            log.info(
-                "Reusing the complete staged file %s (%d rows, %d bytes, written %s): the query is not run again",
-                path,
-                marker.get("rows"),
-                marker.get("bytes"),
-                marker.get("written_at"),
-            )
-        else:
-            marker = stage(path, self._rows, self._query_fingerprint(), self.file_format)
-        context["ti"].xcom_push(key=XCOM_ROWS, value=marker.get("rows"))
-        if (
-            self.file_format == "csv"
-            and marker.get("has_quoted_newlines")
-            and self.has_quoted_newlines is None
-        ):
-            self.has_quoted_newlines = True
+        owner = task_instance_of(context)
+        staged = complete_staged(path, self._query_fingerprint(), owner) or stage(
+            path, self._rows, self._query_fingerprint(), self.file_format, owner
+        )
+        context["ti"].xcom_push(key=XCOM_ROWS, value=staged.marker.get("rows"))
+        self._note_quoted_newlines(bool(staged.marker.get("has_quoted_newlines")))
         self.source = path
-        result = super().execute(context)
-        remove_staged(path, self.keep_staged_file)
+        self._staged = staged
+        result = super()._execute(context, store)
+        remove_staged(path, self.keep_staged_file, owner)
         return result
+
+    def _open_source(self) -> UploadSource:
+        """The staged file, as checked against its marker: the engine sends those bytes or none."""
+        if self._staged is None:
+            return super()._open_source()
+        return self._staged.source
 
     # -- streamed mode -----------------------------------------------------------------------------
 
@@ -346,49 +355,28 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         suffix = f"_{map_index}" if map_index is not None and map_index >= 0 else ""
         return f"{ti.task_id}{suffix}.{self.file_format}"
 
-    def _execute_streamed(self, context: Any, name: str) -> dict[str, Any]:
-        table = validate_table_reference(self.table)
+    def _execute_streamed(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
+        table, name = validate_table_reference(self.table), str(self.upload_name)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        stats = EncodeStats()
-        started = time.monotonic()
-        with self._rows(stats) as blocks:
-            # The query ran and its first rows are here: only now does anything happen in Redivis.
-            existing = apply_if_exists(hook, table, name, self.if_exists)
-            if existing is not None:
-                return summarize_upload(existing)
-            session_started = datetime.now(timezone.utc)
-            temp_id, session_url = temp_session(hook, table, name)
-            reader = StreamReader(blocks)
-            self._stream_session = hook.resumable_session(
-                session_url, None, chunk_size=self.chunk_size, checksum=self.checksum
-            )
-            last_log = [time.monotonic()]
-
-            def progress(held: int, _total: int | None) -> None:
-                reader.release(held)  # the server holds these: they are never sent again
-                now = time.monotonic()
-                if now - last_log[0] >= 30:
-                    last_log[0] = now
-                    log.info("Streamed %.1f MiB (%d rows) so far", held / 2**20, stats.rows)
-
-            try:
-                stored = self._stream_session.upload(reader, 0, on_progress=progress)
-            finally:
-                self._stream_session = None
-                reader.close()
-        seconds = time.monotonic() - started
-        log.info(
-            "Streamed %d rows (%d bytes) in %.1f s (%.0f rows/s); the upload server holds them all, proven; "
-            "peak buffered %.1f MiB",
-            stats.rows,
-            stats.bytes,
-            seconds,
-            stats.rows / seconds if seconds > 0 else 0.0,
-            reader.peak_buffered / 2**20,
-        )
-        context["ti"].xcom_push(key=XCOM_ROWS, value=stats.rows)
-        if self.file_format == "csv" and stats.has_quoted_newlines and self.has_quoted_newlines is None:
-            self.has_quoted_newlines = True
+        self._announce_store(store)
+        checkpoints = StreamCheckpoints(store, table, name, self._query_fingerprint())
+        finished = checkpoints.finished_stream()
+        if finished is None:
+            stream = RowStream(hook, checkpoints, chunk_size=self.chunk_size, checksum=self.checksum)
+            stats = EncodeStats()
+            with self._rows(stats) as blocks:
+                # The query ran and its first rows are here: only now does anything happen in Redivis.
+                existing = apply_if_exists(hook, table, name, self.if_exists)
+                if existing is not None:
+                    return summarize_upload(existing)
+                self._stream = stream
+                try:
+                    finished = stream.send(blocks, stats)
+                finally:
+                    self._stream = None
+        checkpoint, record = finished
+        context["ti"].xcom_push(key=XCOM_ROWS, value=record.rows)
+        self._note_quoted_newlines(record.has_quoted_newlines)
         spec = UploadSpec(
             table=table,
             name=name,
@@ -399,6 +387,6 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             checksum=self.checksum,
             options=self._upload_options(),
         )
-        upload = create_streamed_upload(hook, spec, temp_id, session_url, stored, session_started)
+        upload = create_streamed_upload(hook, spec, checkpoints, checkpoint, record)
         # The upload operator's own wait (in the worker or deferred) and conclusion (links, verdict).
-        return self._finish(context["ti"], hook, checkpoint_store_for(context), upload)
+        return self._finish(context["ti"], hook, store, upload)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,16 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.errors import RedivisConfigError, UploadInterruptedError
+from airflow_provider_redivis.checkpoint_store import CHECKPOINT_KEY
+from airflow_provider_redivis.errors import (
+    RedivisConfigError,
+    RedivisError,
+    UploadInterruptedError,
+    WaitTimeoutError,
+)
 from airflow_provider_redivis.transfers.sql_staging import MARKER_SUFFIX
 from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+from airflow_provider_redivis.upload_creation import MAX_CREATE_POSTS
 from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.transfers.conftest import DictStateStore, FakeTI
 from tests.transfers.postgres_cluster import PostgresCluster
@@ -187,6 +197,52 @@ def test_parquet(
     assert table.column("tz").to_pylist()[0].isoformat().startswith("2026-01-31T10:34:56")
 
 
+SERIES = "SELECT g AS n FROM generate_series(1, 3) AS g"
+
+
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (f"{SERIES} -- the last line is a comment", b"n\n1\n2\n3\n"),
+        (f"{SERIES}; -- a semicolon, then a comment", b"n\n1\n2\n3\n"),
+        (f"{SERIES};\n-- a comment on a line of its own\n\n", b"n\n1\n2\n3\n"),
+        (f"{SERIES} /* a /* nested */ block */ ;\n-- and a line comment", b"n\n1\n2\n3\n"),
+        (
+            "-- a comment first\nSELECT g AS n -- the column\nFROM generate_series(1, 3) AS g -- end",
+            b"n\n1\n2\n3\n",
+        ),
+        ("SELECT '--;' AS t -- the string holds what looks like a comment", b"t\n--;\n"),
+        ("SELECT $tag$ -- no; $tag$ AS t; -- a dollar-quoted string", b"t\n -- no; \n"),
+        ("SELECT E'it\\'s -- no' AS t -- an escaped quote", b"t\nit's -- no\n"),
+    ],
+    ids=["line", "semicolon-line", "semicolon-newline", "block", "inner", "string", "dollar", "escape"],
+)
+def test_a_query_ending_in_a_comment_runs_through_copy(
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    sql: str,
+    expected: bytes,
+) -> None:
+    """PostgreSQL and CSV without parameters: COPY, the default. The query runs as it would on its own."""
+    caplog.set_level(logging.INFO)
+    operator(sql=sql, conn_id=pg_conn, mode=mode).execute(task_context)
+    assert stored(redivis_conn) == expected
+    assert "as COPY (...) TO STDOUT" in caplog.text
+
+
+def test_a_query_of_comments_only_fails_clearly(
+    postgres: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    with pytest.raises(AirflowFailException, match="only comments"):
+        operator(sql="-- nothing here;\n/* nor here */", conn_id=pg_conn).execute(task_context)
+    assert redivis_calls(redivis_conn) == []
+
+
 # -- empty results, query errors, wrong connections -------------------------------------------------
 
 
@@ -351,6 +407,103 @@ def test_a_staged_file_of_another_query_is_written_again(
     assert stored(redivis_conn, "second.csv").startswith(b"t\nplain\n")
 
 
+@pytest.mark.parametrize("left_by", ["keep_staged_file", "a failed run"])
+def test_a_later_run_never_uploads_an_earlier_runs_staged_file(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    left_by: str,
+) -> None:
+    """A fixed staging_path and the same query text: yesterday's file is replaced, never loaded as today's."""
+    staging = tmp_path / "exports" / "daily.csv"
+    sql = "SELECT i, t FROM t"
+    make_sqlite(sqlite_db, [(1, 1.0, "yesterday", None, None)])
+    yesterday = {"ti": FakeTI(run_id="scheduled__2026-12-01"), "task_state_store": DictStateStore()}
+    first = operator(
+        sql=sql,
+        conn_id="lite_test",
+        staging_path=str(staging),
+        keep_staged_file=left_by == "keep_staged_file",
+        upload_name="day1.csv",
+    )
+    if left_by == "a failed run":
+        redivis_conn.add_fault(Fault("status", origin="session", status=400, times=1))
+        with pytest.raises(AirflowFailException):
+            first.execute(yesterday)
+    else:
+        first.execute(yesterday)
+    assert staging.read_bytes() == b"i,t\n1,yesterday\n"  # left there, with its marker
+    assert Path(f"{staging}{MARKER_SUFFIX}").exists()
+    make_sqlite(sqlite_db, [(2, 2.0, "today", None, None)])
+    caplog.set_level(logging.INFO)
+    today = {"ti": FakeTI(run_id="scheduled__2026-12-02"), "task_state_store": DictStateStore()}
+    operator(sql=sql, conn_id="lite_test", staging_path=str(staging), upload_name="day2.csv").execute(today)
+    assert stored(redivis_conn, "day2.csv") == b"i,t\n2,today\n"
+    assert "belongs to dag 'sql_dag', run 'scheduled__2026-12-01'" in caplog.text
+    assert "Reusing the complete staged file" not in caplog.text
+    assert list(staging.parent.iterdir()) == []  # today's own file, deleted after its success
+
+
+def test_a_staged_file_changed_after_its_marker_was_written_is_written_again(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Same task instance, same query, same size: the marker's modification time tells the bytes changed."""
+    make_sqlite(sqlite_db)
+    staging = tmp_path / "s" / "out.csv"
+    op = operator(sql="SELECT * FROM t ORDER BY i IS NULL, i", conn_id="lite_test", staging_path=str(staging))
+    # Try 1 fails after staging: the file and its marker stay for the next try.
+    redivis_conn.add_fault(Fault("status", origin="session", status=400, times=1))
+    with pytest.raises(AirflowFailException):
+        op.execute(task_context)
+    assert staging.read_bytes() == SQLITE_CSV.encode()
+    staging.write_bytes(SQLITE_CSV.encode().replace(b"plain", b"PLAIN"))  # same size, other bytes
+    caplog.set_level(logging.INFO)
+    op.execute(task_context)
+    assert stored(redivis_conn) == SQLITE_CSV.encode()
+    assert "the staged file changed after its marker was written" in caplog.text
+
+
+def test_a_finished_run_never_deletes_the_staged_file_another_run_wrote_in_its_place(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, tmp_path: Path
+) -> None:
+    """Run 1 waits deferred; run 2 writes its own file at the same staging_path; run 1's end leaves it."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    make_sqlite(sqlite_db)
+    staging = tmp_path / "exports" / "daily.csv"
+    one = {"ti": FakeTI(run_id="scheduled__2026-12-01"), "task_state_store": DictStateStore()}
+    waiting = operator(
+        sql="SELECT i FROM t",
+        conn_id="lite_test",
+        staging_path=str(staging),
+        deferrable=True,
+        upload_name="one.csv",
+    )
+    with pytest.raises(TaskDeferred):
+        waiting.execute(one)
+    two = {"ti": FakeTI(run_id="scheduled__2026-12-02"), "task_state_store": DictStateStore()}
+    operator(
+        sql="SELECT t FROM t", conn_id="lite_test", staging_path=str(staging), keep_staged_file=True,
+        upload_name="two.csv",
+    ).execute(two)  # fmt: skip
+    theirs = staging.read_bytes()
+    assert theirs == stored(redivis_conn, "two.csv")
+    upload = next(u for u in redivis_conn.list_uploads(TABLE) if u["name"] == "one.csv")
+    deadline = time.monotonic() + 10
+    while upload["status"] != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        upload = next(u for u in redivis_conn.list_uploads(TABLE) if u["name"] == "one.csv")
+    waiting.execute_complete(one, {"status": "success", "upload": upload})
+    assert staging.read_bytes() == theirs
+    marker = json.loads(Path(f"{staging}{MARKER_SUFFIX}").read_text())
+    assert marker["task_instance"]["run_id"] == "scheduled__2026-12-02"
+
+
 # -- a try that dies, and the retry ---------------------------------------------------------------------
 
 
@@ -421,6 +574,83 @@ def test_killed_while_staging_then_the_retry_writes_it_again(
     assert list(staging.parent.iterdir()) == []  # cleaned up after success
 
 
+KILLED_WHILE_STAGING = """
+import sys
+import threading
+from pathlib import Path
+
+from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+from tests.transfers.conftest import DictStateStore, FakeTI
+
+STAGING, FLAG, SQL = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+
+
+class Stalls:
+    \"\"\"The fifth batch never comes: the rows of the first are in the partial file by then.\"\"\"
+
+    def __init__(self, cursor):
+        self._cursor, self._batches = cursor, 0
+
+    def fetchmany(self, size):
+        self._batches += 1
+        if self._batches == 5:
+            FLAG.write_text("staging")
+            threading.Event().wait()  # until SIGKILL
+        return self._cursor.fetchmany(size)
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class Op(SqlToRedivisOperator):
+    def open_cursor(self, conn):
+        return Stalls(super().open_cursor(conn))
+
+
+Op(
+    task_id="to_redivis", sql=SQL, conn_id="pg_test", table="test_owner.test_dataset.test_table",
+    staging_path=STAGING, postgres_copy=False, fetch_size=1000,
+).execute({"ti": FakeTI(), "task_state_store": DictStateStore()})
+"""
+WIDE_SQL = "SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 20000) AS g ORDER BY g"
+
+
+def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """SIGKILL mid-write: no cleanup runs in that try; the next try of the task instance removes its partial."""
+    staging = tmp_path / "stage" / "wide.csv"
+    staging.parent.mkdir()
+    theirs = staging.parent / "wide.csv.partial-0123456789abcdef"  # another task instance's, writing
+    theirs.write_bytes(b"not ours")
+    flag = tmp_path / "staging.flag"
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_WHILE_STAGING)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.Popen([sys.executable, str(script), str(staging), str(flag), WIDE_SQL], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not flag.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert flag.exists(), "the try never reached the fifth batch"
+    finally:
+        killed.kill()
+        killed.wait(timeout=30)
+    (leftover,) = (p for p in staging.parent.iterdir() if p != theirs)  # the killed try's partial file
+    assert leftover.name.startswith("wide.csv.partial-")
+    assert leftover.stat().st_size > 0
+    result = operator(
+        sql=WIDE_SQL, conn_id=pg_conn, staging_path=str(staging), postgres_copy=False, fetch_size=1000
+    ).execute(task_context)  # the retry: the same task instance
+    assert result["numRows"] == 20000
+    assert [p.name for p in staging.parent.iterdir()] == [theirs.name]  # only the other's, untouched
+    assert theirs.read_bytes() == b"not ours"
+
+
 def test_killed_while_uploading_then_the_retry_resumes_without_querying_again(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -472,19 +702,121 @@ def test_streamed_resumes_within_the_try_after_cut_requests(
 
 
 def test_streamed_killed_midway_then_the_retry_starts_over(
-    postgres: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+    postgres: PostgresCluster,
+    pg_conn: str,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redivis_conn.add_fault(Fault("reset", origin="session", at_offset=1024 * 1024, times=None))
     op = operator(sql=BIG_SQL, conn_id=pg_conn, mode="streamed", chunk_size=CHUNK_UNIT * 4)
     with pytest.raises(UploadInterruptedError):
         op.execute(task_context)
     assert redivis_conn.list_uploads(TABLE) == []
+    assert task_context["task_state_store"].values[CHECKPOINT_KEY]["phase"] == "transferring"
     redivis_conn.clear_faults()
+    caplog.set_level(logging.INFO)
     op.execute(task_context)
+    assert "stream into temp upload" in caplog.text
+    assert "never finished" in caplog.text
     assert stored(redivis_conn) == expected_big()
     assert len(redivis_conn.list_uploads(TABLE)) == 1
     temp_posts = [r for r in redivis_conn.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
     assert len(temp_posts) == 2  # a new try, a new temp upload
+
+
+COUNTED_SQL = (
+    "WITH run AS (SELECT nextval('stream_runs') AS n) "
+    "SELECT g AS id, 'row ' || g AS label FROM run, generate_series(1, 60000) AS g ORDER BY g"
+)
+COUNTED_CSV = ("id,label\n" + "".join(f"{g},row {g}\n" for g in range(1, 60001))).encode()
+
+
+def temp_upload_posts(emu: RedivisEmulator) -> list[Any]:
+    return [r for r in emu.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
+
+
+@pytest.fixture
+def counted(postgres: PostgresCluster) -> PostgresCluster:
+    """COUNTED_SQL bumps a sequence each time it runs."""
+    postgres.psql("DROP SEQUENCE IF EXISTS stream_runs; CREATE SEQUENCE stream_runs;")
+    return postgres
+
+
+def test_streamed_retry_attaches_to_its_upload_when_every_answer_to_creating_it_was_lost(
+    counted: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    # Every creation request of try 1 reaches Redivis (the first creates the upload), no answer comes back.
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=MAX_CREATE_POSTS)
+    )
+    op = operator(sql=COUNTED_SQL, conn_id=pg_conn, mode="streamed")
+    with pytest.raises(RedivisError, match="the next try asks again, and attaches"):
+        op.execute(task_context)
+    (made,) = redivis_conn.list_uploads(TABLE)
+    result = op.execute(task_context)  # the retry
+    assert result["uri"] == made["uri"]
+    assert result["status"] == "completed"
+    assert len(redivis_conn.list_uploads(TABLE)) == 1
+    assert counted.psql("SELECT last_value FROM stream_runs").strip() == "1"  # the query ran once
+    assert len(temp_upload_posts(redivis_conn)) == 1
+    assert stored(redivis_conn) == COUNTED_CSV
+    assert task_context["ti"].xcoms["redivis_sql_rows"] == 60000
+    # What the store holds: the temp upload, the phase, the upload's uri; no session URL, no token.
+    saved = task_context["task_state_store"].values[CHECKPOINT_KEY]
+    assert (saved["transport"], saved["phase"], saved["upload_uri"]) == (
+        "temp_upload",
+        "created",
+        made["uri"],
+    )
+    assert saved["session_url"] == ""
+    assert "session_url_sealed" not in saved
+    assert saved["stream"]["rows"] == 60000
+    text = json.dumps(saved)
+    assert redivis_conn.token not in text
+    assert "127.0.0.1" not in text
+
+
+def test_streamed_retry_attaches_to_its_upload_when_the_wait_for_processing_failed(
+    counted: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
+) -> None:
+    # Try 1 creates the upload, then every status check fails until its wait's deadline.
+    redivis_conn.add_fault(
+        Fault("status", origin="api", method="GET", path_contains="/uploads/", status=503, times=None)
+    )
+    op = operator(sql=COUNTED_SQL, conn_id=pg_conn, mode="streamed", wait_timeout=1)
+    with pytest.raises(WaitTimeoutError):
+        op.execute(task_context)
+    (made,) = redivis_conn.list_uploads(TABLE)
+    redivis_conn.clear_faults()
+    result = op.execute(task_context)  # the retry
+    assert result["uri"] == made["uri"]
+    assert result["status"] == "completed"
+    assert len(redivis_conn.list_uploads(TABLE)) == 1
+    assert counted.psql("SELECT last_value FROM stream_runs").strip() == "1"
+    assert len(temp_upload_posts(redivis_conn)) == 1
+    creates = [r for r in redivis_conn.requests if r.method == "POST" and r.path.endswith("/uploads")]
+    assert len(creates) == 1  # attached by its uri, not asked again
+
+
+def test_a_streamed_checkpoint_of_another_query_is_not_attached(
+    sqlite_db: Path,
+    redivis_conn: RedivisEmulator,
+    task_context: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The DAG changed the query between tries: the earlier upload is not this query's rows."""
+    make_sqlite(sqlite_db)
+    redivis_conn.add_fault(
+        Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=MAX_CREATE_POSTS)
+    )
+    with pytest.raises(RedivisError):
+        operator(sql="SELECT i FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(AirflowFailException, match="already has an upload"):
+        operator(sql="SELECT t FROM t", conn_id="lite_test", mode="streamed").execute(task_context)
+    assert "the checkpoint is of another query" in caplog.text
+    assert stored(redivis_conn).startswith(b"i\n")  # left as it was
 
 
 @pytest.mark.parametrize("if_exists", ["skip", "replace", "fail"])

@@ -10,6 +10,10 @@ One DAG run holds three tasks, one after the other:
 - ``upload_killed``: try 1 writes the file, then loses the network for good mid-upload; try 2 finds
   the complete staged file, does not run the query again (a sequence counts the runs), resumes the
   session from its checkpoint, and waits deferred.
+
+A second DAG run holds two streamed tasks whose try 1 fails after the stream: ``create_lost`` loses
+every answer to creating its upload, ``wait_lost`` fails its wait for processing; each try 2 attaches
+to the upload its try 1 made, without running the query again.
 """
 
 from __future__ import annotations
@@ -202,3 +206,141 @@ def test_sqlite_staged_and_streamed_with_kills_and_retries_airflow2(
         "SELECT id, label FROM big ORDER BY id",
     )
     assert home.query("SELECT key FROM variable") == []  # the fallback checkpoint deleted on success
+
+
+# -- streamed mode: a retry attaches to the upload its stream made ------------------------------------
+
+WAIT_TABLE = "test_owner.test_dataset.wait_table"
+
+STREAM_RETRY_DAG = """
+from __future__ import annotations
+
+import urllib.request
+from datetime import datetime, timedelta
+
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
+
+ADMIN = {admin!r}
+ADMIN_TOKEN = {admin_token!r}
+
+
+def clear_faults(context):
+    request = urllib.request.Request(
+        ADMIN + "/_emulator/faults", method="DELETE", headers={{"X-Emulator-Admin-Token": ADMIN_TOKEN}}
+    )
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - the test's emulator on 127.0.0.1
+
+
+COMMON = dict(conn_id="db_test", mode="streamed", poll_interval=0.2, retries=1, retry_delay=timedelta(seconds=1))
+
+with DAG(dag_id="stream_retry_dag", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+    create_lost = SqlToRedivisOperator(task_id="create_lost", sql={create_sql!r}, table={table!r}, **COMMON)
+    wait_lost = SqlToRedivisOperator(
+        task_id="wait_lost", sql={wait_sql!r}, table={wait_table!r}, wait_timeout=2,
+        on_retry_callback=clear_faults, **COMMON
+    )
+    create_lost >> wait_lost
+"""
+
+
+def run_stream_retries(
+    home: AirflowHome, emu: RedivisEmulator, db_conn: dict, create_sql: str, wait_sql: str
+) -> None:
+    """create_lost: every answer to creating its upload is lost in try 1; wait_lost: try 1's wait fails.
+
+    Each try 2 must attach to the upload its try 1 made: no second query, no second temp upload.
+    """
+    dag_file = home.write_dag(
+        "stream_retry_dag",
+        STREAM_RETRY_DAG.format(
+            admin=emu.base_url,
+            admin_token=emu.admin_token,
+            table=TABLE,
+            wait_table=WAIT_TABLE,
+            create_sql=create_sql,
+            wait_sql=wait_sql,
+        ),
+    )
+    emu.add_fault(
+        Fault(
+            "drop_response",
+            origin="api",
+            method="POST",
+            predicate=lambda info: info.path.endswith(".test_table/uploads"),
+            times=3,  # every creation request try 1 sends
+        )
+    )
+    emu.add_fault(
+        Fault(
+            "status",
+            origin="api",
+            method="GET",
+            status=503,
+            predicate=lambda info: ".wait_table:" in info.path and "/uploads/" in info.path,
+            times=None,  # until wait_lost's retry callback clears the faults
+        )
+    )
+    connections = {
+        "redivis_default": redivis_connection(emu.base_url, emu.token, **CONN_EXTRA),
+        "db_test": db_conn,
+    }
+    result = home.dag_test(dag_file, "stream_retry_dag", connections=connections, timeout=300)
+    assert result.succeeded, result.output[-8000:]
+    for table in (TABLE, WAIT_TABLE):
+        (upload,) = emu.list_uploads(table)
+        assert upload["status"] == "completed"
+        assert emu.upload_bytes_path(table, upload["name"]).read_bytes() == small_expected()
+    assert "the next try asks again, and attaches" in result.output  # create_lost's try 1
+    assert "WaitTimeoutError" in result.output  # wait_lost's try 1
+    assert result.output.count("the query is not run again") >= 2  # each task's try 2
+    temp_uploads = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/tempUploads")]
+    assert len(temp_uploads) == 2  # one stream per task
+    assert emu.token not in result.output
+
+
+@pytest.fixture
+def two_tables(tmp_path: Path):
+    with RedivisEmulator(
+        tables=[TABLE, WAIT_TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05
+    ) as emu:
+        yield emu
+
+
+def test_streamed_retries_attach_to_their_uploads_airflow3(
+    tmp_path: Path, two_tables: RedivisEmulator, postgres: PostgresCluster
+) -> None:
+    postgres.psql(
+        "DROP SEQUENCE IF EXISTS runs_a; CREATE SEQUENCE runs_a; DROP SEQUENCE IF EXISTS runs_b; CREATE SEQUENCE runs_b;"
+    )
+    counted = (
+        "WITH run AS (SELECT nextval('{seq}') AS n) "
+        "SELECT g AS id, 'row ' || g AS label FROM run, generate_series(1, 60000) AS g ORDER BY g"
+    )
+    home = AirflowHome(tmp_path / "airflow")
+    run_stream_retries(
+        home,
+        two_tables,
+        postgres.airflow_connection(),
+        counted.format(seq="runs_a"),
+        counted.format(seq="runs_b"),
+    )
+    assert postgres.psql("SELECT last_value FROM runs_a").strip() == "1"  # each query ran once
+    assert postgres.psql("SELECT last_value FROM runs_b").strip() == "1"
+    assert home.query("SELECT * FROM task_state_store") == []  # checkpoints deleted on success
+
+
+def test_streamed_retries_attach_to_their_uploads_airflow2(
+    tmp_path: Path, two_tables: RedivisEmulator
+) -> None:
+    python = airflow2_python()
+    if python is None:
+        pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    database = tmp_path / "source.db"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE small (id INTEGER, label TEXT)")
+        db.executemany("INSERT INTO small VALUES (?, ?)", [(g, f"row {g}") for g in range(1, SMALL_ROWS + 1)])
+    home = AirflowHome(tmp_path / "airflow2", python=python)
+    sql = "SELECT id, label FROM small ORDER BY id"
+    run_stream_retries(home, two_tables, {"conn_type": "sqlite", "host": str(database)}, sql, sql)
+    assert home.query("SELECT key FROM variable") == []  # the fallback checkpoints deleted on success
