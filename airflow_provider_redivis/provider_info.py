@@ -63,6 +63,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Only for a host written without a scheme. Empty: https, or http for a loopback "
         "host (127.0.0.1, ::1, localhost).",
     },
+    "rate_limit_interval": {
+        "label": "Rate-limit interval (seconds; empty: 100)",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "description": "Redivis counts a token's API requests per interval of this many seconds (about 100 "
+        "requests per 100 s). Leave empty unless Redivis gave your token other terms.",
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
@@ -79,6 +85,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "max_attempts": "6",
         "max_retry_seconds": "300",
         "scheme": "https, or http for a loopback host",
+        "rate_limit_interval": "100",
     },
 }
 

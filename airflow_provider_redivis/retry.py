@@ -61,8 +61,14 @@ def is_refused_request(exc: BaseException) -> bool:
     return False
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+def parse_retry_after(
+    value: str | None, *, server_date: str | None = None, now: float | None = None
+) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None.
+
+    An HTTP date is taken against ``server_date``, the answer's own ``Date`` header, when there is one: the
+    server's clock, so that a worker whose clock is minutes off still waits what the server meant.
+    """
     if not value:
         return None
     value = value.strip()
@@ -70,11 +76,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return max(0.0, float(value))
     except ValueError:
         pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    when = _http_date(value)
+    if when is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    reference = _http_date(server_date) if server_date else None
+    if reference is None:
+        reference = time.time() if now is None else now
+    return max(0.0, when - reference)
+
+
+def _http_date(value: str | None) -> float | None:
+    try:
+        return parsedate_to_datetime(value or "").timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -184,7 +184,7 @@ def interpret_response(status: int, headers: Mapping[str, str], body: bytes) -> 
             "cancelled. A new session is needed; the upload starts again from byte 0."
         )
     if is_retryable_status(status):
-        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        retry_after = parse_retry_after(_header(headers, "Retry-After"), server_date=_header(headers, "Date"))
         raise SessionAnswerError(status, f"the upload server answered {status}", retry_after=retry_after)
     text = body[:300].decode("utf-8", "replace")
     raise RedivisAPIError(

@@ -79,6 +79,7 @@ def test_form_fields_are_declared_for_airflow_3_and_airflow_2_alike() -> None:
         "max_retry_seconds",
         "verify",
         "scheme",
+        "rate_limit_interval",
     }
     for definition in fields.values():
         assert definition["label"]

@@ -103,6 +103,14 @@ def test_parse_retry_after_http_date() -> None:
     assert parse_retry_after(past, now=now) == 0.0
 
 
+def test_an_http_date_is_taken_against_the_servers_own_date_whatever_the_workers_clock() -> None:
+    server_now = 1_800_000_000.0
+    header = email.utils.formatdate(server_now + 30, usegmt=True)
+    server_date = email.utils.formatdate(server_now, usegmt=True)
+    for worker_clock in (server_now - 300, server_now, server_now + 300):  # 5 minutes behind, right, ahead
+        assert parse_retry_after(header, server_date=server_date, now=worker_clock) == pytest.approx(30.0)
+
+
 def test_backoff_grows_exponentially_within_jitter_bounds() -> None:
     policy = RetryPolicy(initial_wait=1.0, max_wait=8.0)
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 8.0), (9, 8.0)]:

@@ -104,8 +104,8 @@ def _hint(status: int, code: str | None, scope: str | None) -> str | None:
         return "It exists already: use another name, or delete the existing one first"
     if status == 429:
         return (
-            "Redivis allows about 1,000 requests a minute: run fewer tasks at once (an Airflow pool) "
-            "or raise the connection's max_retry_seconds"
+            "Redivis allows about 100 API requests per 100 s for a token: spread the loads over the day, "
+            "poll less often, or ask Redivis for a higher limit"
         )
     if status >= 500:
         return "Redivis failed to answer; if it persists, try later or raise max_attempts/max_retry_seconds"
@@ -139,6 +139,8 @@ def api_error_from_response(
         code=scrub(code, secrets) if code else None,
         method=method.upper(),
         path=path,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        retry_after=parse_retry_after(
+            response.headers.get("Retry-After"), server_date=response.headers.get("Date")
+        ),
         hint=_hint(status, code, scope),
     )

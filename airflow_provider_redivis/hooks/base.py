@@ -2,9 +2,8 @@
 authenticated session, one retried request.
 
 The API calls and the waits live in ``hooks/redivis.py``; the connection's rules in ``connection.py``,
-the token's origin rule in ``auth.py`` and the reading of error answers in ``api_errors.py``.
-:class:`RedivisHookBase` is about 270 lines, a little past the ~250 the package aims at, because its
-properties and Airflow's connection test are each a few lines with a docstring.
+the token's origin rule in ``auth.py``, the reading of error answers in ``api_errors.py`` and the token's
+request budget in ``request_budget.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ from airflow_provider_redivis.references import (
     validate_dataset_reference,
     validate_table_reference,
 )
-from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error
+from airflow_provider_redivis.request_budget import RequestBudget, budget_for
+from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -94,6 +94,9 @@ class RedivisHookBase(BaseHook):
         self._settings: RedivisConnectionSettings | None = None
         self._session: RedivisSession | None = None
         self._warnings_seen: set[str] = set()
+        #: ``time.monotonic()`` past which a request stops waiting for its turn in the request budget
+        #: (a wait's own deadline); None: it waits as long as the task may run.
+        self.budget_deadline: float | None = None
 
     def __repr__(self) -> str:
         where = f", api_url={self._settings.api_url!r}" if self._settings else ""
@@ -150,6 +153,12 @@ class RedivisHookBase(BaseHook):
             session.headers["Accept"] = "application/json"
             self._session = session
         return self._session
+
+    @property
+    def request_budget(self) -> RequestBudget:
+        """This process's budget for the connection's token, shared by every hook on it."""
+        settings = self.settings
+        return budget_for(settings.api_url, settings.token, settings.rate_limit_interval)
 
     def get_conn(self) -> requests.Session:
         """:returns: the authenticated session (Airflow's name for it)."""
@@ -208,20 +217,44 @@ class RedivisHookBase(BaseHook):
         url = f"{self.api_url}{path}"
         timeout, verify, session = self.timeout, self.settings.verify, self.session
         secrets = (self.settings.token,)
+        budget = self.request_budget
         attempts = 0
 
         def attempt() -> requests.Response:
             nonlocal attempts
             attempts += 1
-            self.log.debug("Redivis API %s %s", method, path)
-            response = session.request(
-                method,
-                url,
-                params=params,
-                json=json_body if send_json else None,
-                timeout=timeout,
-                verify=verify,
-            )
+            while True:
+                budget.wait_for_turn(deadline=self.budget_deadline, log=self.log.info)
+                self.log.debug("Redivis API %s %s", method, path)
+                try:
+                    response = session.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body if send_json else None,
+                        timeout=timeout,
+                        verify=verify,
+                    )
+                except BaseException:
+                    budget.answered(None)
+                    raise
+                budget.answered(response.headers)
+                if response.status_code != 429:
+                    break
+                # Refused before it was acted on: a wait for the budget, sent again, never a failure.
+                wait = budget.refused(
+                    parse_retry_after(
+                        response.headers.get("Retry-After"), server_date=response.headers.get("Date")
+                    )
+                )
+                response.close()
+                self.log.info(
+                    "Redivis answered 429 (too many requests): waiting %.1f s for the token's request budget, "
+                    "then sending %s %s again",
+                    wait,
+                    method,
+                    path,
+                )
             self._note_warning(response)
             if response.status_code >= 400 and not (attempts > 1 and response.status_code in ok_after_retry):
                 error = api_error_from_response(response, method=method, path=path, secrets=secrets)

@@ -11,7 +11,8 @@ The connection
 - **port** (optional): used when the host names none; the scheme's own port (443, 80) is dropped.
   Airflow 3.3's Test button needs it filled in the UI (443 for redivis.com); 0 counts as none.
 - **extras**: ``connect_timeout`` (10 s), ``read_timeout`` (60 s), ``max_attempts`` (6),
-  ``max_retry_seconds`` (300 s), ``verify`` (true; or a CA bundle path), ``scheme``.
+  ``max_retry_seconds`` (300 s), ``verify`` (true; or a CA bundle path), ``scheme``,
+  ``rate_limit_interval`` (100 s: Redivis's rate-limit interval, which its answers do not carry).
 
 ``AIRFLOW_CONN_REDIVIS_DEFAULT='redivis://:TOKEN@'`` is enough for redivis.com.
 """
@@ -31,6 +32,7 @@ from airflow.providers.common.compat.sdk import mask_secret
 from airflow_provider_redivis import __version__
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_redivis.request_budget import DEFAULT_INTERVAL
 from airflow_provider_redivis.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -214,6 +216,7 @@ class RedivisConnectionSettings:
     max_attempts: int = RetryPolicy.max_attempts
     max_retry_seconds: float = RetryPolicy.max_total_seconds
     verify: bool | str = True
+    rate_limit_interval: float = DEFAULT_INTERVAL
 
     @property
     def api_url(self) -> str:
@@ -245,6 +248,7 @@ class RedivisConnectionSettings:
             max_attempts=_positive_int(extras, "max_attempts", RetryPolicy.max_attempts),
             max_retry_seconds=_positive_number(extras, "max_retry_seconds", RetryPolicy.max_total_seconds),
             verify=_verify(extras),
+            rate_limit_interval=_positive_number(extras, "rate_limit_interval", DEFAULT_INTERVAL),
         )
 
 
@@ -279,6 +283,7 @@ def connection_form_widgets() -> dict[str, Any]:
             description="Leave ticked. Untick only for a test server with a self-signed certificate.",
         ),
         "scheme": text("scheme"),
+        "rate_limit_interval": text("rate_limit_interval"),
     }
 
 

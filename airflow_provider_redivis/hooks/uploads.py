@@ -252,6 +252,16 @@ class UploadsAPI(RedivisHookBase):
             raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
         deadline = time.monotonic() + timeout
         intervals = poll_intervals(poll_interval, max_poll_interval or poll_interval)
+        # A turn in the token's request budget is waited for within this wait's deadline, no longer.
+        self.budget_deadline = deadline
+        try:
+            return self._wait(target, deadline, timeout, intervals)
+        finally:
+            self.budget_deadline = None
+
+    def _wait(
+        self, target: UploadTarget, deadline: float, timeout: float, intervals: Iterator[float]
+    ) -> dict[str, Any]:
         while True:
             check = self.check_upload(target)
             if check.outcome is not UploadOutcome.PENDING and check.upload is not None:

@@ -119,7 +119,17 @@ def test_only_what_was_typed_reaches_the_hook(
     api_server: AirflowDeployment, emulator: RedivisEmulator
 ) -> None:
     # What the form saves when only the read timeout was typed: every other extra null.
-    extra = {k: None for k in ("connect_timeout", "max_attempts", "max_retry_seconds", "verify", "scheme")}
+    extra = {
+        k: None
+        for k in (
+            "connect_timeout",
+            "max_attempts",
+            "max_retry_seconds",
+            "verify",
+            "scheme",
+            "rate_limit_interval",
+        )
+    }
     extra["read_timeout"] = 30
     stored = save_as_the_form_does(
         api_server,

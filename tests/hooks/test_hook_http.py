@@ -21,11 +21,11 @@ from airflow_provider_redivis.errors import (
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
-    RedivisRateLimitError,
     RedivisServerError,
 )
 from airflow_provider_redivis.hooks import uploads as uploads_module
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.request_budget import BudgetWaitTimeoutError
 from airflow_provider_redivis.retry import RetryPolicy
 from tests.hooks.conftest import (
     DATASET,
@@ -222,12 +222,17 @@ def test_429_waits_what_retry_after_says(
     hook: RedivisHook, emulator: RedivisEmulator, hook_log: HookLog
 ) -> None:
     caplog = hook_log(hook)
-    emulator.add_fault(Fault("status", status=429, origin="api", headers={"Retry-After": "0.3"}))
+    emulator.add_fault(Fault("status", status=429, origin="api", headers={"Retry-After": "0.3"}, times=3))
+    started = time.monotonic()
     hook.get_table(TABLE)
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    # Not the policy's 10-20 ms backoff: the server's 0.3 s.
-    assert warning.endswith("failed (HTTP 429) on attempt 1; retrying in 0.30 s")
-    assert [r.status for r in api_requests(emulator)] == [429, 200]
+    # Not the policy's 10-20 ms backoff: the server's 0.3 s, each time; a refusal is a wait for the token's
+    # request budget, not a failed attempt: three of them pass a policy of max_attempts=4 without a warning.
+    assert time.monotonic() - started >= 0.9
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.WARNING] == []
+    waits = [r.getMessage() for r in caplog.records if "request budget" in r.getMessage()]
+    assert len(waits) == 3
+    assert waits[0].startswith("Redivis answered 429 (too many requests): waiting 0.3 s")
+    assert [r.status for r in api_requests(emulator)] == [429, 429, 429, 200]
 
 
 @pytest.mark.parametrize("status", [408, 500, 502, 504])
@@ -267,17 +272,16 @@ def test_retries_stop_at_max_attempts_and_raise_the_last_error(
     assert "try later" in str(info.value)
 
 
-def test_a_retry_after_beyond_the_time_budget_gives_up_at_once(
+def test_a_retry_after_beyond_the_waits_deadline_ends_it_at_the_deadline_saying_it_was_the_budget(
     emulator: RedivisEmulator, make_connection: MakeConnection
 ) -> None:
     emulator.add_fault(Fault("status", status=429, origin="api", headers={"Retry-After": "120"}, times=None))
     policy = RetryPolicy(max_attempts=5, max_total_seconds=5.0, initial_wait=0.01)
-    with (
-        RedivisHook(make_connection(emulator_uri(emulator)), retry_policy=policy) as hook,
-        pytest.raises(RedivisRateLimitError) as info,
-    ):
-        hook.get_table(TABLE)
-    assert info.value.retry_after == 120.0
+    with RedivisHook(make_connection(emulator_uri(emulator)), retry_policy=policy) as hook:
+        hook.budget_deadline = time.monotonic() + 0.5
+        with pytest.raises(BudgetWaitTimeoutError, match="request budget") as info:
+            hook.get_table(TABLE)
+    assert "Redivis answered 429" in str(info.value)
     assert len(api_requests(emulator)) == 1
 
 

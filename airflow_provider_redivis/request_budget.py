@@ -1,0 +1,207 @@
+"""Redivis's request budget for one token, as this process sees it: when the next API request may go.
+
+Redivis allows about 100 API requests per 100-second interval for everything that uses a token, says how
+many are left in every answer (``X-RateLimit-Remaining``) and refuses the rest with 429 and a
+``Retry-After``. Every process keeps one :class:`RequestBudget` per token (API origin and token), shared by
+every hook and thread in it; there is no store shared between processes. The processes settle under the
+limit on what the server tells each of them:
+
+- a 429 closes the budget until its ``Retry-After`` (taken against the answer's own ``Date``, so a worker
+  clock that is off does not matter: :func:`~airflow_provider_redivis.retry.parse_retry_after`); the
+  request is then sent again. A 429 is a wait, never a fault.
+- when an answer leaves at most :attr:`RequestBudget.reserve` requests, this process holds its next request
+  until the interval that answer belonged to has surely passed. The requests left are the reserve for
+  processes that know nothing yet (a new task's first request), so they find the budget open.
+- below half the limit, this process spaces its requests by ``interval / limit``: the limit's own pace.
+- while it knows nothing (its first request, or after a 429's wait), one request goes alone and the others
+  of this process wait for its answer, so a process never opens with a burst.
+
+Plain Python: the hook asks it (:meth:`wait_for_turn`) and feeds it (:meth:`answered`, :meth:`refused`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_provider_redivis.errors import RedivisError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+#: What Redivis allows a token until an answer says otherwise (its "Limits and errors" page).
+DEFAULT_LIMIT = 100
+DEFAULT_INTERVAL = 100.0
+LIMIT_HEADER = "X-RateLimit-Limit"
+REMAINING_HEADER = "X-RateLimit-Remaining"
+#: A long wait is logged in pieces of at most this many seconds, so the log shows it is alive.
+LOG_EVERY = 30.0
+
+
+class BudgetWaitTimeoutError(RedivisError):
+    """A request waited for its turn in Redivis's request budget past the caller's deadline."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Why a request waits, and until when (``time.monotonic()``)."""
+
+    until: float
+    why: str
+
+
+class RequestBudget:
+    """One token's budget in this process. Thread-safe.
+
+    :param interval: seconds of Redivis's rate-limit interval (not in its answers: 100 s, or the
+        connection's ``rate_limit_interval``).
+    """
+
+    def __init__(
+        self,
+        interval: float = DEFAULT_INTERVAL,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = float(interval)
+        self.limit = DEFAULT_LIMIT
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._closed_until = 0.0  # a 429's Retry-After
+        self._remaining: int | None = (
+            None  # the lowest an answer said in this interval, less what was sent since
+        )
+        self._seen_at = 0.0
+        self._probing = False  # a request goes while nothing is known: the rest wait for its answer
+        self._last_sent = -math.inf
+        #: How many requests this process sent, and how many of them Redivis refused: for a summary.
+        self.sent = 0
+        self.refusals = 0
+        self.waited_seconds = 0.0
+
+    @property
+    def reserve(self) -> int:
+        """Requests left to processes that know nothing of the budget yet: a fifth of the limit, at least 2."""
+        return max(2, self.limit // 5)
+
+    def next_turn(self) -> Turn | None:
+        """None when a request may go now; else until when it waits, and why."""
+        now = self._clock()
+        if now < self._closed_until:
+            return Turn(self._closed_until, "Redivis answered 429 (too many requests) and said when to retry")
+        remaining = self._remaining
+        if remaining is None or now >= self._seen_at + self.interval:
+            # Nothing known, or what was known is from an interval that has passed: one request finds out.
+            return (
+                Turn(now + LOG_EVERY, "waiting for the answer to the request that finds out")
+                if self._probing
+                else None
+            )
+        if remaining <= self.reserve:
+            return Turn(
+                self._seen_at + self.interval,
+                f"Redivis said {remaining} of {self.limit} requests are left in its interval; the rest is kept "
+                "for other tasks on this token",
+            )
+        if remaining < self.limit / 2 and now < self._last_sent + self.interval / self.limit:
+            return Turn(self._last_sent + self.interval / self.limit, "pacing at the limit's rate")
+        return None
+
+    def wait_for_turn(
+        self,
+        *,
+        deadline: float | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Block until a request may go, then count it as sent.
+
+        :param deadline: ``time.monotonic()`` after which waiting raises :class:`BudgetWaitTimeoutError`.
+        :param log: told each long wait (at least every :data:`LOG_EVERY` seconds of it).
+        """
+        waited_from = self._clock()
+        with self._lock:
+            while (turn := self.next_turn()) is not None:
+                now = self._clock()
+                if deadline is not None and now >= deadline:
+                    raise BudgetWaitTimeoutError(
+                        f"Gave up after {now - waited_from:.0f} s waiting for a turn in Redivis's request budget "
+                        f"({turn.why}; {turn.until - now:.0f} s more), at this wait's deadline. The token's "
+                        "requests are spent faster than Redivis allows (about 100 per 100 s): spread the loads "
+                        "over the day, poll less often, or ask Redivis for a higher limit."
+                    )
+                until = turn.until if deadline is None else min(turn.until, deadline)
+                if log is not None and turn.until - now >= 1.0:
+                    log(
+                        f"Waiting {turn.until - now:.0f} s for a turn in Redivis's request budget: {turn.why}."
+                    )
+                # An answer that opens the budget wakes us early.
+                self._lock.wait(max(min(until - now, LOG_EVERY), 0.001))
+            self._last_sent = self._clock()
+            if self._remaining is None or self._last_sent >= self._seen_at + self.interval:
+                self._probing = True
+            else:
+                self._remaining -= 1
+            self.sent += 1
+            self.waited_seconds += self._last_sent - waited_from
+
+    def answered(self, headers: Mapping[str, str] | None) -> None:
+        """Take in what an answer says of the budget (any answer of the API, error or not; None: no answer)."""
+        remaining = _whole_number(headers.get(REMAINING_HEADER)) if headers is not None else None
+        with self._lock:
+            self._probing = False
+            self._lock.notify_all()
+            if remaining is None:
+                return
+            limit = _whole_number(headers.get(LIMIT_HEADER)) if headers is not None else None
+            if limit:
+                self.limit = limit
+            now = self._clock()
+            known = self._remaining is not None and now < self._seen_at + self.interval
+            # Answers overtake one another: within an interval the lowest count is the one to believe, and
+            # its time bounds when that interval surely ends.
+            if not known or remaining <= (self._remaining or 0):
+                self._remaining = remaining
+                self._seen_at = now
+
+    def refused(self, retry_after: float | None) -> float:
+        """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown).
+
+        :returns: the seconds this process now waits.
+        """
+        wait = (
+            retry_after if retry_after is not None and 0 < retry_after <= 2 * self.interval else self.interval
+        )
+        with self._lock:
+            self.refusals += 1
+            self._probing = False
+            self._remaining = None  # Retry-After says when a new interval begins: that is all we know
+            self._closed_until = max(self._closed_until, self._clock() + wait)
+            return self._closed_until - self._clock()
+
+
+def _whole_number(value: str | None) -> int | None:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        return None
+    return number if number >= 0 else None
+
+
+_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def budget_for(api_url: str, token: str, interval: float = DEFAULT_INTERVAL) -> RequestBudget:
+    """This process's one budget for the token at ``api_url`` (the token is kept only as a digest)."""
+    key = (api_url, hashlib.sha256(token.encode()).hexdigest())
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(key)
+        if budget is None:
+            budget = _BUDGETS[key] = RequestBudget(interval)
+        else:
+            budget.interval = float(interval)
+        return budget
