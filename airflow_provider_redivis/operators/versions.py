@@ -80,23 +80,21 @@ class RedivisCreateNextVersionOperator(BaseOperator):
     def _execute(self) -> dict[str, Any]:
         dataset = validate_dataset_reference(self.dataset)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        existing = hook.get_next_version(dataset)
-        if existing is not None:
-            return self._reuse(dataset, existing)
+        # Asked first, not looked up: Redivis refuses a second next version, so one request does on the
+        # common path, and a refusal is when to look.
         try:
             version = hook.create_next_version(dataset)
         except RedivisAPIError as exc:
             # "An error if one exists already": 409, or 400 from a server that words it as a bad request.
             if not isinstance(exc, RedivisConflictError) and exc.status not in (400, 409):
                 raise
-            # Someone opened it between our look and our create (another run, a person in the web app).
-            existing = hook.get_next_version(dataset)
+            existing = _next_version(hook, dataset)
             if existing is None:
                 raise
             return self._reuse(dataset, existing)
         except (requests.ConnectionError, requests.Timeout):
             # The create may have reached Redivis: look before anyone posts again.
-            existing = hook.get_next_version(dataset)
+            existing = _next_version(hook, dataset)
             if existing is None:
                 raise
             self.log.info("The answer to creating the next version of %s was lost, but it exists", dataset)
@@ -169,24 +167,7 @@ class RedivisReleaseVersionOperator(BaseOperator):
     def _execute(self) -> dict[str, Any]:
         dataset = validate_dataset_reference(self.dataset)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        try:
-            version = hook.get_version(dataset, "next")
-        except RedivisNotFoundError as exc:
-            raise AirflowFailException(
-                f"Dataset {dataset} has no unreleased next version to release ({exc.message}). Create one with "
-                "RedivisCreateNextVersionOperator before the uploads; if an earlier run released it already, there "
-                "is nothing left to do."
-            ) from exc
-
-        if version.get("status") in RELEASE_PENDING_STATUSES:
-            # An earlier try (or someone else) started this release: wait for it rather than start another.
-            self.log.info(
-                "The release of %s's next version is already %s; waiting for it", dataset, version["status"]
-            )
-        else:
-            if not version.get("canRelease"):
-                raise RedivisError(_cannot_release_message(dataset, version))
-            version = self._release(hook, dataset)
+        version = self._release(hook, dataset)
         if not self.wait_for_release:
             return summarize_version(version, dataset=dataset)
         released = hook.wait_for_release(
@@ -196,8 +177,28 @@ class RedivisReleaseVersionOperator(BaseOperator):
         return summarize_version(released, dataset=dataset)
 
     def _release(self, hook: RedivisHook, dataset: str) -> dict[str, Any]:
+        """Ask for the release; only a refusal makes the version worth reading, to say why or to wait."""
         try:
             version = hook.release_version(dataset, release_notes=self.release_notes)
+        except RedivisNotFoundError as exc:
+            raise _no_next_version(dataset, exc) from exc
+        except RedivisAPIError as exc:
+            if exc.status in (401, 403) or not 400 <= exc.status < 500:
+                raise
+            found = _next_version(hook, dataset)
+            if found is None:
+                raise _no_next_version(dataset, exc) from exc
+            if found.get("status") in RELEASE_PENDING_STATUSES:
+                # An earlier try (or someone else) started this release: wait for it rather than start another.
+                self.log.info(
+                    "The release of %s's next version is already %s; waiting for it",
+                    dataset,
+                    found["status"],
+                )
+                return found
+            if not found.get("canRelease"):
+                raise RedivisError(_cannot_release_message(dataset, found)) from exc
+            raise
         except (requests.ConnectionError, requests.Timeout):
             # The release may have started: look before anyone posts again.
             version = hook.get_version(dataset, "next")
@@ -208,6 +209,22 @@ class RedivisReleaseVersionOperator(BaseOperator):
             "Releasing the next version of %s (%s)", dataset, version.get("tag") or version.get("uri")
         )
         return version
+
+
+def _next_version(hook: RedivisHook, dataset: str) -> dict[str, Any] | None:
+    """The dataset's unreleased version, or None when a look finds none (or no dataset)."""
+    try:
+        return hook.get_version(dataset, "next")
+    except RedivisNotFoundError:
+        return None
+
+
+def _no_next_version(dataset: str, exc: RedivisAPIError) -> AirflowFailException:
+    return AirflowFailException(
+        f"Dataset {dataset} has no unreleased next version to release ({exc.message}). Create one with "
+        "RedivisCreateNextVersionOperator before the uploads; if an earlier run released it already, there "
+        "is nothing left to do."
+    )
 
 
 def _cannot_release_message(dataset: str, version: Mapping[str, Any]) -> str:

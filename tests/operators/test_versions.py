@@ -57,12 +57,23 @@ def version_posts(emu: RedivisEmulator) -> list[Any]:
     return [r for r in emu.requests if r.method == "POST" and r.path.endswith("/versions")]
 
 
+def api_calls(emu: RedivisEmulator) -> list[tuple[str, str]]:
+    """The API requests the emulator received (what counts against the token's budget), in order."""
+    return [
+        (r.method, r.path.removeprefix(f"/api/v1/datasets/{DATASET}"))
+        for r in emu.requests
+        if r.origin == "api" and r.path.startswith("/api/v1/")
+    ]
+
+
 # -- RedivisCreateNextVersionOperator --------------------------------------------------------------
 
 
 def test_creates_the_next_version_when_there_is_none(emulator: RedivisEmulator) -> None:
     release_everything()
+    emulator.clear_requests()
     result = create_next()
+    assert api_calls(emulator) == [("POST", "/versions")]  # one request: no look first
     assert result["created"] is True
     assert result["tag"] == "v2.0"
     assert result["isReleased"] is False
@@ -73,16 +84,20 @@ def test_creates_the_next_version_when_there_is_none(emulator: RedivisEmulator) 
 
 def test_existing_next_version_is_returned_with_if_not_exists(emulator: RedivisEmulator) -> None:
     existing = setup_hook().get_version(DATASET, "next")
+    emulator.clear_requests()
     result = create_next()
     assert result["created"] is False
     assert result["uri"] == existing["uri"]
-    assert version_posts(emulator) == []  # nothing was created
+    # Redivis refused a second next version; the refusal is when to look.
+    assert api_calls(emulator) == [("POST", "/versions"), ("GET", "/versions/next")]
+    assert [r.status for r in version_posts(emulator)] == [409]
+    assert setup_hook().get_version(DATASET, "next")["uri"] == existing["uri"]  # nothing was created
 
 
 def test_existing_next_version_fails_clearly_without_if_not_exists(emulator: RedivisEmulator) -> None:
     with pytest.raises(AirflowFailException, match=r"already has an unreleased next version \(v1\.0\)"):
         create_next(if_not_exists=False)
-    assert version_posts(emulator) == []
+    assert [r.status for r in version_posts(emulator)] == [409]  # refused: nothing was created
 
 
 def test_next_version_opened_between_look_and_create_is_reused(emulator: RedivisEmulator) -> None:
@@ -128,7 +143,12 @@ def test_bad_dataset_reference_fails_at_parse_time() -> None:
 def test_release_waits_until_released(emulator: RedivisEmulator) -> None:
     create_upload("sales.csv")
     emulator.wait_for_processing(TABLE, "sales.csv", timeout=10)
+    emulator.clear_requests()
     result = release(release_notes="Daily load of 2026-11-24")
+    # One request before the wait (no look first); then the polls of the version being released.
+    calls = api_calls(emulator)
+    assert calls[0] == ("POST", "/versions/next/release")
+    assert all(call[0] == "GET" for call in calls[1:])
     assert result == {
         "uri": result["uri"],
         "tag": "v1.0",
@@ -152,7 +172,9 @@ def test_release_blocked_while_an_upload_is_processing(slow_emulator: RedivisEmu
     with pytest.raises(RedivisError, match="canRelease is false") as caught:
         release()
     assert "still queued or running, or after one has failed" in str(caught.value)
-    assert not any(r.path.endswith("/release") for r in slow_emulator.requests)
+    # Redivis refused the release; the version, read after the refusal, says why.
+    assert [r.status for r in slow_emulator.requests if r.path.endswith("/release")] == [400]
+    assert setup_hook().get_version(DATASET, "next")["status"] is None  # no release started
 
 
 def test_release_blocked_by_a_failed_upload(emulator: RedivisEmulator) -> None:
@@ -187,7 +209,9 @@ def test_a_retry_waits_for_the_release_an_earlier_try_started(steady_emulator: R
     steady_emulator.clear_requests()
     result = release()
     assert result["isReleased"] is True
-    assert not any(r.path.endswith("/release") for r in steady_emulator.requests)
+    # Its own request was refused ("being released already"): it waited for the one under way.
+    assert [r.status for r in steady_emulator.requests if r.path.endswith("/release")] == [400]
+    assert result["tag"] == "v1.0"
 
 
 def test_lost_answer_to_release_keeps_waiting_for_it(emulator: RedivisEmulator) -> None:
