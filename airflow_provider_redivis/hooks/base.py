@@ -97,6 +97,8 @@ class RedivisHookBase(BaseHook):
         #: ``time.monotonic()`` past which a request stops waiting for its turn in the request budget
         #: (a wait's own deadline); None: it waits as long as the task may run.
         self.budget_deadline: float | None = None
+        #: Tables a wait by name has seen to exist: a 404 for the upload then means "not yet".
+        self._tables_seen: set[str] = set()
 
     def __repr__(self) -> str:
         where = f", api_url={self._settings.api_url!r}" if self._settings else ""

@@ -216,7 +216,9 @@ class UploadsAPI(RedivisHookBase):
         try:
             return self.get_upload(table, name)
         except RedivisNotFoundError:
-            self.get_table(table)  # waiting never creates a missing table: that 404 is final
+            if table not in self._tables_seen:
+                self.get_table(table)  # waiting never creates a missing table: that 404 is final
+                self._tables_seen.add(table)  # once seen, each later look costs one request, not two
             return None
 
     def check_upload(self, target: UploadTarget) -> UploadCheck:

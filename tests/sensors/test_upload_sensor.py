@@ -149,6 +149,15 @@ def test_upload_not_created_yet_keeps_waiting(emulator: RedivisEmulator) -> None
     assert "not created yet" in (wait._last_seen or "")
 
 
+def test_waiting_by_name_checks_the_table_once_then_one_request_a_look(emulator: RedivisEmulator) -> None:
+    wait = by_name("later.csv")
+    for _ in range(3):
+        assert wait.poke({}) is False
+    paths = [r.path.removeprefix(f"/api/v1/tables/{TABLE}") for r in emulator.requests if r.origin == "api"]
+    # The first 404 for the upload asks whether the table exists; once it has been seen, a 404 means "not yet".
+    assert paths == ["/uploads/later_csv", "", "/uploads/later_csv", "/uploads/later_csv"]
+
+
 def test_missing_table_fails_at_once(emulator: RedivisEmulator) -> None:
     with pytest.raises(AirflowFailException, match="404"):
         sensor(table="test_owner.test_dataset.nope", upload_name="a.csv").poke({})
