@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_redivis.checkpoint import UploadCheckpoint
     from airflow_provider_redivis.hooks.redivis import RedivisHook
+    from airflow_provider_redivis.upload_names import NamesSeen
     from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger("airflow_provider_redivis.upload_job")
@@ -41,25 +42,46 @@ VISIBILITY_WAIT = 30.0
 MAX_CREATE_POSTS = 3
 
 
-def apply_if_exists(hook: RedivisHook, table: str, name: str, if_exists: str) -> dict[str, Any] | None:
+def apply_if_exists(
+    hook: RedivisHook, table: str, name: str, if_exists: str, known: NamesSeen | None = None
+) -> dict[str, Any] | None:
     """``if_exists`` for an upload already under ``name``, before anything is sent.
 
+    :param known: a recent look at the table's names (:mod:`~airflow_provider_redivis.upload_names`);
+        when it says the name was absent, Redivis is not asked again. Anything else is asked.
     :returns: the existing upload to report under ``skip``; None when nothing is there (or ``replace``
         deleted it). Under ``fail`` a :class:`RedivisConflictError` says what to do.
     """
-    if not hook.upload_exists(table, name):
+    if known is not None and known.says_absent(name):
+        log.info(
+            "No upload named %r in %s, by %s: if_exists has nothing to act on",
+            name,
+            table,
+            known.describe(),
+        )
+        return None
+    upload = existing_upload(hook, table, name)
+    if upload is None:
         return None
     if if_exists == "skip":
         log.info("Upload %r exists in %s; if_exists='skip' sends nothing", name, table)
-        return hook.get_upload(table, name)
+        return upload
     if if_exists == "replace":
-        upload = hook.get_upload(table, name)
         log.info("Upload %r exists in %s; if_exists='replace' deletes it first", name, table)
         hook.delete_upload(upload["uri"])
         return None
     raise RedivisConflictError(
         409, f"table {table} already has an upload named {name!r}", hint=collision_hint(name)
     )
+
+
+def existing_upload(hook: RedivisHook, table: str, name: str) -> dict[str, Any] | None:
+    """The upload named ``name``, or None on a 404 (no such upload, or no such table: the session's request
+    then fails for the table, before any byte is sent)."""
+    try:
+        return hook.get_upload(table, name)
+    except RedivisNotFoundError:
+        return None
 
 
 class CreateOnce:
@@ -155,10 +177,7 @@ class CreateOnce:
         )
 
     def _lookup(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
-        try:
-            return self.hook.get_upload(checkpoint.table, checkpoint.upload_name)
-        except RedivisNotFoundError:
-            return None
+        return existing_upload(self.hook, checkpoint.table, checkpoint.upload_name)
 
     def _await_visible(self, checkpoint: UploadCheckpoint) -> dict[str, Any] | None:
         """The upload under the checkpoint's name, given up to ``visibility_wait`` to show; None if it does not."""

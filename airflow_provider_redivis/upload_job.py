@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from airflow_provider_redivis.hooks.redivis import RedivisHook
     from airflow_provider_redivis.resumable import ResumableSession
     from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.upload_names import NamesSeen
     from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class UploadJob:
 
     :param report: called with ``("session_id", id)`` and ``("offset", n)`` as the transfer advances
         (the operator pushes them to XCom); later calls come from the checkpoint writer's thread.
+    :param known_names: called only when ``if_exists`` is to be applied: a recent look at the table's
+        names that may answer it without asking Redivis (see :func:`apply_if_exists`), or None.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class UploadJob:
         source: UploadSource,
         *,
         report: Callable[[str, Any], None] | None = None,
+        known_names: Callable[[], NamesSeen | None] | None = None,
         visibility_wait: float = VISIBILITY_WAIT,
     ) -> None:
         self.hook = hook
@@ -73,6 +77,7 @@ class UploadJob:
         self.source = source
         self.seal = SessionUrlSeal(hook.settings.token)
         self._report = report or (lambda _key, _value: None)
+        self._known_names = known_names or (lambda: None)
         self.visibility_wait = visibility_wait
         self._session: ResumableSession | None = None
         self.create_once = CreateOnce(hook, spec, self.save, self.forget, visibility_wait=visibility_wait)
@@ -167,7 +172,8 @@ class UploadJob:
 
     def resolve_existing(self) -> dict[str, Any] | None:
         """Apply ``if_exists`` before anything is sent; return the upload to report when skipping."""
-        return apply_if_exists(self.hook, self.spec.table, self.spec.name, self.spec.if_exists)
+        spec = self.spec
+        return apply_if_exists(self.hook, spec.table, spec.name, spec.if_exists, self._known_names())
 
     # -- sessions and bytes ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from airflow_provider_redivis.links import (
     RedivisUploadLink,
 )
 from airflow_provider_redivis.references import is_template, validate_table_reference
+from airflow_provider_redivis.run_sharing import RunSharing
 from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.upload_job import UploadJob
 from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
     from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.upload_names import NamesSeen
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         bytes an earlier try sent are still proven by crc32c, so a resume never splices two versions).
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
-        An upload under the name that this task's session did not create is never adopted.
+        An upload under the name that this task's session did not create is never adopted. Mapped
+        instances answer it from one listing of the table per DAG run (see README "Requests").
     :param transport: ``"resumable_upload"`` (default; ``POST /tables/{t}/resumableUpload``) or
         ``"temp_upload"`` (``tempUploads``, the path of the official client since 0.14). Same engine,
         checkpoint and resume; the checkpoint records which.
@@ -162,6 +165,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         self._job: UploadJob | None = None
         #: The finished upload, for OpenLineage.
         self._upload: dict[str, Any] | None = None
+        #: A look at the upload's name this try took before the job (the SQL transfer's), for if_exists.
+        self._own_look: NamesSeen | None = None
         # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
         # result's XCom, the API server away) leaves it, so the retry attaches to the upload by its uri.
         given: Any = self.on_success_callback
@@ -233,8 +238,15 @@ class RedivisResumableUploadOperator(BaseOperator):
         self._announce_store(store)
         ti = context["ti"]
         keys = {"session_id": XCOM_SESSION_ID, "offset": XCOM_OFFSET}
+        sharing = RunSharing(ti, spec.table)
+        sharing.claim(spec.name)
         self._job = UploadJob(
-            hook, store, spec, source, report=lambda key, value: ti.xcom_push(key=keys[key], value=value)
+            hook,
+            store,
+            spec,
+            source,
+            report=lambda key, value: ti.xcom_push(key=keys[key], value=value),
+            known_names=lambda: sharing.known_names(hook, spec.name, self._own_look),
         )
         try:
             result = self._job.run()
@@ -258,11 +270,12 @@ class RedivisResumableUploadOperator(BaseOperator):
         return open_source(self.source)
 
     def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
-        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""
+        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them
+        (the table's read once per DAG run by the task's mapped instances: :mod:`run_sharing`)."""
         if isinstance(upload.get("url"), str):
             ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
         try:
-            table_url = hook.get_table(validate_table_reference(self.table)).get("url")
+            table_url = RunSharing(ti, validate_table_reference(self.table)).table_url(hook)
         except (RedivisError, requests.RequestException) as exc:
             log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
             return

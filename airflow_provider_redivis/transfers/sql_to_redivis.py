@@ -33,6 +33,7 @@ from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from airflow_provider_redivis.references import is_template, validate_table_reference
+from airflow_provider_redivis.run_sharing import RunSharing
 from airflow_provider_redivis.transfers.sql_database import (
     batched_cursor,
     copy_blocks,
@@ -60,7 +61,8 @@ from airflow_provider_redivis.transfers.sql_streaming import (
     StreamCheckpoints,
     create_streamed_upload,
 )
-from airflow_provider_redivis.upload_creation import apply_if_exists
+from airflow_provider_redivis.upload_creation import apply_if_exists, existing_upload
+from airflow_provider_redivis.upload_names import absent_name
 from airflow_provider_redivis.upload_options import UploadSpec, validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
 from airflow_provider_redivis.upload_status import summarize_upload
@@ -310,19 +312,22 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         )
 
     def _skip_early(self, store: CheckpointStore) -> dict[str, Any] | None:
-        """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too."""
+        """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too.
+
+        A name found absent answers the upload's own ``if_exists`` while that look is fresh (a query done
+        within ``upload_names.MAX_AGE``); after a longer query, the upload asks again.
+        """
         if self.if_exists != "skip" or store.load() is not None:
             return None
-        table = validate_table_reference(self.table)
+        table, name = validate_table_reference(self.table), str(self.upload_name)
         hook = RedivisHook(redivis_conn_id=self.redivis_conn_id)
-        if not hook.upload_exists(table, str(self.upload_name)):
+        at = time.time()
+        upload = existing_upload(hook, table, name)
+        if upload is None:
+            self._own_look = absent_name(table, name, at)
             return None
-        log.info(
-            "Upload %r exists in %s; if_exists='skip' runs no query and sends nothing",
-            self.upload_name,
-            table,
-        )
-        return summarize_upload(hook.get_upload(table, str(self.upload_name)))
+        log.info("Upload %r exists in %s; if_exists='skip' runs no query and sends nothing", name, table)
+        return summarize_upload(upload)
 
     def _execute_staged(self, context: Any, store: CheckpointStore) -> dict[str, Any]:
         skipped = self._skip_early(store)
@@ -366,7 +371,10 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
             stats = EncodeStats()
             with self._rows(stats) as blocks:
                 # The query ran and its first rows are here: only now does anything happen in Redivis.
-                existing = apply_if_exists(hook, table, name, self.if_exists)
+                sharing = RunSharing(context["ti"], table)
+                sharing.claim(name)
+                known = sharing.known_names(hook, name)
+                existing = apply_if_exists(hook, table, name, self.if_exists, known)
                 if existing is not None:
                     return summarize_upload(existing)
                 self._stream = stream

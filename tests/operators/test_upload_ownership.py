@@ -55,10 +55,11 @@ def test_colliding_default_names_never_adopt_the_other_tasks_upload(
         (tmp_path / region).mkdir()
     east = write_source(tmp_path / "east" / "sales.csv", 3 * CHUNK + 11)
     west = write_source(tmp_path / "west" / "sales.csv", 3 * CHUNK + 11)
-    # Both tasks pass the existence check: the second HEAD answers 404 as if the first upload were not
-    # there yet (the race of two tasks running side by side).
+    # Both tasks pass the existence check: the second task, seeing the first one's claim on the name, asks
+    # Redivis, and the answer is 404 as if the first upload were not there yet (the race of two tasks
+    # running side by side). The first task asks nothing by name: the table's listing showed no such name.
     emulator.add_fault(
-        Fault("status", method="HEAD", origin="api", path_contains="/uploads/", status=404, nth=2)
+        Fault("status", method="GET", origin="api", path_contains="/uploads/sales_csv", status=404)
     )
     home = AirflowHome(tmp_path / "airflow")
     first = run_dag(

@@ -780,9 +780,18 @@ def test_streamed_retry_attaches_to_its_upload_when_every_answer_to_creating_it_
 def test_streamed_retry_attaches_to_its_upload_when_the_wait_for_processing_failed(
     counted: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
 ) -> None:
-    # Try 1 creates the upload, then every status check fails until its wait's deadline.
+    # Try 1 creates the upload, then every status check (a GET of the upload's uri, which ends in its id)
+    # fails until its wait's deadline.
     redivis_conn.add_fault(
-        Fault("status", origin="api", method="GET", path_contains="/uploads/", status=503, times=None)
+        Fault(
+            "status",
+            origin="api",
+            method="GET",
+            path_contains="/uploads/",
+            predicate=lambda request: request.path.rsplit("/", 1)[-1].isdigit(),
+            status=503,
+            times=None,
+        )
     )
     op = operator(sql=COUNTED_SQL, conn_id=pg_conn, mode="streamed", wait_timeout=1)
     with pytest.raises(WaitTimeoutError):
@@ -840,6 +849,30 @@ def test_streamed_if_exists(
         (upload,) = redivis_conn.list_uploads(TABLE)
 
 
+def name_checks(emu: RedivisEmulator) -> list[str]:
+    """Requests that asked Redivis about an upload by its name (not by its uri, which ends in its id)."""
+    return [
+        f"{r.method} {r.path}"
+        for r in emu.requests
+        if r.method in ("GET", "HEAD") and "/uploads/" in r.path and not r.path.rsplit("/", 1)[-1].isdigit()
+    ]
+
+
+@pytest.mark.parametrize("there", [False, True], ids=["absent", "there"])
+def test_staged_skip_asks_about_its_name_once(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any], there: bool
+) -> None:
+    """Staged mode looks before the query (to skip it); that look also answers the upload's if_exists."""
+    make_sqlite(sqlite_db)
+    if there:
+        operator(sql="SELECT i FROM t", conn_id="lite_test").execute(task_context)
+        task_context = {"ti": FakeTI(), "task_state_store": DictStateStore()}
+    redivis_conn.clear_requests()
+    operator(sql="SELECT t FROM t", conn_id="lite_test", if_exists="skip").execute(task_context)
+    assert name_checks(redivis_conn) == [f"GET /api/v1/tables/{TABLE}/uploads/to_redivis_csv"]
+    assert stored(redivis_conn).split(b"\n")[0] == (b"i" if there else b"t")
+
+
 def test_streamed_attaches_to_its_own_upload_when_the_answer_to_creating_it_is_lost(
     sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
 ) -> None:
@@ -864,7 +897,7 @@ def test_streamed_never_adopts_another_upload_under_its_name_after_a_lost_answer
     # Another task's upload holds the name, but the check before sending misses it (it shows late), and the
     # answer to our request to create the upload (refused: the name is taken) is lost.
     redivis_conn.add_fault(
-        Fault("status", method="HEAD", origin="api", path_contains="/uploads/", status=404, times=1)
+        Fault("status", method="GET", origin="api", path_contains="/uploads/", status=404, times=1)
     )
     redivis_conn.add_fault(
         Fault("drop_response", origin="api", method="POST", path_contains="/uploads", times=1)

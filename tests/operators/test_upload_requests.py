@@ -1,0 +1,285 @@
+"""What an upload spends of the token's request budget (Redivis: about 100 API requests per 100 s), counted
+by the emulator, in real Airflow (``dag.test()``).
+
+Outside its wait, a mapped upload costs two API requests (the session and the create): its siblings in
+the DAG run answer ``if_exists`` from one listing of the table's upload names and read the table's URL
+once. ``if_exists`` still acts before any byte is sent, and a name taken after the listing is never adopted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from redivis_emulator import Fault, RedivisEmulator
+
+from airflow_provider_redivis.upload_options import infer_upload_type
+from tests.airflow.harness import AirflowHome, airflow2_python
+from tests.operators.test_upload_retries import (
+    CHUNK,
+    CONN_EXTRA,
+    TABLE,
+    TRANSPORTS,
+    assert_one_exact_upload,
+    run_dag,
+    write_source,
+)
+
+if TYPE_CHECKING:
+    from redivis_emulator.recording import RecordedRequest
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+FLEET = 10
+#: The brief's limit, tighter than Redivis's own so that a run meets it: a 429 is a wait, never a failure.
+RATE_LIMIT = (20, 10.0)
+BUDGET_EXTRA = {**CONN_EXTRA, "rate_limit_interval": RATE_LIMIT[1]}
+
+
+def kind(request: RecordedRequest) -> str:
+    """What an API request was for, from its method and path."""
+    path = request.path.split("/api/v1/tables/", 1)[1]
+    last = path.rsplit("/", 1)[-1]
+    if request.method == "POST":
+        return "create" if path.endswith("/uploads") else "session"
+    if request.method == "DELETE":
+        return "delete"
+    if "/" not in path:
+        return "table"  # GET /tables/{t}, for the "Redivis table" button
+    if path.endswith("/uploads"):
+        return "listing"
+    return "poll" if last.isdigit() else "name"  # an upload by its uri (the wait), or by its name
+
+
+def api_calls(emu: RedivisEmulator) -> Counter[str]:
+    """The API requests Redivis counts (``/api/v1``, not refused), by what they were for."""
+    return Counter(
+        kind(r)
+        for r in emu.requests
+        if r.origin == "api" and r.path.startswith("/api/v1/tables/") and r.status != 429
+    )
+
+
+def outside_waits(calls: Counter[str]) -> int:
+    return sum(n for k, n in calls.items() if k != "poll")
+
+
+def sources(tmp_path: Path, count: int = FLEET) -> list[Path]:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return [write_source(folder / f"part{i}.csv", CHUNK + 1000 * i) for i in range(count)]
+
+
+def seed(emu: RedivisEmulator, name: str) -> None:
+    """An upload someone else made, created in the emulator directly (no API request, no session byte; no
+    content either, which a name check does not look at)."""
+    emu.catalog.create_upload(TABLE, {"name": name, "type": infer_upload_type(name)})
+
+
+def fleet(
+    home: AirflowHome,
+    emu: RedivisEmulator,
+    files: list[Path],
+    *,
+    if_exists: str = "fail",
+    transport: str = TRANSPORTS[0],
+):
+    return run_dag(
+        home,
+        emu,
+        operator_kwargs=f"upload_type='stream', if_exists={if_exists!r}",
+        mapped_sources=[str(f) for f in files],
+        conn_extra=BUDGET_EXTRA,
+        transport=transport,
+    )
+
+
+@pytest.fixture
+def limited(tmp_path: Path):
+    with RedivisEmulator(
+        tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05, rate_limit=RATE_LIMIT
+    ) as emu:
+        yield emu
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_single_upload_costs_its_name_its_session_its_create_and_the_tables_link(
+    tmp_path: Path, limited: RedivisEmulator, transport: str
+) -> None:
+    (source,) = sources(tmp_path, 1)
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        limited,
+        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+        conn_extra=BUDGET_EXTRA,
+        transport=transport,
+    )
+    assert result.succeeded, result.output[-6000:]
+    calls = api_calls(limited)
+    print(f"a single upload ({transport}): {dict(calls)}")
+    # Unmapped, it has no sibling to share with: it asks Redivis about its name, and reads the table's URL.
+    assert {k: n for k, n in calls.items() if k != "poll"} == {
+        "name": 1,
+        "session": 1,
+        "create": 1,
+        "table": 1,
+    }
+    assert_one_exact_upload(limited, "part0.csv", source)
+
+
+def _fleet_costs_two_per_upload(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path) -> None:
+    files = sources(tmp_path)
+    result = fleet(home, emu, files)
+    assert result.succeeded, result.output[-6000:]
+    calls = api_calls(emu)
+    # Each upload: its session and its create. The run: one listing of the table, one read of its URL.
+    assert {k: n for k, n in calls.items() if k != "poll"} == {
+        "session": FLEET,
+        "create": FLEET,
+        "listing": 1,
+        "table": 1,
+    }
+    assert outside_waits(calls) == 2 * FLEET + 2
+    print(
+        f"{FLEET} mapped uploads: {outside_waits(calls)} API requests outside their waits, {calls['poll']} polls"
+    )
+    for f in files:
+        assert_one_exact_upload(emu, f.name, f)
+    # Every upload's "Redivis table" button has the URL Redivis returned.
+    table_url = emu.get_table(TABLE)["url"]
+    urls = home.query("SELECT map_index, value FROM xcom WHERE key = 'redivis_table_url'")
+    assert sorted((i, json.loads(v)) for i, v in urls) == [(i, table_url) for i in range(FLEET)]
+
+
+def test_ten_mapped_uploads_cost_two_requests_each_outside_their_wait(
+    tmp_path: Path, limited: RedivisEmulator
+) -> None:
+    _fleet_costs_two_per_upload(AirflowHome(tmp_path / "airflow"), limited, tmp_path)
+
+
+def test_ten_mapped_uploads_cost_two_requests_each_on_airflow2(
+    tmp_path: Path, limited: RedivisEmulator
+) -> None:
+    python = airflow2_python()
+    if python is None:
+        pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    _fleet_costs_two_per_upload(AirflowHome(tmp_path / "airflow2", python=python), limited, tmp_path)
+
+
+SEEDED = ("part2.csv", "part5.csv", "part7.csv")
+
+
+@pytest.mark.parametrize(
+    ("if_exists", "transport"), [("fail", TRANSPORTS[0]), ("skip", TRANSPORTS[1]), ("replace", TRANSPORTS[0])]
+)
+def test_if_exists_acts_before_any_byte_in_a_mapped_fleet(
+    tmp_path: Path, limited: RedivisEmulator, if_exists: str, transport: str
+) -> None:
+    files = sources(tmp_path)
+    for name in SEEDED:
+        seed(limited, name)
+    theirs = {u["name"]: u["uri"] for u in limited.list_uploads(TABLE)}
+    result = fleet(
+        AirflowHome(tmp_path / "airflow"), limited, files, if_exists=if_exists, transport=transport
+    )
+    calls = api_calls(limited)
+    print(f"if_exists={if_exists!r}, {len(SEEDED)} of {FLEET} names taken: {dict(calls)}")
+    fresh = [f for f in files if f.name not in SEEDED]
+    sent = sum(f.stat().st_size for f in (files if if_exists == "replace" else fresh))
+    # Bytes went only for the uploads if_exists let through: a refused or skipped one sent none.
+    assert limited.bytes_received("session") == sent
+    # The listing showed the seeded names: only those were asked of Redivis, once each.
+    assert calls["name"] == len(SEEDED)
+    assert calls["listing"] == 1
+    assert calls["table"] == 1
+    if if_exists == "fail":
+        assert not result.succeeded
+        assert result.output.count("already has an upload named") >= len(SEEDED)
+        assert {u["name"]: u["uri"] for u in limited.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
+        assert calls["session"] == calls["create"] == len(fresh)
+    elif if_exists == "skip":
+        assert result.succeeded, result.output[-6000:]
+        assert {u["name"]: u["uri"] for u in limited.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
+        assert calls["session"] == calls["create"] == len(fresh)
+    else:
+        assert result.succeeded, result.output[-6000:]
+        assert calls["delete"] == len(SEEDED)
+        assert calls["session"] == calls["create"] == FLEET
+        for f in files:
+            assert_one_exact_upload(limited, f.name, f)
+        assert not set(theirs.values()) & {u["uri"] for u in limited.list_uploads(TABLE)}
+    for f in fresh:
+        assert_one_exact_upload(limited, f.name, f)
+
+
+def someone_takes(emu: RedivisEmulator, name: str) -> Fault:
+    """A fault that never fires: at the run's first session request, right after its listing, someone
+    outside the run creates an upload named ``name``."""
+    taken: list[str] = []
+
+    def at_the_first_session(request: object) -> bool:
+        if not taken:
+            taken.append(name)
+            seed(emu, name)
+        return False
+
+    return Fault(
+        "status", status=500, method="POST", path_contains="/resumableUpload", predicate=at_the_first_session
+    )
+
+
+def test_a_name_taken_after_the_listing_is_refused_at_the_create_and_never_adopted(
+    tmp_path: Path, limited: RedivisEmulator
+) -> None:
+    """The documented limit: a listing proves a name absent only when it was taken. Someone outside the run
+    takes ``part2.csv`` just after it: that upload sends its bytes, Redivis refuses the create, and the
+    other's upload is left as it is."""
+    files = sources(tmp_path, 3)
+    limited.add_fault(someone_takes(limited, "part2.csv"))
+    result = fleet(AirflowHome(tmp_path / "airflow"), limited, files)
+    assert not result.succeeded
+    assert "already has an upload named 'part2.csv' that this task did not create" in result.output, (
+        result.output[-6000:]
+    )
+    (theirs,) = [u for u in limited.list_uploads(TABLE) if u["name"] == "part2.csv"]
+    assert theirs["status"] is None  # the outsider's, untouched: nothing adopted, nothing overwritten
+    assert limited.bytes_received("session") == sum(f.stat().st_size for f in files)
+    for f in files[:2]:
+        assert_one_exact_upload(limited, f.name, f)
+    assert api_calls(limited)["listing"] == 1
+
+
+FIRST_TRY_OF_PART2_FAILS = (
+    "pre_execute=lambda context: (_ for _ in ()).throw(RuntimeError('try 1 of part2 fails')) "
+    "if context['ti'].map_index == 2 and context['ti'].try_number == 1 else None"
+)
+
+
+def test_a_later_try_asks_about_its_name_whatever_the_runs_listing_says(
+    tmp_path: Path, limited: RedivisEmulator
+) -> None:
+    """part2's first try fails before its check; someone takes part2.csv just after the run's listing. Its
+    second try finds that listing fresh, but a try after the first asks Redivis: if_exists='fail' refuses
+    before any byte (trusting the listing, it would send its bytes and meet the refusal at the create)."""
+    files = sources(tmp_path, 3)
+    limited.add_fault(someone_takes(limited, "part2.csv"))
+    result = run_dag(
+        AirflowHome(tmp_path / "airflow"),
+        limited,
+        operator_kwargs=f"upload_type='stream', {FIRST_TRY_OF_PART2_FAILS}",
+        mapped_sources=[str(f) for f in files],
+        between_tries="    pass",
+        conn_extra=BUDGET_EXTRA,
+    )
+    assert not result.succeeded
+    assert "try 1 of part2 fails" in result.output
+    assert "already has an upload named 'part2.csv'." in result.output, result.output[-6000:]
+    assert "that this task did not create" not in result.output
+    assert limited.bytes_received("session") == sum(f.stat().st_size for f in files[:2])
+    calls = api_calls(limited)
+    assert (calls["listing"], calls["name"], calls["session"]) == (1, 1, 2)
+    (theirs,) = [u for u in limited.list_uploads(TABLE) if u["name"] == "part2.csv"]
+    assert theirs["status"] is None
