@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 import requests
 import tenacity
 
+from airflow_provider_redivis.body_timeout import read_timeout_hint, send_bodies_under_read_timeout
 from airflow_provider_redivis.checksums import (
     SourceChecksums,
     algorithms_for,
@@ -67,6 +68,8 @@ class ResumableSession:
         own credential); :meth:`RedivisHook.resumable_session` hands out such sessions.
     :param total: the source's size, or None when it is only known once the source ends.
     :param chunk_size: bytes per request; None sizes requests from the measured rate.
+    :param timeout: (connect, read) seconds: the read timeout also bounds each wait to send more of a body
+        (:mod:`~airflow_provider_redivis.body_timeout` mounts its adapter on ``http`` for the URL's origin).
     :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"`` or None (the size alone, unless an earlier
         try sent some of the bytes: those are proven by crc32c).
     """
@@ -85,6 +88,8 @@ class ResumableSession:
     ) -> None:
         self.http = http
         self.url = url
+        # A body takes longer to send than a connect takes: a slow or paused link must not cut it.
+        send_bodies_under_read_timeout(http, url)
         self.total = total
         self.sizer = RequestSizer(chunk_size, unknown_total=total is None)
         self.checksum = validate_checksum(checksum)
@@ -143,8 +148,8 @@ class ResumableSession:
         try:
             return self._retrying("Asking the upload server for its offset")(self._query_once, total)
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = describe_failure(exc)
-        raise _gave_up(failure, "asking the upload server for its offset")
+            failure, hint = describe_failure(exc), read_timeout_hint(exc, self.timeout[1])
+        raise _gave_up(failure, "asking the upload server for its offset", hint)
 
     def _query_once(self, total: int | None = None) -> SessionStatus:
         """``total``: known once a stream of unknown size ended; the query then also completes the object."""
@@ -172,9 +177,9 @@ class ResumableSession:
         try:
             return _Transfer(self, reader, start_offset, on_progress, check_source).run()
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = describe_failure(exc)
+            failure, hint = describe_failure(exc), read_timeout_hint(exc, self.timeout[1])
         # Raised outside the except block: no chained exception carries urllib3's text with the URL.
-        raise _gave_up(failure, "sending the source")
+        raise _gave_up(failure, "sending the source", hint)
 
 
 class _Transfer:
@@ -399,8 +404,8 @@ def _range(first: int, end: int, total: int | None) -> dict[str, str]:
     return {"Content-Range": content_range(first, end - 1, total)}
 
 
-def _gave_up(failure: str, doing: str) -> UploadInterruptedError:
+def _gave_up(failure: str, doing: str, hint: str) -> UploadInterruptedError:
     return UploadInterruptedError(
-        f"Gave up {doing} after repeated failures ({failure}). The bytes the upload server holds are kept: "
+        f"Gave up {doing} after repeated failures ({failure}).{hint} The bytes the upload server holds are kept: "
         "the task's next try resumes from them."
     )
