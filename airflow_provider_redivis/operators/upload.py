@@ -120,6 +120,18 @@ class RedivisResumableUploadOperator(BaseOperator):
     ) -> None:
         # Every argument is checked now, at DAG parse, unless it is a template; the rendered values are
         # checked again, by the same function, when the task runs.
+        options = {
+            "delimiter": delimiter,
+            "has_header_row": has_header_row,
+            "skip_bad_records": skip_bad_records,
+            "has_quoted_newlines": has_quoted_newlines,
+            "allow_jagged_rows": allow_jagged_rows,
+            "quote_character": quote_character,
+            "escape_character": escape_character,
+            "null_markers": null_markers,
+            "schema": schema,
+            "metadata": metadata,
+        }
         check_upload_arguments(
             table=None if is_template(table) else table,
             name=None if upload_name is None or is_template(upload_name) else upload_name,
@@ -128,6 +140,7 @@ class RedivisResumableUploadOperator(BaseOperator):
             if_exists=if_exists,
             chunk_size=chunk_size,
             checksum=checksum,
+            options={key: value for key, value in options.items() if not is_template(value)},
         )
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
