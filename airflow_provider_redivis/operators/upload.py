@@ -172,6 +172,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.schema = schema
         self.metadata = metadata
         self._job: UploadJob | None = None
+        #: The buttons' URLs this try published, by XCom key: Airflow 3's links answer from them (links.py).
+        self.redivis_links: dict[str, str] = {}
         #: The finished upload, for OpenLineage.
         self._upload: dict[str, Any] | None = None
         # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
@@ -183,6 +185,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.redivis_links = {}  # what this try learns; a try that learns nothing shows no button
         store = checkpoint_store_for(context)
         try:
             return self._execute(context, store)
@@ -254,23 +257,30 @@ class RedivisResumableUploadOperator(BaseOperator):
             result = self._job.run()
         finally:
             self._job = None
+        self._publish_links(ti, hook, result.upload)  # now, so a wait that fails keeps the buttons
         if result.skipped:
-            self._publish_links(ti, hook, result.upload)
             self._upload = result.upload
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
         return self._finish(ti, hook, store, result.upload)
 
     def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
-        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""
-        if isinstance(upload.get("url"), str):
-            ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
+        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them,
+        on this operator and to XCom, as soon as the upload is known (each once per try)."""
+        links = self.redivis_links
+        url = upload.get("url")
+        if isinstance(url, str) and links.get(XCOM_UPLOAD_URL) != url:
+            links[XCOM_UPLOAD_URL] = url
+            ti.xcom_push(key=XCOM_UPLOAD_URL, value=url)
+        if XCOM_TABLE_URL in links:
+            return
         try:
             table_url = hook.get_table(validate_table_reference(self.table)).get("url")
         except (RedivisError, requests.RequestException) as exc:
             log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
             return
         if isinstance(table_url, str):
+            links[XCOM_TABLE_URL] = table_url
             ti.xcom_push(key=XCOM_TABLE_URL, value=table_url)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -187,6 +187,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
     # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.redivis_links = {}  # the buttons' URLs this try learns (the streamed path skips the parent's execute)
         try:
             if not is_template(self.table):
                 validate_table_reference(self.table)
