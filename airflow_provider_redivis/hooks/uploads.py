@@ -13,6 +13,7 @@ from airflow_provider_redivis.errors import (
 )
 from airflow_provider_redivis.hooks.base import RedivisHookBase
 from airflow_provider_redivis.retry import is_refused_request
+from airflow_provider_redivis.upload_options import check_upload_options
 from airflow_provider_redivis.upload_status import (
     UploadCheck,
     UploadOutcome,
@@ -24,6 +25,13 @@ from airflow_provider_redivis.upload_status import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
+
+
+def _camel_case(option: str) -> str:
+    """``has_header_row`` → ``hasHeaderRow``: Redivis's name of an upload option."""
+    first, *rest = option.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
 
 #: list_uploads pages; a server that keeps handing out page tokens must not keep us forever.
 LIST_PAGE_SIZE = 100
@@ -74,8 +82,9 @@ class UploadsAPI(RedivisHookBase):
         :param resumable_upload_id: the ``id`` from :meth:`create_resumable_upload`, whose bytes this upload takes.
         :param temp_upload_id: the ``id`` from :meth:`create_temp_upload`, instead.
         :param transfer_specification: or Redivis fetches the data itself (a URL, another cloud).
-        :param metadata: Redivis's per-variable metadata. The other options (delimiter, header row, ...)
-            go to Redivis under their camelCase names; None leaves Redivis's default.
+        :param metadata: Redivis's per-variable metadata (a mapping, or its JSON text). The other options
+            (delimiter, header row, ...) go to Redivis under their camelCase names; None leaves Redivis's
+            default. All are checked first by :func:`~airflow_provider_redivis.upload_options.check_upload_options`.
         :returns: the upload resource (``uri``, ``name``, ``status``, ...).
         """
         self._check_upload_name(name)
@@ -84,22 +93,27 @@ class UploadsAPI(RedivisHookBase):
             raise RedivisConfigError(
                 "Give at most one of resumable_upload_id, temp_upload_id and transfer_specification."
             )
+        checked = check_upload_options(
+            {
+                "delimiter": delimiter,
+                "has_header_row": has_header_row,
+                "skip_bad_records": skip_bad_records,
+                "has_quoted_newlines": has_quoted_newlines,
+                "allow_jagged_rows": allow_jagged_rows,
+                "quote_character": quote_character,
+                "escape_character": escape_character,
+                "null_markers": null_markers,
+                "schema": schema,
+                "metadata": metadata,
+            }
+        )
         options: dict[str, Any] = {
             "name": name,
             "type": upload_type,
             "resumableUploadId": resumable_upload_id,
             "tempUploadId": temp_upload_id,
             "transferSpecification": dict(transfer_specification) if transfer_specification else None,
-            "delimiter": delimiter,
-            "hasHeaderRow": has_header_row,
-            "skipBadRecords": skip_bad_records,
-            "hasQuotedNewlines": has_quoted_newlines,
-            "allowJaggedRows": allow_jagged_rows,
-            "quoteCharacter": quote_character,
-            "escapeCharacter": escape_character,
-            "nullMarkers": null_markers,
-            "schema": schema,
-            "metadata": dict(metadata) if metadata is not None else None,
+            **{_camel_case(option): value for option, value in checked.items()},
         }
         # Unset options are left out so Redivis applies its own defaults.
         body = {key: value for key, value in options.items() if value is not None}

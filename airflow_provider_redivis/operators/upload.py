@@ -121,6 +121,18 @@ class RedivisResumableUploadOperator(BaseOperator):
     ) -> None:
         # Every argument is checked now, at DAG parse, unless it is a template; the rendered values are
         # checked again, by the same function, when the task runs.
+        options = {
+            "delimiter": delimiter,
+            "has_header_row": has_header_row,
+            "skip_bad_records": skip_bad_records,
+            "has_quoted_newlines": has_quoted_newlines,
+            "allow_jagged_rows": allow_jagged_rows,
+            "quote_character": quote_character,
+            "escape_character": escape_character,
+            "null_markers": null_markers,
+            "schema": schema,
+            "metadata": metadata,
+        }
         check_upload_arguments(
             table=None if is_template(table) else table,
             name=None if upload_name is None or is_template(upload_name) else upload_name,
@@ -129,6 +141,7 @@ class RedivisResumableUploadOperator(BaseOperator):
             if_exists=if_exists,
             chunk_size=chunk_size,
             checksum=checksum,
+            options={key: value for key, value in options.items() if not is_template(value)},
         )
         if poll_interval <= 0 or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
@@ -160,6 +173,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.schema = schema
         self.metadata = metadata
         self._job: UploadJob | None = None
+        #: The buttons' URLs this try published, by XCom key: Airflow 3's links answer from them (links.py).
+        self.redivis_links: dict[str, str] = {}
         #: The finished upload, for OpenLineage.
         self._upload: dict[str, Any] | None = None
         # The checkpoint goes once Airflow has the task's success: a failure after execute returns (the
@@ -171,6 +186,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.redivis_links = {}  # what this try learns; a try that learns nothing shows no button
         store = checkpoint_store_for(context)
         try:
             return self._execute(context, store)
@@ -240,8 +256,8 @@ class RedivisResumableUploadOperator(BaseOperator):
             result = self._job.run()
         finally:
             self._job = None
+        self._publish_links(ti, hook, result.upload)  # now, so a wait that fails keeps the buttons
         if result.skipped:
-            self._publish_links(ti, hook, result.upload)
             self._upload = result.upload
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
@@ -258,15 +274,22 @@ class RedivisResumableUploadOperator(BaseOperator):
         return open_source(self.source)
 
     def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
-        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them."""
-        if isinstance(upload.get("url"), str):
-            ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
+        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them,
+        on this operator and to XCom, as soon as the upload is known (each once per try)."""
+        links = self.redivis_links
+        url = upload.get("url")
+        if isinstance(url, str) and links.get(XCOM_UPLOAD_URL) != url:
+            links[XCOM_UPLOAD_URL] = url
+            ti.xcom_push(key=XCOM_UPLOAD_URL, value=url)
+        if XCOM_TABLE_URL in links:
+            return
         try:
             table_url = hook.get_table(validate_table_reference(self.table)).get("url")
         except (RedivisError, requests.RequestException) as exc:
             log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
             return
         if isinstance(table_url, str):
+            links[XCOM_TABLE_URL] = table_url
             ti.xcom_push(key=XCOM_TABLE_URL, value=table_url)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

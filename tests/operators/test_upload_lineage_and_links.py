@@ -17,6 +17,7 @@ import pytest
 from redivis_emulator import RedivisEmulator
 
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
+from tests.operators.test_upload_retries import CHUNK, drop_everything_after, run_dag, write_source
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -136,3 +137,124 @@ def test_links_on_airflow2_are_the_urls_redivis_returned(tmp_path: Path, source:
     )
     assert asked.returncode == 0, asked.stderr[-3000:]
     assert set(asked.stdout.splitlines()) >= expected, asked.stdout
+
+
+# -- a failed try's log, and its buttons ---------------------------------------------------------------
+
+
+def _first_try(output: str) -> str:
+    """Airflow 3 dag.test()'s log of the task's first try: from its start to its end."""
+    start = output.index("[DAG TEST] starting task_id=upload")
+    return output[start : output.index("[DAG TEST] end task", start)]
+
+
+def test_a_failed_try_logs_its_failure_and_no_missing_xcom_airflow3(tmp_path: Path) -> None:
+    """Try 1 loses the network halfway and fails; Airflow 3 then asks for the buttons' URLs. None is known
+    yet: the log must show the real failure and nothing that looks like a second one (it showed two
+    "[error] XCom not found" lines). Try 2 resumes and its buttons are Redivis's URLs."""
+    source = write_source(tmp_path / "sales.csv", 10 * CHUNK)
+    home = AirflowHome(tmp_path / "airflow")
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05) as emu:
+        emu.add_fault(drop_everything_after(0.5, 10 * CHUNK))
+        result = run_dag(home, emu, operator_kwargs=f"source={str(source)!r}, upload_type='stream'")
+        assert result.succeeded, result.output[-6000:]
+        expected = {
+            "_link_RedivisTableLink": emu.get_table(TABLE)["url"],
+            "_link_RedivisUploadLink": emu.list_uploads(TABLE)[0]["url"],
+        }
+    failed = _first_try(result.output)
+    assert "Gave up sending the source after repeated failures" in failed
+    assert "XCom not found" not in result.output
+    errors = [line for line in failed.splitlines() if "[error" in line]
+    assert ["Task failed with exception" in line for line in errors] == [True], errors
+    stored = {key: json.loads(v) for key, v in home.query("SELECT key, value FROM xcom") if key in expected}
+    assert stored == expected
+
+
+WAIT_FAILS_DAG = """
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+
+with DAG(dag_id="wait_fails", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+    RedivisResumableUploadOperator(
+        task_id="upload", source={source!r}, table={table!r}, poll_interval=0.1, wait_timeout=0.5
+    )
+"""
+
+
+def test_a_try_that_fails_while_waiting_keeps_its_buttons_airflow3(tmp_path: Path, source: Path) -> None:
+    """The upload exists before the wait: its URLs are published then, so a try whose wait ends in failure
+    (processing outlasts wait_timeout) still has both buttons, and its log no missing XCom."""
+    home = AirflowHome(tmp_path / "airflow")
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=30) as emu:
+        dag_file = home.write_dag("wait_fails", WAIT_FAILS_DAG.format(source=str(source), table=TABLE))
+        connections = {"redivis_default": redivis_connection(emu.base_url, emu.token)}
+        result = home.dag_test(dag_file, "wait_fails", connections=connections)
+        assert not result.succeeded
+        assert "Gave up waiting for Redivis upload" in result.output
+        expected = {
+            "_link_RedivisTableLink": emu.get_table(TABLE)["url"],
+            "_link_RedivisUploadLink": emu.list_uploads(TABLE)[0]["url"],
+        }
+    assert "XCom not found" not in result.output
+    stored = {key: json.loads(v) for key, v in home.query("SELECT key, value FROM xcom") if key in expected}
+    assert stored == expected
+
+
+FAILED_LINKS_ON_AIRFLOW2 = """
+import logging
+import sys
+
+from airflow.models import DagBag, TaskInstance
+from airflow.models.serialized_dag import SerializedDagModel
+from airflow.utils.session import create_session
+
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+SerializedDagModel.write_dag(DagBag(sys.argv[1], include_examples=False).get_dag("upload_dag"))
+dag = DagBag(read_dags_from_db=True).get_dag("upload_dag")  # what the web server reads
+task = dag.get_task("upload")
+with create_session() as session:
+    ti = session.query(TaskInstance).filter_by(dag_id="upload_dag", task_id="upload").one()
+    print(f"STATE={ti.state}")
+    for name in task.extra_links:
+        print(f"{name}={task.get_extra_links(ti, name)!r}")
+"""
+
+
+def test_the_airflow2_web_servers_links_of_a_failed_try_log_no_error(tmp_path: Path) -> None:
+    """Airflow 2 asks in the web server, with the serialized operator, reading the XCom: for a try that
+    failed before Redivis named a URL, no link and no error line."""
+    python = airflow2_python()
+    if python is None:
+        pytest.skip("set REDIVIS_TEST_AIRFLOW2_PYTHON to an interpreter with Airflow 2.11 (dev/test does)")
+    source = write_source(tmp_path / "sales.csv", 10 * CHUNK)
+    home = AirflowHome(tmp_path / "airflow2", python=python)
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator") as emu:
+        emu.add_fault(drop_everything_after(0.5, 10 * CHUNK))
+        # The network stays cut for both tries: the task instance ends failed, before Redivis named a URL.
+        result = run_dag(
+            home,
+            emu,
+            operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
+            between_tries="    pass",
+        )
+        assert not result.succeeded
+        assert "Gave up sending the source after repeated failures" in result.output
+    asked = subprocess.run(
+        [python, "-c", textwrap.dedent(FAILED_LINKS_ON_AIRFLOW2), str(home.dags)],
+        env=home.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert asked.returncode == 0, asked.stderr[-3000:]
+    assert set(asked.stdout.splitlines()) >= {"STATE=failed", "Redivis table=''", "Redivis upload=''"}, (
+        asked.stdout
+    )
+    assert "ERROR" not in asked.stderr, asked.stderr[-3000:]
+    assert "XCom not found" not in asked.stderr

@@ -310,6 +310,21 @@ def test_sqlite_query_error(
     assert redivis_calls(redivis_conn) == []
 
 
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+def test_a_bad_rendered_upload_option_fails_before_the_query_and_the_first_byte(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    make_sqlite(sqlite_db)
+    op = operator(
+        sql="SELECT * FROM t", conn_id="lite_test", mode=mode, staging_path=str(tmp_path / "s" / "out.csv")
+    )
+    op.metadata = "{'a': {'label': 'A'}}"  # what '{{ params.meta }}' renders a dict to: Python text
+    with pytest.raises(AirflowFailException, match="metadata must be a mapping of variable names"):
+        op.execute(task_context)
+    assert redivis_calls(redivis_conn) == []
+    assert not (tmp_path / "s").exists()  # the query did not run either
+
+
 def test_a_connection_that_is_not_a_database_fails_clearly(
     redivis_conn: RedivisEmulator, task_context: dict[str, Any]
 ) -> None:
