@@ -359,6 +359,7 @@ def summarize(
     cut_at: int | None = None,
 ) -> Outcome:
     out = Outcome()
+    spent = emulator.rate_limit_counts(emulator.token)  # before the checks below spend any
     total = sum(p.stat().st_size for p in files)
     sent = emulator.bytes_received("session")
     table = f"{DATASET}.{TABLE_NAME}"
@@ -403,6 +404,10 @@ def summarize(
             else f"{len(completed) - len(matching)} differ from their source (md5)"
         ),
         f"  retried tasks     {', '.join(run_log.retried) or 'none'}",
+        f"  API requests      {spent['allowed']} for {len(files)} uploads and the version, under Redivis's limit of "
+        f"{emulator.rate_limit[0]} per {emulator.rate_limit[1]:.0f} s; {spent['refused']} answered 429"
+        if emulator.rate_limit
+        else f"  API requests      {spent['allowed']}",
         "  version           "
         + (f"released ({version.get('tag')})" if version is not None else "NOT released"),
         f"  elapsed           {elapsed:.0f} s",
@@ -414,7 +419,7 @@ def summarize(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from redivis_emulator import RedivisEmulator
+    from redivis_emulator import REDIVIS_RATE_LIMIT, RedivisEmulator
 
     dag_source = _repo_root() / "example_dags" / DAG_FILE_NAME
     if not dag_source.is_file():
@@ -434,7 +439,10 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         "Redivis provider demo: the daily-load example DAG, in real Airflow, against a local Redivis emulator"
     )
-    with RedivisEmulator(host="127.0.0.1", port=0, data_dir=work / "emulator") as emu:
+    # Redivis's own rate limit, enforced: the DAG spends the token's budget as it would on redivis.com.
+    with RedivisEmulator(
+        host="127.0.0.1", port=0, data_dir=work / "emulator", rate_limit=REDIVIS_RATE_LIMIT
+    ) as emu:
         # The dataset and its table, as a user would have set them up: a daily full reload replaces.
         emu.create_table(f"{DATASET}.{TABLE_NAME}", merge_strategy="replace")
         cut_at = first_try_cut(emu, target.stat().st_size, MAX_ATTEMPTS)
