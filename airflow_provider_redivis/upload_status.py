@@ -27,6 +27,11 @@ BACKOFF_FACTOR = 1.5
 DEFERRED_POLL_INTERVAL = 10.0
 #: The default cap of a deferred wait's backoff: processing a large upload takes minutes, a minute late is fine.
 DEFAULT_MAX_POLL_INTERVAL = 60.0
+#: The least interval of a wait that polls on its own (a sensor in poke or reschedule mode, a task's wait in
+#: its worker), unless Airflow's ``[redivis] min_poll_interval`` says otherwise. Redivis allows about 100
+#: requests per 100 s per token: 16 such waits (Airflow's default ``max_active_tasks_per_dag``) then make at
+#: most 16 x 100 / 30 = 53, half of it; the rest is for the uploads. Deferred waits share one check per table.
+MIN_POLL_INTERVAL = 30.0
 
 # The trigger's event ``reason``s beside ``status`` ("success" | "error"): what a resumed task does.
 REASON_COMPLETED = "completed"  # the upload is processed
@@ -162,6 +167,23 @@ def poll_intervals(first: float, cap: float) -> Iterator[float]:
     while True:
         yield interval
         interval = min(interval * BACKOFF_FACTOR, cap)
+
+
+def paced_interval(name: str, requested: float | None, least: float) -> tuple[float, str | None]:
+    """The interval of a wait that polls on its own: ``requested`` (None: ``least``), never below ``least``.
+
+    :returns: the interval, and a warning for the log when it is longer than the one asked for.
+    """
+    if requested is None:
+        return least, None
+    if requested >= least:
+        return requested, None
+    return least, (
+        f"{name}={requested:g} s is below {least:g} s, the least interval of a wait that polls on its own "
+        "(Redivis allows about 100 API requests per 100 s per token, for every task using it): checking "
+        f"every {least:g} s. Defer the wait (deferrable=True) to share one check per table among all the "
+        "waits; Airflow's [redivis] min_poll_interval sets the least."
+    )
 
 
 def describe_upload_state(upload: Mapping[str, Any] | None) -> str:

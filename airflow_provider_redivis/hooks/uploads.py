@@ -6,6 +6,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from airflow.providers.common.compat.sdk import conf
+
 from airflow_provider_redivis.errors import (
     RedivisConfigError,
     RedivisError,
@@ -16,12 +18,14 @@ from airflow_provider_redivis.hooks.base import RedivisHookBase
 from airflow_provider_redivis.references import normalise_name
 from airflow_provider_redivis.retry import is_refused_request, is_retryable_error
 from airflow_provider_redivis.upload_status import (
+    MIN_POLL_INTERVAL,
     UploadCheck,
     UploadOutcome,
     UploadTarget,
     failed_check,
     found_check,
     look,
+    paced_interval,
     poll_intervals,
     timeout_message,
     utc_now,
@@ -33,6 +37,17 @@ if TYPE_CHECKING:
 #: list_uploads pages; a server that keeps handing out page tokens must not keep us forever.
 LIST_PAGE_SIZE = 100
 MAX_LIST_PAGES = 10_000
+
+
+def least_poll_interval() -> float:
+    """Airflow's ``[redivis] min_poll_interval`` (default 30 s): the least interval of a wait that polls on
+    its own, so that a fleet of them stays inside Redivis's request budget."""
+    least = conf.getfloat("redivis", "min_poll_interval", fallback=MIN_POLL_INTERVAL)
+    if not least > 0:
+        raise RedivisConfigError(
+            f"[redivis] min_poll_interval must be a positive number of seconds, got {least!r}."
+        )
+    return least
 
 
 class UploadsAPI(RedivisHookBase):
@@ -318,14 +333,15 @@ class UploadsAPI(RedivisHookBase):
         self,
         target: UploadTarget | str,
         *,
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         timeout: float = 24 * 3600.0,
         max_poll_interval: float | None = None,
     ) -> dict[str, Any]:
         """Poll until Redivis is done with the upload, as ``DbtCloudHook.wait_for_job_run_status`` does.
 
         :param target: the upload: an :class:`UploadTarget`, or its ``uri``.
-        :param poll_interval: seconds before the second check.
+        :param poll_interval: seconds before the second check; never less than :func:`least_poll_interval`
+            (30 s), which is the default: a fleet of waits stays inside Redivis's request budget.
         :param timeout: seconds to wait in all.
         :param max_poll_interval: each quiet check waits 1.5x longer, up to this (default: ``poll_interval``,
             a steady pace).
@@ -334,10 +350,13 @@ class UploadsAPI(RedivisHookBase):
         """
         if isinstance(target, str):
             target = UploadTarget(upload_uri=target)
-        if poll_interval <= 0 or timeout <= 0:
+        if (poll_interval is not None and poll_interval <= 0) or timeout <= 0:
             raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
+        poll_interval, warning = paced_interval("poll_interval", poll_interval, least_poll_interval())
+        if warning:
+            self.log.warning("%s", warning)
         deadline = time.monotonic() + timeout
-        intervals = poll_intervals(poll_interval, max_poll_interval or poll_interval)
+        intervals = poll_intervals(poll_interval, max(max_poll_interval or poll_interval, poll_interval))
         while True:
             check = self.check_upload(target)
             if check.outcome is not UploadOutcome.PENDING and check.upload is not None:
