@@ -21,3 +21,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if os.environ.get("REDIVIS_REQUIRE_ALL_TESTS") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but dev/test requires every test to run: {report.longrepr}"
+
+
+# The emulator enforces no rate limit unless a test sets one: waits that poll on their own may then poll as
+# fast as a test needs. Tests of that floor set it themselves; subprocesses (Airflow runs) inherit this.
+os.environ.setdefault("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.01")

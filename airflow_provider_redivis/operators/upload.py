@@ -25,6 +25,7 @@ from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.upload_job import UploadJob
 from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
 from airflow_provider_redivis.upload_status import (
+    DEFERRED_POLL_INTERVAL,
     UploadOutcome,
     UploadTarget,
     summarize_upload,
@@ -70,7 +71,10 @@ class RedivisResumableUploadOperator(BaseOperator):
         checkpoint and resume; the checkpoint records which.
     :param wait_for_completion: wait until Redivis has processed the upload.
     :param deferrable: wait in the triggerer rather than a worker slot.
-    :param poll_interval: seconds between status checks while waiting.
+    :param poll_interval: seconds between status checks while waiting. Deferred: the first interval of a
+        backoff (default 10 s); the deferred waits on one table share their checks. In the worker: a steady
+        pace, never less than Airflow's ``[redivis] min_poll_interval`` (30 s, also the default), so that
+        the waits of many tasks stay inside Redivis's request budget.
     :param wait_timeout: seconds to wait for processing before failing.
 
     The table's ``redivis://owner/dataset/table`` asset is declared as an outlet unless ``outlets``
@@ -103,7 +107,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         redivis_conn_id: str = RedivisHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         wait_timeout: float = 24 * 3600.0,
         if_exists: str = "fail",
         transport: str = "resumable_upload",
@@ -143,7 +147,7 @@ class RedivisResumableUploadOperator(BaseOperator):
             checksum=checksum,
             options={key: value for key, value in options.items() if not is_template(value)},
         )
-        if poll_interval <= 0 or wait_timeout <= 0:
+        if (poll_interval is not None and poll_interval <= 0) or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
         if not is_template(table) and "outlets" not in kwargs:
             # Downstream DAGs can be scheduled on the table being loaded.
@@ -320,11 +324,13 @@ class RedivisResumableUploadOperator(BaseOperator):
         if self.deferrable:
             from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 
+            first = DEFERRED_POLL_INTERVAL if self.poll_interval is None else self.poll_interval
+
             self.defer(
                 trigger=RedivisUploadTrigger(
                     upload_uri=upload["uri"],
                     redivis_conn_id=self.redivis_conn_id,
-                    poll_interval=self.poll_interval,
+                    poll_interval=first,
                     timeout=self.wait_timeout,
                 ),
                 method_name="execute_complete",

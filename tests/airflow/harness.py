@@ -59,6 +59,9 @@ class AirflowHome:
 
     def env(self, connections: dict[str, dict[str, object]] | None = None, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
+        # The tests' floor for waits that poll on their own (tests/conftest.py), unless a test sets its own.
+        if floor := os.environ.get("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL"):
+            env["AIRFLOW__REDIVIS__MIN_POLL_INTERVAL"] = floor
         env.update(
             AIRFLOW_HOME=str(self.root),
             AIRFLOW__CORE__DAGS_FOLDER=str(self.dags),

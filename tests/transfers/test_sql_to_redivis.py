@@ -6,6 +6,7 @@ real-Airflow runs (``dag.test()``, real retries) are in ``test_sql_to_redivis_ai
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -481,6 +482,31 @@ def test_a_staged_file_changed_after_its_marker_was_written_is_written_again(
     op.execute(task_context)
     assert stored(redivis_conn) == SQLITE_CSV.encode()
     assert "the staged file changed after its marker was written" in caplog.text
+
+
+def test_the_default_poll_interval_is_10_s_deferred_and_the_least_interval_in_the_worker(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    make_sqlite(sqlite_db)
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.3")
+    arguments = {"task_id": "to_redivis", "table": TABLE, "sql": "SELECT i FROM t", "conn_id": "lite_test"}
+    deferred_run = {"ti": FakeTI(run_id="manual__1"), "task_state_store": DictStateStore()}
+    with pytest.raises(TaskDeferred) as deferred:
+        SqlToRedivisOperator(**arguments, deferrable=True, upload_name="deferred.csv").execute(deferred_run)
+    # Deferred, the waits on one table share their checks: the first comes after 10 s, as before.
+    assert deferred.value.trigger.poll_interval == 10.0
+    redivis_conn.clear_requests()
+    worker_run = {"ti": FakeTI(run_id="manual__2"), "task_state_store": DictStateStore()}
+    result = SqlToRedivisOperator(**arguments, upload_name="waited.csv").execute(worker_run)
+    assert result["status"] == "completed"
+    checks = [
+        r.started_at for r in redivis_conn.requests if r.method == "GET" and r.path.endswith(result["uri"])
+    ]
+    # In the worker, a steady pace of [redivis] min_poll_interval (0.3 s here).
+    assert len(checks) >= 2
+    assert all(0.29 <= b - a < 1.0 for a, b in itertools.pairwise(checks))  # not 10 s, as it was
 
 
 def test_a_finished_run_never_deletes_the_staged_file_another_run_wrote_in_its_place(
