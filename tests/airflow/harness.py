@@ -18,6 +18,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.airflow.marking import airflow_starting, starts_airflow
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
@@ -47,10 +49,12 @@ class DagRunResult:
         )
 
 
+@starts_airflow
 class AirflowHome:
     """An AIRFLOW_HOME under ``root`` for interpreter ``python``; the DB is migrated on first use."""
 
     def __init__(self, root: Path, python: str = sys.executable) -> None:
+        airflow_starting("an AIRFLOW_HOME")
         self.root = root
         self.python = python
         self.dags = root / "dags"

@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import psutil
 
+from tests.airflow.marking import airflow_starting, starts_airflow
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +147,7 @@ def kill_all(procs: Iterable[psutil.Process]) -> None:
     psutil.wait_procs(killed, timeout=STOP_GRACE_SECONDS)
 
 
+@starts_airflow
 class AirflowDeployment:
     """An AIRFLOW_HOME under ``root`` and the Airflow services that run it.
 
@@ -162,6 +165,7 @@ class AirflowDeployment:
         env: Mapping[str, str] | None = None,
         services: Iterable[str] = SERVICES,
     ) -> None:
+        airflow_starting("an Airflow deployment")
         self.root = root
         self.python = python
         self.airflow = str(Path(python).parent / "airflow")
