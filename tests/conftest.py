@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.airflow import marking
+from tests.airflow import harness, marking
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -65,3 +65,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         marking.current_test = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_db_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The migrated metadata databases the harness copies: made once per run, shared by the xdist workers
+    (their temporary folders sit side by side in the run's own)."""
+    base = tmp_path_factory.getbasetemp()
+    harness.TEMPLATE_ROOT = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "airflow-db"

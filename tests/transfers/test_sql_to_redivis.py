@@ -421,6 +421,7 @@ def test_killed_while_staging_then_the_retry_writes_it_again(
     assert list(staging.parent.iterdir()) == []  # cleaned up after success
 
 
+@pytest.mark.slow
 def test_killed_while_uploading_then_the_retry_resumes_without_querying_again(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -471,6 +472,7 @@ def test_streamed_resumes_within_the_try_after_cut_requests(
     assert len(faults) == 2
 
 
+@pytest.mark.slow
 def test_streamed_killed_midway_then_the_retry_starts_over(
     postgres: PostgresCluster, pg_conn: str, redivis_conn: RedivisEmulator, task_context: dict[str, Any]
 ) -> None:
