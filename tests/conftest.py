@@ -48,7 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "(tests/airflow/marking.py): drop the mark, or declare the starter.\n  " + "\n  ".join(untrue)
         )
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # On two workers the long tests go first, so the run does not end waiting on one of them; every
+        # Under xdist the long tests go first, so the run does not end waiting on one of them; every
         # worker sorts the same list the same way (xdist checks that the collections agree).
         items.sort(
             key=lambda item: (
