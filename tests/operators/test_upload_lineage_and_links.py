@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redivis_emulator import RedivisEmulator
 
-from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
+from tests.airflow.harness import AirflowHome, DagRunResult, airflow2_python, redivis_connection
 from tests.operators.test_upload_retries import CHUNK, drop_everything_after, run_dag, write_source
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -46,29 +48,61 @@ def _run(home: AirflowHome, emu: RedivisEmulator, source: Path, **env: str):
     return home.dag_test(dag_file, "seen", connections=connections, **env)
 
 
-@pytest.fixture
-def source(tmp_path: Path) -> Path:
-    path = tmp_path / "in" / "labels.csv"
-    path.parent.mkdir()
+def write_labels(folder: Path) -> Path:
+    path = folder / "in" / "labels.csv"
+    path.parent.mkdir(parents=True)
     path.write_text("id,label\n" + "".join(f"{i},row {i}\n" for i in range(250)))
     return path
 
 
-def test_openlineage_events_name_the_file_and_the_table_with_rows_and_schema(
-    tmp_path: Path, source: Path
-) -> None:
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return write_labels(tmp_path)
+
+
+@dataclass
+class Airflow3Run:
+    """One upload on Airflow 3 under OpenLineage's listener, and what it left: the scenario of both tests
+    below (lineage and links), run once for the two."""
+
+    source: Path
+    home: AirflowHome
+    result: DagRunResult
+    events_file: Path
+    upload: dict[str, Any]
+    table_url: str
+
+
+@pytest.fixture(scope="module")
+def airflow3_run(tmp_path_factory: pytest.TempPathFactory) -> Airflow3Run:
+    tmp_path = tmp_path_factory.mktemp("airflow3_run")
+    source = write_labels(tmp_path)
     events_file = tmp_path / "openlineage.jsonl"
     transport = json.dumps({"type": "file", "log_file_path": str(events_file), "append": True})
+    home = AirflowHome(tmp_path / "airflow")
     with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.02) as emu:
         result = _run(
-            AirflowHome(tmp_path / "airflow"),
+            home,
             emu,
             source,
             AIRFLOW__OPENLINEAGE__TRANSPORT=transport,
             AIRFLOW__OPENLINEAGE__NAMESPACE="tests",
         )
-        assert result.succeeded, result.output[-6000:]
-        upload = emu.list_uploads(TABLE)[0]
+        uploads = emu.list_uploads(TABLE)
+        table_url = emu.get_table(TABLE)["url"]
+    return Airflow3Run(source, home, result, events_file, uploads[0] if uploads else {}, table_url)
+
+
+def test_openlineage_events_name_the_file_and_the_table_with_rows_and_schema(
+    airflow3_run: Airflow3Run,
+) -> None:
+    result, events_file, upload, source = (
+        airflow3_run.result,
+        airflow3_run.events_file,
+        airflow3_run.upload,
+        airflow3_run.source,
+    )
+    assert result.succeeded, result.output[-6000:]
     assert events_file.exists(), "the OpenLineage transport wrote nothing"
     events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
     complete = [e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"].endswith(".upload")]
@@ -86,17 +120,17 @@ def test_openlineage_events_name_the_file_and_the_table_with_rows_and_schema(
     ]
 
 
-def test_links_on_airflow3_are_the_urls_redivis_returned(tmp_path: Path, source: Path) -> None:
-    home = AirflowHome(tmp_path / "airflow")
-    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.02) as emu:
-        result = _run(home, emu, source)
-        assert result.succeeded, result.output[-6000:]
-        expected = {
-            "_link_RedivisTableLink": emu.get_table(TABLE)["url"],
-            "_link_RedivisUploadLink": emu.list_uploads(TABLE)[0]["url"],
-        }
+def test_links_on_airflow3_are_the_urls_redivis_returned(airflow3_run: Airflow3Run) -> None:
+    result = airflow3_run.result
+    assert result.succeeded, result.output[-6000:]
+    expected = {
+        "_link_RedivisTableLink": airflow3_run.table_url,
+        "_link_RedivisUploadLink": airflow3_run.upload["url"],
+    }
     stored = {
-        key: json.loads(value) for key, value in home.query("SELECT key, value FROM xcom") if key in expected
+        key: json.loads(value)
+        for key, value in airflow3_run.home.query("SELECT key, value FROM xcom")
+        if key in expected
     }
     assert stored == expected
 

@@ -86,6 +86,7 @@ def test_give_the_upload_one_way() -> None:
     sensor(upload="{{ ti.xcom_pull('upload') }}")
 
 
+@pytest.mark.slow
 def test_deferrable_default_follows_the_airflow_setting() -> None:
     code = (
         "from airflow_provider_redivis.sensors.upload import RedivisUploadSensor as S;"

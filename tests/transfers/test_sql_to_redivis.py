@@ -656,6 +656,7 @@ Op(
 WIDE_SQL = "SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 20000) AS g ORDER BY g"
 
 
+@pytest.mark.slow
 def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -692,6 +693,7 @@ def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
     assert theirs.read_bytes() == b"not ours"
 
 
+@pytest.mark.slow
 def test_killed_while_uploading_then_the_retry_resumes_without_querying_again(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -742,6 +744,7 @@ def test_streamed_resumes_within_the_try_after_cut_requests(
     assert len(faults) == 2
 
 
+@pytest.mark.slow
 def test_streamed_killed_midway_then_the_retry_starts_over(
     postgres: PostgresCluster,
     pg_conn: str,
