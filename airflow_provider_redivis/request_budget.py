@@ -169,13 +169,16 @@ class RequestBudget:
                 self._seen_at = now
 
     def refused(self, retry_after: float | None) -> float:
-        """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown).
+        """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown or
+        past belief). A ``Retry-After`` of 0, or a date already passed, is "now": the limit's own pace
+        (``interval / limit``), not a loop of refusals.
 
         :returns: the seconds this process now waits.
         """
-        wait = (
-            retry_after if retry_after is not None and 0 < retry_after <= 2 * self.interval else self.interval
-        )
+        if retry_after is None or retry_after > 2 * self.interval:
+            wait = self.interval
+        else:
+            wait = retry_after if retry_after > 0 else self.interval / self.limit
         with self._lock:
             self.refusals += 1
             self._probing = False
