@@ -103,6 +103,10 @@ class UploadIntegrityError(RedivisError):
     """What the server stored differs from the source (size or checksum). The upload is not created."""
 
 
+class StoreTimeoutError(RedivisError):
+    """A save to Airflow's metadata database (a checkpoint) did not finish in time: the store does not answer."""
+
+
 class SourceChangedError(RedivisError):
     """The source file changed while it was being read, or between tries."""
 

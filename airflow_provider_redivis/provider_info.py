@@ -30,8 +30,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "read_timeout": {
         "label": "Read timeout (seconds; empty: 60)",
         "schema": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "description": "How long to wait for Redivis to answer once the request is sent. Leave empty for "
-        "the provider's default, 60 s.",
+        "description": "How long to wait for Redivis to answer, or for a slow link to take more of an upload's "
+        "bytes. Leave empty for the provider's default, 60 s.",
     },
     "max_attempts": {
         "label": "Max attempts per call (empty: 6)",

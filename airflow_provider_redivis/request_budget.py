@@ -52,6 +52,8 @@ class Turn:
 
     until: float
     why: str
+    #: Worth a log line: a wait for the budget is; a wait for the answer of this process's own first request is not.
+    logged: bool = True
 
 
 class RequestBudget:
@@ -72,9 +74,8 @@ class RequestBudget:
         self._clock = clock
         self._lock = threading.Condition()
         self._closed_until = 0.0  # a 429's Retry-After
-        self._remaining: int | None = (
-            None  # the lowest an answer said in this interval, less what was sent since
-        )
+        # The lowest count an answer gave in this interval, less what was sent since.
+        self._remaining: int | None = None
         self._seen_at = 0.0
         self._probing = False  # a request goes while nothing is known: the rest wait for its answer
         self._last_sent = -math.inf
@@ -97,7 +98,7 @@ class RequestBudget:
         if remaining is None or now >= self._seen_at + self.interval:
             # Nothing known, or what was known is from an interval that has passed: one request finds out.
             return (
-                Turn(now + LOG_EVERY, "waiting for the answer to the request that finds out")
+                Turn(now + LOG_EVERY, "waiting for the answer to the request that finds out", logged=False)
                 if self._probing
                 else None
             )
@@ -134,7 +135,7 @@ class RequestBudget:
                         "over the day, poll less often, or ask Redivis for a higher limit."
                     )
                 until = turn.until if deadline is None else min(turn.until, deadline)
-                if log is not None and turn.until - now >= 1.0:
+                if log is not None and turn.logged and turn.until - now >= 1.0:
                     log(
                         f"Waiting {turn.until - now:.0f} s for a turn in Redivis's request budget: {turn.why}."
                     )
@@ -168,13 +169,16 @@ class RequestBudget:
                 self._seen_at = now
 
     def refused(self, retry_after: float | None) -> float:
-        """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown).
+        """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown or
+        past belief). A ``Retry-After`` of 0, or a date already passed, is "now": the limit's own pace
+        (``interval / limit``), not a loop of refusals.
 
         :returns: the seconds this process now waits.
         """
-        wait = (
-            retry_after if retry_after is not None and 0 < retry_after <= 2 * self.interval else self.interval
-        )
+        if retry_after is None or retry_after > 2 * self.interval:
+            wait = self.interval
+        else:
+            wait = retry_after if retry_after > 0 else self.interval / self.limit
         with self._lock:
             self.refusals += 1
             self._probing = False

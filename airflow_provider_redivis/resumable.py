@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 import requests
 import tenacity
 
+from airflow_provider_redivis.body_timeout import read_timeout_hint, send_bodies_under_read_timeout
 from airflow_provider_redivis.checksums import (
     SourceChecksums,
     algorithms_for,
@@ -24,7 +25,7 @@ from airflow_provider_redivis.checksums import (
 )
 from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError, describe_failure
 from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error
-from airflow_provider_redivis.transfer_source import RequestBody, SharedReader, TailHash
+from airflow_provider_redivis.transfer_source import BytesBody, RequestBody, SharedReader, TailHash
 from airflow_provider_redivis.upload_protocol import (
     CHUNK_UNIT,
     MAX_CHUNK_SIZE,
@@ -67,6 +68,8 @@ class ResumableSession:
         own credential); :meth:`RedivisHook.resumable_session` hands out such sessions.
     :param total: the source's size, or None when it is only known once the source ends.
     :param chunk_size: bytes per request; None sizes requests from the measured rate.
+    :param timeout: (connect, read) seconds: the read timeout also bounds each wait to send more of a body
+        (:mod:`~airflow_provider_redivis.body_timeout` mounts its adapter on ``http`` for the URL's origin).
     :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"`` or None (the size alone, unless an earlier
         try sent some of the bytes: those are proven by crc32c).
     """
@@ -82,15 +85,19 @@ class ResumableSession:
         timeout: tuple[float, float] = (10.0, 120.0),
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.http = http
         self.url = url
+        # A body takes longer to send than a connect takes: a slow or paused link must not cut it.
+        send_bodies_under_read_timeout(http, url)
         self.total = total
         self.sizer = RequestSizer(chunk_size, unknown_total=total is None)
         self.checksum = validate_checksum(checksum)
         self.timeout = timeout
         self.retry_policy = retry_policy or RetryPolicy()
         self._sleep = sleep
+        self._clock = clock
         self._cancelled = False
 
     def __repr__(self) -> str:
@@ -102,7 +109,7 @@ class ResumableSession:
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _put(self, body: bytes | RequestBody, headers: Mapping[str, str]) -> SessionStatus:
+    def _put(self, body: bytes | RequestBody | BytesBody, headers: Mapping[str, str]) -> SessionStatus:
         """One PUT and what its answer means; a refusal of the request's ``x-goog-hash`` is final."""
         data: Any = body  # requests sends an iterable with a length as one body of that length
         response = self.http.put(
@@ -143,8 +150,8 @@ class ResumableSession:
         try:
             return self._retrying("Asking the upload server for its offset")(self._query_once, total)
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = describe_failure(exc)
-        raise _gave_up(failure, "asking the upload server for its offset")
+            failure, hint = describe_failure(exc), read_timeout_hint(exc, self.timeout[1])
+        raise _gave_up(failure, "asking the upload server for its offset", hint)
 
     def _query_once(self, total: int | None = None) -> SessionStatus:
         """``total``: known once a stream of unknown size ended; the query then also completes the object."""
@@ -172,9 +179,9 @@ class ResumableSession:
         try:
             return _Transfer(self, reader, start_offset, on_progress, check_source).run()
         except (requests.RequestException, SessionAnswerError) as exc:
-            failure = describe_failure(exc)
+            failure, hint = describe_failure(exc), read_timeout_hint(exc, self.timeout[1])
         # Raised outside the except block: no chained exception carries urllib3's text with the URL.
-        raise _gave_up(failure, "sending the source")
+        raise _gave_up(failure, "sending the source", hint)
 
 
 class _Transfer:
@@ -239,12 +246,14 @@ class _Transfer:
         if self.check_source is not None:
             self.check_source()
         body, headers, end = self._next_request()
-        started = time.monotonic()
+        clock, sizer = self.session._clock, self.session.sizer
+        started = clock()
         self.sent_end = max(self.sent_end, end)
         try:
             status = self.session._put(body, headers)
         except (requests.RequestException, SessionAnswerError):
             self.needs_query = True
+            sizer.record_failure(0 if isinstance(body, bytes) else body.sent, clock() - started)
             raise
         if status.complete:
             self.final_request_end = end
@@ -252,8 +261,9 @@ class _Transfer:
         before = self.offset
         self._accept(status.offset)
         if self.offset <= before:
+            sizer.record_failure(len(body), clock() - started)
             raise _NoProgress(308, f"the upload server kept nothing of bytes {before}-{end - 1}")
-        self.session.sizer.record(self.offset - before, time.monotonic() - started)
+        sizer.record(self.offset - before, clock() - started)
         return status
 
     def _accept(self, held: int) -> None:
@@ -265,7 +275,7 @@ class _Transfer:
             )
         self.offset = held
 
-    def _next_request(self) -> tuple[bytes | RequestBody, dict[str, str], int]:
+    def _next_request(self) -> tuple[bytes | RequestBody | BytesBody, dict[str, str], int]:
         """The next request's body, headers and end; the last one carries the whole source's hashes."""
         sizer = self.session.sizer
         size = sizer.next_size()
@@ -273,8 +283,7 @@ class _Transfer:
             return self._next_unknown_total_request(size)
         total = self.total
         remaining = total - self.offset
-        if self.tail is not None and self.tail.start == self.offset and sizer.fixed is None:
-            size = max(size, remaining)  # the request planned as the last, its hash computed already
+        # The last request too keeps to the rate, even when a longer tail was hashed ahead (it is hashed again).
         if remaining > size:
             return self._body(size, total, final=False)
         if not self._final_hash_ready(total):
@@ -327,20 +336,21 @@ class _Transfer:
         self.checksums.append_crc32c(crc, total - tail.start)
         return True
 
-    def _next_unknown_total_request(self, size: int) -> tuple[bytes, dict[str, str], int]:
+    def _next_unknown_total_request(self, size: int) -> tuple[bytes | BytesBody, dict[str, str], int]:
         # The Content-Range goes out before the body, so the request is read first: one byte more tells
         # whether it is the last.
         data = self.source.read_at(self.offset, size)
         last = len(data) < size or not self.source.read_at(self.offset + len(data), 1)
         end = self.offset + len(data)
         self.checksums.update(self.offset, data)
+        body = BytesBody(data) if data else b""  # an empty iterable would go as a chunked body
         if not last:
-            return data, _range(self.offset, end, None), end
+            return body, _range(self.offset, end, None), end
         self.total = end  # the source ended: from now on the total is known
         headers = _range(self.offset, end, end)
         if self.checksums.algorithms:
             headers["x-goog-hash"] = goog_hash_header(self.checksums.digests())
-        return data, headers, end
+        return body, headers, end
 
     def _confirmed(self, status: SessionStatus) -> StoredObject | None:
         """A completing answer that states the size of a request that reached the end; else ask the server.
@@ -399,8 +409,8 @@ def _range(first: int, end: int, total: int | None) -> dict[str, str]:
     return {"Content-Range": content_range(first, end - 1, total)}
 
 
-def _gave_up(failure: str, doing: str) -> UploadInterruptedError:
+def _gave_up(failure: str, doing: str, hint: str) -> UploadInterruptedError:
     return UploadInterruptedError(
-        f"Gave up {doing} after repeated failures ({failure}). The bytes the upload server holds are kept: "
+        f"Gave up {doing} after repeated failures ({failure}).{hint} The bytes the upload server holds are kept: "
         "the task's next try resumes from them."
     )

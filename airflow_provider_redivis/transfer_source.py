@@ -57,6 +57,8 @@ class RequestBody:
         self._offset = offset
         self._length = length
         self._checksums = checksums
+        #: Bytes handed to the socket so far: what a cut request got on its way.
+        self.sent = 0
 
     def __len__(self) -> int:
         return self._length
@@ -70,6 +72,25 @@ class RequestBody:
             self._checksums.update(position, block)
             position += len(block)
             yield block
+            self.sent += len(block)
+
+
+class BytesBody:
+    """A request body read ahead (a stream of unknown size), sent block by block so what went out is counted."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self) -> Iterator[memoryview]:
+        view = memoryview(self._data)
+        for start in range(0, len(view), BLOCK):
+            block = view[start : start + BLOCK]
+            yield block
+            self.sent += len(block)
 
 
 class TailHash:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.background_writer import BackgroundWriter
+from airflow_provider_redivis.background_writer import CLOSE_TIMEOUT, BackgroundWriter
 from airflow_provider_redivis.checkpoint import (
     CheckpointUnreadableError,
     UploadCheckpoint,
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HUNG_SAVE = (
+    " The bytes sent are with Redivis, and a resume trusts what Redivis holds, not the checkpoint: the next try "
+    "asks Redivis and goes on from there. If this repeats, check that Airflow's metadata database (on Airflow 3, "
+    "its API server) answers."
+)
+
 
 @dataclass
 class JobResult:
@@ -70,6 +76,7 @@ class UploadJob:
         report: Callable[[str, Any], None] | None = None,
         known_names: Callable[[], NamesSeen | None] | None = None,
         visibility_wait: float = VISIBILITY_WAIT,
+        save_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         self.hook = hook
         self.store = store
@@ -79,6 +86,8 @@ class UploadJob:
         self._report = report or (lambda _key, _value: None)
         self._known_names = known_names or (lambda: None)
         self.visibility_wait = visibility_wait
+        #: How long the end of a transfer waits for the checkpoint save in flight.
+        self.save_timeout = save_timeout
         self._session: ResumableSession | None = None
         self.create_once = CreateOnce(hook, spec, self.save, self.forget, visibility_wait=visibility_wait)
 
@@ -288,7 +297,9 @@ class UploadJob:
             self.save(update)
             self._report("offset", update.offset)
 
-        with BackgroundWriter(save, "upload checkpoint") as writer:
+        with BackgroundWriter(
+            save, "upload checkpoint", close_timeout=self.save_timeout, advice=HUNG_SAVE
+        ) as writer:
 
             def acknowledged(held: int, _total: int | None) -> None:
                 nonlocal current

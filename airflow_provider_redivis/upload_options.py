@@ -7,15 +7,19 @@ The emulator (redivis-emulator) keeps the server's own copy in ``redivis_emulato
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.checkpoint import TRANSPORTS
 from airflow_provider_redivis.checksums import validate_checksum
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.references import validate_table_reference
 from airflow_provider_redivis.upload_protocol import validate_chunk_size
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: Redivis's upload types (docs/redivis-api.md, "Uploads").
 UPLOAD_TYPES = (
@@ -89,6 +93,78 @@ def validate_upload_name(name: object) -> str:
     return name
 
 
+#: Options Redivis reads as one character.
+ONE_CHARACTER_OPTIONS = ("delimiter", "quote_character", "escape_character")
+#: Options that are True, False or None (Redivis's default).
+FLAG_OPTIONS = ("has_header_row", "skip_bad_records", "has_quoted_newlines", "allow_jagged_rows")
+#: Options that are a list or a mapping (or its JSON text, what a template renders): its type, the type of
+#: its items (a mapping's: its keys), and what to tell the user.
+STRUCTURED_OPTIONS: dict[str, tuple[type, type, str]] = {
+    "null_markers": (list, str, "a list of strings, such as ['NA', '']"),
+    "schema": (list, dict, "a list of columns, such as [{'name': 'id', 'type': 'integer'}]"),
+    "metadata": (
+        dict,
+        str,
+        "a mapping of variable names to their metadata, such as {'id': {'label': 'Row id'}}",
+    ),
+}
+UPLOAD_OPTIONS = (*ONE_CHARACTER_OPTIONS, *FLAG_OPTIONS, *STRUCTURED_OPTIONS)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _structured(name: str, value: Any) -> Any:
+    """A list or mapping option, JSON text parsed: a template renders to text, and ``| tojson`` to JSON."""
+    kind, item, wanted = STRUCTURED_OPTIONS[name]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise RedivisConfigError(
+                f"{name} must be {wanted}, or the JSON text of one; got text that is not JSON: {_shown(value)}. "
+                f"A template renders a Python object as Python text: end it with '| tojson' "
+                f"(e.g. '{{{{ var.json.{name} | tojson }}}}'), or set render_template_as_native_obj=True on the DAG."
+            ) from None
+    fits = isinstance(value, kind)  # tested apart: isinstance against a variable type would narrow to object
+    if not fits or not all(isinstance(part, item) for part in value):
+        raise RedivisConfigError(f"{name} must be {wanted}; got {_shown(value)}.")
+    try:
+        json.dumps(value, allow_nan=False)  # as requests encodes a JSON body
+    except (TypeError, ValueError) as exc:
+        raise RedivisConfigError(
+            f"{name} holds a value JSON cannot carry ({exc}): use text, numbers, booleans, lists and mappings."
+        ) from None
+    return value
+
+
+def check_upload_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Redivis's upload options (delimiter, header row, ..., schema, metadata): checked, JSON text parsed."""
+    unknown = sorted(set(options) - set(UPLOAD_OPTIONS))
+    if unknown:
+        raise RedivisConfigError(
+            f"Unknown upload options {unknown}; the options are {', '.join(UPLOAD_OPTIONS)}."
+        )
+    checked = dict(options)
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in ONE_CHARACTER_OPTIONS and (not isinstance(value, str) or len(value) != 1):
+            tab = " (for a tab, pass '\\t')" if name == "delimiter" else ""
+            raise RedivisConfigError(
+                f"{name} must be one character{tab}, got {_shown(value)}; Redivis reads no other."
+            )
+        if name in FLAG_OPTIONS and not isinstance(value, bool):
+            raise RedivisConfigError(
+                f"{name} must be True, False or None (Redivis's default), got {_shown(value)}."
+            )
+        if name in STRUCTURED_OPTIONS:
+            checked[name] = _structured(name, value)
+    return checked
+
+
 def check_upload_arguments(
     *,
     table: str | None = None,
@@ -98,11 +174,13 @@ def check_upload_arguments(
     if_exists: str = "fail",
     chunk_size: int | None = None,
     checksum: str | None = "auto",
-) -> None:
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every argument of an upload, checked here and nowhere else, each with the message that says what to do.
 
     The operator calls it at DAG parse for what is not a template (``table`` or ``name`` None: not known
-    yet); :class:`UploadSpec` calls it with the rendered values.
+    yet; an option that is a template left out); :class:`UploadSpec` calls it with the rendered values,
+    before anything is sent. Returns the upload ``options`` as they go to Redivis (JSON text parsed).
     """
     if table is not None:
         validate_table_reference(table)
@@ -115,11 +193,12 @@ def check_upload_arguments(
         raise RedivisConfigError(f"if_exists must be one of {', '.join(IF_EXISTS)}; got {if_exists!r}.")
     validate_chunk_size(chunk_size)
     validate_checksum(checksum)
+    return check_upload_options(options or {})
 
 
 @dataclass
 class UploadSpec:
-    """What to upload where, and how, checked; the upload options go to Redivis as they are."""
+    """What to upload where, and how, checked; the upload options as they go to Redivis (JSON text parsed)."""
 
     table: str
     name: str
@@ -131,7 +210,7 @@ class UploadSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_upload_arguments(
+        self.options = check_upload_arguments(
             table=self.table,
             name=self.name,
             upload_type=self.upload_type,
@@ -139,5 +218,6 @@ class UploadSpec:
             if_exists=self.if_exists,
             chunk_size=self.chunk_size,
             checksum=self.checksum,
+            options=self.options,
         )
         self.table = validate_table_reference(self.table)

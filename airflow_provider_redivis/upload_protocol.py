@@ -254,13 +254,16 @@ class RequestSizer:
     enough that a server which keeps nothing of a cut request makes the next try re-send at most that
     many seconds of bytes. It starts at :data:`FIRST_REQUEST_SIZE` and grows at most
     :data:`MAX_GROWTH`-fold per request, between 8 MiB and 1 GiB, in 256 KiB units. Few requests matter
-    on a long link: each boundary costs a round trip.
+    on a long link: each boundary costs a round trip. A failed or cut request shrinks the next one to
+    the rate it saw, and from then on the 8 MiB floor is 256 KiB: once the link cuts requests, what a
+    cut costs matters more than a round trip.
     """
 
     def __init__(self, chunk_size: int | None = None, *, unknown_total: bool = False) -> None:
         self.fixed = validate_chunk_size(chunk_size)
         self.maximum = MAX_UNKNOWN_TOTAL_REQUEST_SIZE if unknown_total else MAX_CHUNK_SIZE
         self._size = self.fixed or min(FIRST_REQUEST_SIZE, self.maximum)
+        self._floor = min(MIN_ADAPTIVE_REQUEST_SIZE, self.maximum)
 
     def next_size(self) -> int:
         return self._size
@@ -270,6 +273,22 @@ class RequestSizer:
         if self.fixed is not None or sent < self._size // 2 or seconds <= 0:
             return  # a short last request says little about the rate
         wanted = int(sent / seconds * TARGET_REQUEST_SECONDS)
-        wanted = min(wanted, self._size * MAX_GROWTH, self.maximum)
-        wanted = max(wanted, min(MIN_ADAPTIVE_REQUEST_SIZE, self.maximum))
-        self._size = max(CHUNK_UNIT, wanted // CHUNK_UNIT * CHUNK_UNIT)
+        self._size = self._units(max(min(wanted, self._size * MAX_GROWTH, self.maximum), self._floor))
+
+    def record_failure(self, sent: int, seconds: float) -> None:
+        """A request failed or was cut ``seconds`` after it started, ``sent`` of its bytes on their way.
+
+        The next request is sized to the rate this one saw and is never larger than it: a server may
+        keep nothing of a cut request, and the next cut may come as soon.
+        """
+        if self.fixed is not None:
+            return
+        self._floor = CHUNK_UNIT
+        if sent <= 0 or seconds <= 0:
+            return  # nothing went out (a refused connection, say): nothing learned about the rate
+        wanted = int(sent / seconds * TARGET_REQUEST_SECONDS)
+        self._size = self._units(max(min(wanted, self._size), self._floor))
+
+    @staticmethod
+    def _units(size: int) -> int:
+        return max(CHUNK_UNIT, size // CHUNK_UNIT * CHUNK_UNIT)

@@ -15,6 +15,7 @@ from airflow_provider_redivis.errors import (
     UploadFailedError,
     describe_failure,
 )
+from airflow_provider_redivis.references import encode_reference, validate_table_reference
 from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
@@ -22,8 +23,15 @@ if TYPE_CHECKING:
 
 #: Each quiet poll waits this much longer than the one before, up to the cap.
 BACKOFF_FACTOR = 1.5
+#: The default first interval of a deferred wait: cheap, since the deferred waits on one table share a check.
+DEFERRED_POLL_INTERVAL = 10.0
 #: The default cap of a deferred wait's backoff: processing a large upload takes minutes, a minute late is fine.
 DEFAULT_MAX_POLL_INTERVAL = 60.0
+#: The least interval of a wait that polls on its own (a sensor in poke or reschedule mode, a task's wait in
+#: its worker), unless Airflow's ``[redivis] min_poll_interval`` says otherwise. Redivis allows about 100
+#: requests per 100 s per token: 16 such waits (Airflow's default ``max_active_tasks_per_dag``) then make at
+#: most 16 x 100 / 30 = 53, half of it; the rest is for the uploads. Deferred waits share one check per table.
+MIN_POLL_INTERVAL = 30.0
 
 # The trigger's event ``reason``s beside ``status`` ("success" | "error"): what a resumed task does.
 REASON_COMPLETED = "completed"  # the upload is processed
@@ -94,6 +102,21 @@ class UploadTarget:
             return f"{self.upload_name!r} ({self.upload_uri})" if self.upload_name else self.upload_uri
         return f"{self.upload_name!r} in {self.table}"
 
+    @property
+    def table_uri(self) -> str | None:
+        """The uri of the upload's table (``/tables/owner.dataset:3.table:7``), whose listing holds the
+        upload; None when it cannot be told (then only the upload's own GET can find it)."""
+        if self.upload_uri:
+            head, sep, _ = self.upload_uri.partition("/uploads/")
+            start = head.find("/tables/")
+            if not sep or start < 0 or "/" in head[start + len("/tables/") :]:
+                return None
+            return head[start:]
+        try:
+            return f"/tables/{encode_reference(validate_table_reference(str(self.table)))}"
+        except RedivisConfigError:
+            return None
+
 
 @dataclass(frozen=True)
 class UploadCheck:
@@ -120,12 +143,22 @@ def look(fetch: Callable[[], dict[str, Any] | None]) -> UploadCheck:
     except Exception as exc:
         if not is_retryable_error(exc):
             raise
-        kind = "answering with an error" if isinstance(exc, RedivisAPIError) else "unreachable"
-        return UploadCheck(
-            UploadOutcome.PENDING, None, f"{kind} ({describe_failure(exc)}) at {iso_time(checked_at)}", exc
-        )
+        return failed_check(exc, checked_at)
+    return found_check(upload, checked_at)
+
+
+def found_check(upload: dict[str, Any] | None, checked_at: datetime) -> UploadCheck:
+    """What a look that found ``upload`` (None: not created yet) at ``checked_at`` saw."""
     outcome = upload_outcome(upload) if upload is not None else UploadOutcome.PENDING
     return UploadCheck(outcome, upload, f"{describe_upload_state(upload)} at {iso_time(checked_at)}")
+
+
+def failed_check(exc: BaseException, checked_at: datetime) -> UploadCheck:
+    """A look that failed in passing (``is_retryable_error``): pending, carrying the error."""
+    kind = "answering with an error" if isinstance(exc, RedivisAPIError) else "unreachable"
+    return UploadCheck(
+        UploadOutcome.PENDING, None, f"{kind} ({describe_failure(exc)}) at {iso_time(checked_at)}", exc
+    )
 
 
 def poll_intervals(first: float, cap: float) -> Iterator[float]:
@@ -134,6 +167,23 @@ def poll_intervals(first: float, cap: float) -> Iterator[float]:
     while True:
         yield interval
         interval = min(interval * BACKOFF_FACTOR, cap)
+
+
+def paced_interval(name: str, requested: float | None, least: float) -> tuple[float, str | None]:
+    """The interval of a wait that polls on its own: ``requested`` (None: ``least``), never below ``least``.
+
+    :returns: the interval, and a warning for the log when it is longer than the one asked for.
+    """
+    if requested is None:
+        return least, None
+    if requested >= least:
+        return requested, None
+    return least, (
+        f"{name}={requested:g} s is below {least:g} s, the least interval of a wait that polls on its own "
+        "(Redivis allows about 100 API requests per 100 s per token, for every task using it): checking "
+        f"every {least:g} s. Defer the wait (deferrable=True) to share one check per table among all the "
+        "waits; Airflow's [redivis] min_poll_interval sets the least."
+    )
 
 
 def describe_upload_state(upload: Mapping[str, Any] | None) -> str:

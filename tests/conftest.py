@@ -3,6 +3,9 @@
 ``dev/test`` sets REDIVIS_REQUIRE_ALL_TESTS=1: there a skipped test is a failure, so a missing
 dependency or interpreter can never pass for a green run.
 
+A test that starts Airflow is marked ``airflow`` here, from what its function and fixtures use
+(tests/airflow/marking.py), so that ``./dev/test --fast`` (``-m "not airflow"``) leaves out exactly those.
+
 The ``redivis_emulator`` fixture comes from the redivis-emulator distribution's ``pytest11`` entry
 point (``pip install -e ./emulator``; ``dev/setup-venvs`` does it).
 """
@@ -10,8 +13,11 @@ point (``pip install -e ./emulator``; ``dev/setup-venvs`` does it).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
+
+from tests.airflow import harness, marking
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -21,3 +27,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if os.environ.get("REDIVIS_REQUIRE_ALL_TESTS") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but dev/test requires every test to run: {report.longrepr}"
+
+
+# The emulator enforces no rate limit unless a test sets one: waits that poll on their own may then poll as
+# fast as a test needs. Tests of that floor set it themselves; subprocesses (Airflow runs) inherit this.
+os.environ.setdefault("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.01")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    untrue = []
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        used: list[object] = [getattr(item, "obj", None)]
+        if fixtures is not None:
+            used += [defs[-1].func for defs in fixtures.name2fixturedefs.values() if defs]
+        if any(marking.reaches_airflow(obj) for obj in used):
+            item.add_marker(pytest.mark.airflow)
+            item.add_marker(pytest.mark.slow)  # an Airflow process alone takes seconds to start
+        elif item.get_closest_marker("airflow") is not None:
+            untrue.append(item.nodeid)
+    if untrue:
+        raise pytest.UsageError(
+            "marked 'airflow', but neither the test nor its fixtures reach anything that starts Airflow "
+            "(tests/airflow/marking.py): drop the mark, or declare the starter.\n  " + "\n  ".join(untrue)
+        )
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under xdist the long tests go first, so the run does not end waiting on one of them; every
+        # worker sorts the same list the same way (xdist checks that the collections agree).
+        items.sort(
+            key=lambda item: (
+                item.get_closest_marker("airflow") is None,
+                item.get_closest_marker("slow") is None,
+            )
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    marking.current_test = item
+    try:
+        return (yield)
+    finally:
+        marking.current_test = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _airflow_db_templates(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The migrated metadata databases the harness copies: made once per run, shared by the xdist workers
+    (their temporary folders sit side by side in the run's own)."""
+    base = tmp_path_factory.getbasetemp()
+    harness.TEMPLATE_ROOT = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "airflow-db"

@@ -147,6 +147,7 @@ print(json.dumps({"good": good, "bad": bad}))
 """
 
 
+@pytest.mark.slow
 def test_airflow_applies_the_handler_to_hand_written_uris(tmp_path: Path) -> None:
     """Through Airflow's own provider discovery: normalised, and a bad URI refused (3.x) or warned (2.x)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}

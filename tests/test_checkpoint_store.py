@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from airflow_provider_redivis.background_writer import BackgroundWriter
 from airflow_provider_redivis.checkpoint_store import variable_key
+from airflow_provider_redivis.errors import StoreTimeoutError
 
 #: Airflow's Variable key column (VARCHAR(250)) on PostgreSQL and MySQL.
 MAX_VARIABLE_KEY = 250
@@ -85,3 +87,56 @@ def test_a_failed_write_is_logged_and_the_next_one_still_goes(caplog: pytest.Log
     assert any(
         "Could not save the upload checkpoint (ConnectionError)" in r.getMessage() for r in caplog.records
     )
+
+
+def _close_in_a_thread(close: Callable[[], None], release: threading.Event) -> list[BaseException]:
+    """``close()`` on a thread of its own, so that a close that never returns fails the test, not hangs it."""
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        assert done.wait(10), "close() still waits for a store that never answers"
+    finally:
+        release.set()
+    return raised
+
+
+def test_close_gives_up_on_a_hung_write_and_says_what_happened(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+    writer = BackgroundWriter(
+        lambda _value: release.wait(30), "upload checkpoint", close_timeout=0.3, advice=" Check the store."
+    )
+    writer.submit(1)
+    with caplog.at_level(logging.ERROR):
+        raised = _close_in_a_thread(writer.close, release)
+    assert [type(exc) for exc in raised] == [StoreTimeoutError]
+    message = (
+        "Saving the upload checkpoint did not finish within 0.3 s: the store it writes to does not answer."
+    )
+    assert str(raised[0]) == message + " Check the store."
+    assert any(message in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_a_hung_write_does_not_hide_the_error_already_on_its_way(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    def fail_with_a_hung_write() -> None:
+        with BackgroundWriter(
+            lambda _value: release.wait(30), "upload checkpoint", close_timeout=0.3
+        ) as writer:
+            writer.submit(1)
+            raise ConnectionError("the transfer failed")
+
+    with caplog.at_level(logging.ERROR):
+        raised = _close_in_a_thread(fail_with_a_hung_write, release)
+    assert [type(exc) for exc in raised] == [ConnectionError]
+    assert any("did not finish within 0.3 s" in r.getMessage() for r in caplog.records)

@@ -20,6 +20,7 @@ from redivis_emulator import RedivisEmulator
 from airflow_provider_redivis import __version__, get_provider_info
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from tests.airflow.harness import AIRFLOW2_PYTHON_ENV, airflow2_python
+from tests.airflow.marking import airflow_starting, starts_airflow
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
 HOOK_CLASS = "airflow_provider_redivis.hooks.redivis.RedivisHook"
@@ -189,9 +190,11 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@starts_airflow
 def run_airflow(
     python: str, *args: str, env: dict[str, str], check: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    airflow_starting("the airflow command")
     airflow_bin = Path(python).with_name("airflow")
     result = subprocess.run(
         [str(airflow_bin), *args], env=env, capture_output=True, text=True, timeout=300, check=False

@@ -42,7 +42,7 @@ def test_a_429_closes_the_budget_until_retry_after() -> None:
     assert budget.refusals == 1
 
 
-@pytest.mark.parametrize("retry_after", [None, 0.0, 1e9])
+@pytest.mark.parametrize("retry_after", [None, 1e9])
 def test_a_429_without_a_usable_retry_after_waits_one_interval(retry_after: float | None) -> None:
     clock = Clock()
     budget = RequestBudget(10.0, clock=clock)
@@ -50,6 +50,20 @@ def test_a_429_without_a_usable_retry_after_waits_one_interval(retry_after: floa
     turn = budget.next_turn()
     assert turn is not None
     assert turn.until == 1010.0
+
+
+def test_a_429_that_says_retry_now_waits_the_limits_pace_not_an_interval() -> None:
+    """``Retry-After: 0`` (or a date already passed) is "now": the next request goes one pace later
+    (interval / limit), neither at once in a loop of refusals nor a whole interval later."""
+    clock = Clock()
+    budget = RequestBudget(10.0, clock=clock)
+    budget.answered(answer(remaining=15))  # limit 20: a pace of 0.5 s
+    assert budget.refused(0.0) == 0.5
+    turn = budget.next_turn()
+    assert turn is not None
+    assert turn.until == 1000.5
+    clock.now = 1000.5
+    assert budget.next_turn() is None
 
 
 def test_the_reserve_is_left_to_others_until_the_interval_has_surely_passed() -> None:

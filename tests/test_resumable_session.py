@@ -418,6 +418,7 @@ def test_a_connect_timeout_leaves_the_session_url_out_of_the_error() -> None:
         listener.close()
 
 
+@pytest.mark.slow
 def test_a_last_request_whose_hash_is_not_ready_sends_all_but_a_short_tail_first(
     emulator: RedivisEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -237,6 +237,31 @@ def test_adaptive_requests_on_a_slow_link_keep_a_floor() -> None:
     assert sizer.next_size() == 8 * MiB
 
 
+def test_a_cut_request_sizes_the_next_to_the_rate_it_saw_never_larger() -> None:
+    sizer = RequestSizer()
+    sizer.record_failure(6 * MiB, 3.0)  # 2 MiB/s: 8 s is 16 MiB
+    assert sizer.next_size() == 16 * MiB
+    sizer.record_failure(16 * MiB, 0.001)  # a fast moment does not grow a size a cut just set
+    assert sizer.next_size() == 16 * MiB
+
+
+def test_after_a_cut_requests_follow_the_rate_below_the_8_mib_floor() -> None:
+    sizer = RequestSizer()
+    sizer.record_failure(MiB, 16.0)  # 64 KiB/s (0.5 Mbit/s): 8 s is 512 KiB
+    assert sizer.next_size() == 2 * CHUNK_UNIT
+    sizer.record(2 * CHUNK_UNIT, 8.0)  # a request that got through does not go back to 8 MiB
+    assert sizer.next_size() == 2 * CHUNK_UNIT
+
+
+def test_a_failure_with_nothing_sent_keeps_the_size_and_a_fixed_size_stays() -> None:
+    sizer = RequestSizer()
+    sizer.record_failure(0, 5.0)  # a refused connection: nothing learned about the rate
+    assert sizer.next_size() == FIRST_REQUEST_SIZE
+    fixed = RequestSizer(4 * CHUNK_UNIT)
+    fixed.record_failure(CHUNK_UNIT, 100.0)
+    assert fixed.next_size() == 4 * CHUNK_UNIT
+
+
 def test_a_short_last_request_does_not_resize() -> None:
     sizer = RequestSizer()
     sizer.record(CHUNK_UNIT, 10.0)

@@ -21,6 +21,23 @@ if TYPE_CHECKING:
     import requests
 
 
+def check_session_url(url: str) -> None:
+    """The one rule for a URL that receives the source: https, or plain http to a loopback host (the emulator).
+
+    Applied where Redivis hands a session URL out (either transport) and again where a transfer is bound
+    to one (a checkpoint's URL included). The error names the host only: the URL is a credential.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname or "")):
+        return
+    raise RedivisConfigError(
+        f"Refusing to send the source to an upload session URL over {parts.scheme or 'no scheme'}:// to "
+        f"{parts.hostname or '(no host)'!r}: only https, or plain http to a loopback host, may carry it (the URL "
+        "is a credential and the bytes would travel unencrypted). Check that the connection's host is Redivis "
+        "(https://redivis.com), not a server or proxy that hands out or rewrites such URLs."
+    )
+
+
 def _check_size(size: object) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise RedivisConfigError(f"size must be a whole number of bytes >= 0, got {size!r}.")
@@ -38,9 +55,13 @@ class UploadSessionsAPI(RedivisHookBase):
         :param size: the source's size in bytes.
         :returns: ``{"kind", "id", "url"}``: ``url`` takes :meth:`resumable_session`, ``id`` goes into
             :meth:`create_upload` as ``resumable_upload_id``.
+        :raises RedivisConfigError: for a session URL :func:`check_session_url` refuses.
         """
         _check_size(size)
-        return self._call("POST", f"{self._table_path(table)}/resumableUpload", params={"size": size})
+        created = self._call("POST", f"{self._table_path(table)}/resumableUpload", params={"size": size})
+        if isinstance(created.get("url"), str):
+            check_session_url(created["url"])
+        return created
 
     def create_temp_upload(self, table: str, size: int | None, name: str | None = None) -> dict[str, Any]:
         """A temp upload (``POST /tables/{table}/tempUploads``, the official client's path).
@@ -136,17 +157,8 @@ class UploadSessionsAPI(RedivisHookBase):
                 method="POST",
                 path=path,
             )
-        parts = urlsplit(location)
-        if parts.scheme != "https" and not (
-            parts.scheme == "http" and is_loopback_host(parts.hostname or "")
-        ):
-            raise RedivisAPIError(
-                response.status_code,
-                "the temp upload's session URL is not https; refusing to send the source over it",
-                method="POST",
-                path=path,
-            )
         mask_session_url(location)
+        check_session_url(location)
         return location
 
     def resumable_session(
@@ -162,8 +174,10 @@ class UploadSessionsAPI(RedivisHookBase):
         :param chunk_size: bytes per request, a multiple of 256 KiB; None sizes requests from the rate.
         :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"``, or None to check the size only.
         :returns: a :class:`~airflow_provider_redivis.resumable.ResumableSession`.
+        :raises RedivisConfigError: for a URL :func:`check_session_url` refuses.
         """
         mask_session_url(url)
+        check_session_url(url)
         return ResumableSession(
             self.session,
             url,

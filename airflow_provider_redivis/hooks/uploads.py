@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from airflow.providers.common.compat.sdk import conf
 
 from airflow_provider_redivis.errors import (
     RedivisConfigError,
@@ -12,22 +15,47 @@ from airflow_provider_redivis.errors import (
     WaitTimeoutError,
 )
 from airflow_provider_redivis.hooks.base import RedivisHookBase
-from airflow_provider_redivis.retry import is_refused_request
+from airflow_provider_redivis.references import normalise_name
+from airflow_provider_redivis.retry import is_refused_request, is_retryable_error
+from airflow_provider_redivis.upload_options import check_upload_options
 from airflow_provider_redivis.upload_status import (
+    MIN_POLL_INTERVAL,
     UploadCheck,
     UploadOutcome,
     UploadTarget,
+    failed_check,
+    found_check,
     look,
+    paced_interval,
     poll_intervals,
     timeout_message,
+    utc_now,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
+
+
+def _camel_case(option: str) -> str:
+    """``has_header_row`` → ``hasHeaderRow``: Redivis's name of an upload option."""
+    first, *rest = option.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
 
 #: list_uploads pages; a server that keeps handing out page tokens must not keep us forever.
 LIST_PAGE_SIZE = 100
 MAX_LIST_PAGES = 10_000
+
+
+def least_poll_interval() -> float:
+    """Airflow's ``[redivis] min_poll_interval`` (default 30 s): the least interval of a wait that polls on
+    its own, so that a fleet of them stays inside Redivis's request budget."""
+    least = conf.getfloat("redivis", "min_poll_interval", fallback=MIN_POLL_INTERVAL)
+    if not least > 0:
+        raise RedivisConfigError(
+            f"[redivis] min_poll_interval must be a positive number of seconds, got {least!r}."
+        )
+    return least
 
 
 class UploadsAPI(RedivisHookBase):
@@ -74,8 +102,9 @@ class UploadsAPI(RedivisHookBase):
         :param resumable_upload_id: the ``id`` from :meth:`create_resumable_upload`, whose bytes this upload takes.
         :param temp_upload_id: the ``id`` from :meth:`create_temp_upload`, instead.
         :param transfer_specification: or Redivis fetches the data itself (a URL, another cloud).
-        :param metadata: Redivis's per-variable metadata. The other options (delimiter, header row, ...)
-            go to Redivis under their camelCase names; None leaves Redivis's default.
+        :param metadata: Redivis's per-variable metadata (a mapping, or its JSON text). The other options
+            (delimiter, header row, ...) go to Redivis under their camelCase names; None leaves Redivis's
+            default. All are checked first by :func:`~airflow_provider_redivis.upload_options.check_upload_options`.
         :returns: the upload resource (``uri``, ``name``, ``status``, ...).
         """
         self._check_upload_name(name)
@@ -84,22 +113,27 @@ class UploadsAPI(RedivisHookBase):
             raise RedivisConfigError(
                 "Give at most one of resumable_upload_id, temp_upload_id and transfer_specification."
             )
+        checked = check_upload_options(
+            {
+                "delimiter": delimiter,
+                "has_header_row": has_header_row,
+                "skip_bad_records": skip_bad_records,
+                "has_quoted_newlines": has_quoted_newlines,
+                "allow_jagged_rows": allow_jagged_rows,
+                "quote_character": quote_character,
+                "escape_character": escape_character,
+                "null_markers": null_markers,
+                "schema": schema,
+                "metadata": metadata,
+            }
+        )
         options: dict[str, Any] = {
             "name": name,
             "type": upload_type,
             "resumableUploadId": resumable_upload_id,
             "tempUploadId": temp_upload_id,
             "transferSpecification": dict(transfer_specification) if transfer_specification else None,
-            "delimiter": delimiter,
-            "hasHeaderRow": has_header_row,
-            "skipBadRecords": skip_bad_records,
-            "hasQuotedNewlines": has_quoted_newlines,
-            "allowJaggedRows": allow_jagged_rows,
-            "quoteCharacter": quote_character,
-            "escapeCharacter": escape_character,
-            "nullMarkers": null_markers,
-            "schema": schema,
-            "metadata": dict(metadata) if metadata is not None else None,
+            **{_camel_case(option): value for option, value in checked.items()},
         }
         # Unset options are left out so Redivis applies its own defaults.
         body = {key: value for key, value in options.items() if value is not None}
@@ -144,7 +178,8 @@ class UploadsAPI(RedivisHookBase):
     def list_uploads(self, table: str, max_results: int | None = None) -> Iterator[dict[str, Any]]:
         """Every upload of the table, following ``nextPageToken``.
 
-        :param table: ``owner.dataset:version.table``.
+        :param table: ``owner.dataset:version.table``, or the table's ``uri`` as Redivis returns it
+            (``/tables/owner.dataset:3.table:7``).
         :param max_results: stop after this many (None: all).
         :returns: an iterator of upload resources; pages are fetched as it is consumed.
         """
@@ -152,7 +187,8 @@ class UploadsAPI(RedivisHookBase):
             isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 0
         ):
             raise RedivisConfigError(f"max_results must be a whole number >= 0 or None, got {max_results!r}.")
-        return self._iter_uploads(self._table_path(table), max_results)
+        path = self._uri_path(table) if table.startswith("/") else self._table_path(table)
+        return self._iter_uploads(path, max_results)
 
     def _iter_uploads(self, path: str, max_results: int | None) -> Iterator[dict[str, Any]]:
         path = f"{path}/uploads"
@@ -230,18 +266,98 @@ class UploadsAPI(RedivisHookBase):
         """
         return look(lambda: self.find_upload(target))
 
+    def check_uploads(
+        self, targets: Collection[UploadTarget], table_uri: str | None = None
+    ) -> dict[UploadTarget, UploadCheck | Exception]:
+        """One status check of several uploads of one table: one listing of the table, not a GET each.
+
+        :param targets: the uploads, all in the table at ``table_uri``.
+        :param table_uri: the table's uri (:attr:`UploadTarget.table_uri`); None checks each on its own.
+        :returns: for each target what :meth:`check_upload` answers, or the error it raises. A transient
+            failure of the listing is every target's pending check; any other failure, each target's own
+            check. An upload by uri missing from the listing is looked up on its own (a 404 there is final);
+            one by name is not created yet.
+        """
+        wanted = list(dict.fromkeys(targets))
+        if table_uri is None or len(wanted) < 2:  # one GET tells one upload as much as a listing page
+            return self._check_each(wanted)
+        checked_at = utc_now()
+        try:
+            found, unsure = self._find_listed(table_uri, wanted)
+        except Exception as exc:
+            if is_retryable_error(exc):
+                return dict.fromkeys(wanted, failed_check(exc, checked_at))
+            return self._check_each(wanted)  # 401, 403, a missing table: in each one's own words
+        results: dict[UploadTarget, UploadCheck | Exception] = {
+            target: found_check(found.get(target), checked_at) for target in wanted if target not in unsure
+        }
+        results.update(self._check_each(unsure))
+        return results
+
+    def _find_listed(
+        self, table_uri: str, targets: list[UploadTarget]
+    ) -> tuple[dict[UploadTarget, dict[str, Any]], list[UploadTarget]]:
+        """The targets' uploads in the table's listing, and the targets it cannot answer for."""
+        by_uri: dict[str, list[UploadTarget]] = {}
+        by_name: dict[str, list[UploadTarget]] = {}
+        for target in targets:
+            if target.upload_uri:
+                by_uri.setdefault(self._same_uri(target.upload_uri), []).append(target)
+            else:
+                by_name.setdefault(str(target.upload_name), []).append(target)
+        found: dict[UploadTarget, dict[str, Any]] = {}
+        listed_keys: set[str] = set()
+        # Past one page per target, a GET each costs less than the rest of the listing.
+        most = LIST_PAGE_SIZE * len(targets)
+        read_all = True
+        for count, upload in enumerate(self.list_uploads(table_uri), 1):
+            name = upload.get("name")
+            name = name if isinstance(name, str) else ""
+            for target in [*by_uri.get(self._same_uri(upload.get("uri")), ()), *by_name.get(name, ())]:
+                found[target] = upload
+            listed_keys.add(_name_key(name))
+            if len(found) == len(targets):
+                break
+            if count >= most:
+                read_all = False
+                break
+        unsure = [
+            t
+            for t in targets
+            if t not in found
+            # Redivis finds a name as it writes references (case, punctuation): its own GET decides.
+            and (t.upload_uri or not read_all or _name_key(t.upload_name) in listed_keys)
+        ]
+        return found, unsure
+
+    def _check_each(self, targets: Collection[UploadTarget]) -> dict[UploadTarget, UploadCheck | Exception]:
+        results: dict[UploadTarget, UploadCheck | Exception] = {}
+        for target in targets:
+            try:
+                results[target] = self.check_upload(target)
+            except Exception as exc:  # one upload's answer ends only that upload's wait
+                results[target] = exc
+        return results
+
+    def _same_uri(self, uri: object) -> str:
+        """A uri as the listing and a target compare it: relative to the API, percent-decoded."""
+        if not isinstance(uri, str):
+            return ""
+        return unquote(uri[len(self.api_url) :] if uri.startswith(self.api_url + "/") else uri)
+
     def wait_for_upload(
         self,
         target: UploadTarget | str,
         *,
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         timeout: float = 24 * 3600.0,
         max_poll_interval: float | None = None,
     ) -> dict[str, Any]:
         """Poll until Redivis is done with the upload, as ``DbtCloudHook.wait_for_job_run_status`` does.
 
         :param target: the upload: an :class:`UploadTarget`, or its ``uri``.
-        :param poll_interval: seconds before the second check.
+        :param poll_interval: seconds before the second check; never less than :func:`least_poll_interval`
+            (30 s), which is the default: a fleet of waits stays inside Redivis's request budget.
         :param timeout: seconds to wait in all.
         :param max_poll_interval: each quiet check waits 1.5x longer, up to this (default: ``poll_interval``,
             a steady pace).
@@ -250,10 +366,13 @@ class UploadsAPI(RedivisHookBase):
         """
         if isinstance(target, str):
             target = UploadTarget(upload_uri=target)
-        if poll_interval <= 0 or timeout <= 0:
+        if (poll_interval is not None and poll_interval <= 0) or timeout <= 0:
             raise RedivisConfigError("poll_interval and timeout must be positive numbers of seconds.")
+        poll_interval, warning = paced_interval("poll_interval", poll_interval, least_poll_interval())
+        if warning:
+            self.log.warning("%s", warning)
         deadline = time.monotonic() + timeout
-        intervals = poll_intervals(poll_interval, max_poll_interval or poll_interval)
+        intervals = poll_intervals(poll_interval, max(max_poll_interval or poll_interval, poll_interval))
         # A turn in the token's request budget is waited for within this wait's deadline, no longer.
         self.budget_deadline = deadline
         try:
@@ -279,3 +398,7 @@ class UploadsAPI(RedivisHookBase):
             else:
                 self.log.info("Upload %s: %s; next check in %.1f s", target.describe(), check.seen, delay)
             time.sleep(delay)
+
+
+def _name_key(name: object) -> str:
+    return normalise_name(name).lower() if isinstance(name, str) else ""

@@ -26,6 +26,7 @@ from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.upload_job import UploadJob
 from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
 from airflow_provider_redivis.upload_status import (
+    DEFERRED_POLL_INTERVAL,
     UploadOutcome,
     UploadTarget,
     summarize_upload,
@@ -73,7 +74,10 @@ class RedivisResumableUploadOperator(BaseOperator):
         checkpoint and resume; the checkpoint records which.
     :param wait_for_completion: wait until Redivis has processed the upload.
     :param deferrable: wait in the triggerer rather than a worker slot.
-    :param poll_interval: seconds between status checks while waiting.
+    :param poll_interval: seconds between status checks while waiting. Deferred: the first interval of a
+        backoff (default 10 s); the deferred waits on one table share their checks. In the worker: a steady
+        pace, never less than Airflow's ``[redivis] min_poll_interval`` (30 s, also the default), so that
+        the waits of many tasks stay inside Redivis's request budget.
     :param wait_timeout: seconds to wait for processing before failing.
 
     The table's ``redivis://owner/dataset/table`` asset is declared as an outlet unless ``outlets``
@@ -106,7 +110,7 @@ class RedivisResumableUploadOperator(BaseOperator):
         redivis_conn_id: str = RedivisHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 10.0,
+        poll_interval: float | None = None,
         wait_timeout: float = 24 * 3600.0,
         if_exists: str = "fail",
         transport: str = "resumable_upload",
@@ -124,6 +128,18 @@ class RedivisResumableUploadOperator(BaseOperator):
     ) -> None:
         # Every argument is checked now, at DAG parse, unless it is a template; the rendered values are
         # checked again, by the same function, when the task runs.
+        options = {
+            "delimiter": delimiter,
+            "has_header_row": has_header_row,
+            "skip_bad_records": skip_bad_records,
+            "has_quoted_newlines": has_quoted_newlines,
+            "allow_jagged_rows": allow_jagged_rows,
+            "quote_character": quote_character,
+            "escape_character": escape_character,
+            "null_markers": null_markers,
+            "schema": schema,
+            "metadata": metadata,
+        }
         check_upload_arguments(
             table=None if is_template(table) else table,
             name=None if upload_name is None or is_template(upload_name) else upload_name,
@@ -132,8 +148,9 @@ class RedivisResumableUploadOperator(BaseOperator):
             if_exists=if_exists,
             chunk_size=chunk_size,
             checksum=checksum,
+            options={key: value for key, value in options.items() if not is_template(value)},
         )
-        if poll_interval <= 0 or wait_timeout <= 0:
+        if (poll_interval is not None and poll_interval <= 0) or wait_timeout <= 0:
             raise RedivisConfigError("poll_interval and wait_timeout must be positive numbers of seconds.")
         if not is_template(table) and "outlets" not in kwargs:
             # Downstream DAGs can be scheduled on the table being loaded.
@@ -163,6 +180,8 @@ class RedivisResumableUploadOperator(BaseOperator):
         self.schema = schema
         self.metadata = metadata
         self._job: UploadJob | None = None
+        #: The buttons' URLs this try published, by XCom key: Airflow 3's links answer from them (links.py).
+        self.redivis_links: dict[str, str] = {}
         #: The finished upload, for OpenLineage.
         self._upload: dict[str, Any] | None = None
         #: A look at the upload's name this try took before the job (the SQL transfer's), for if_exists.
@@ -176,6 +195,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.redivis_links = {}  # what this try learns; a try that learns nothing shows no button
         store = checkpoint_store_for(context)
         try:
             return self._execute(context, store)
@@ -252,8 +272,8 @@ class RedivisResumableUploadOperator(BaseOperator):
             result = self._job.run()
         finally:
             self._job = None
+        self._publish_links(ti, hook, result.upload)  # now, so a wait that fails keeps the buttons
         if result.skipped:
-            self._publish_links(ti, hook, result.upload)
             self._upload = result.upload
             return summarize_upload(result.upload)
         ti.xcom_push(key=XCOM_OFFSET, value=source.size)
@@ -270,16 +290,23 @@ class RedivisResumableUploadOperator(BaseOperator):
         return open_source(self.source)
 
     def _publish_links(self, ti: Any, hook: RedivisHook, upload: dict[str, Any]) -> None:
-        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them
-        (the table's read once per DAG run by the task's mapped instances: :mod:`run_sharing`)."""
-        if isinstance(upload.get("url"), str):
-            ti.xcom_push(key=XCOM_UPLOAD_URL, value=upload["url"])
+        """The URLs behind the task's "Redivis upload" and "Redivis table" buttons, as Redivis returned them,
+        on this operator and to XCom, as soon as the upload is known (each once per try; the table's is read
+        once per DAG run by the task's mapped instances: :mod:`run_sharing`)."""
+        links = self.redivis_links
+        url = upload.get("url")
+        if isinstance(url, str) and links.get(XCOM_UPLOAD_URL) != url:
+            links[XCOM_UPLOAD_URL] = url
+            ti.xcom_push(key=XCOM_UPLOAD_URL, value=url)
+        if XCOM_TABLE_URL in links:
+            return
         try:
             table_url = RunSharing(ti, validate_table_reference(self.table)).table_url(hook)
         except (RedivisError, requests.RequestException) as exc:
             log.warning("No link to the table: reading it from Redivis failed (%s)", type(exc).__name__)
             return
         if isinstance(table_url, str):
+            links[XCOM_TABLE_URL] = table_url
             ti.xcom_push(key=XCOM_TABLE_URL, value=table_url)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -310,11 +337,13 @@ class RedivisResumableUploadOperator(BaseOperator):
         if self.deferrable:
             from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 
+            first = DEFERRED_POLL_INTERVAL if self.poll_interval is None else self.poll_interval
+
             self.defer(
                 trigger=RedivisUploadTrigger(
                     upload_uri=upload["uri"],
                     redivis_conn_id=self.redivis_conn_id,
-                    poll_interval=self.poll_interval,
+                    poll_interval=first,
                     timeout=self.wait_timeout,
                 ),
                 method_name="execute_complete",

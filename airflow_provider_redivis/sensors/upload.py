@@ -21,6 +21,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.hooks.uploads import least_poll_interval
 from airflow_provider_redivis.references import is_template, validate_table_reference
 from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 from airflow_provider_redivis.upload_status import (
@@ -31,6 +32,7 @@ from airflow_provider_redivis.upload_status import (
     UploadOutcome,
     UploadTarget,
     describe_upload_state,
+    paced_interval,
     summarize_upload,
     timeout_message,
     upload_failure,
@@ -82,6 +84,11 @@ class RedivisUploadSensor(BaseSensorOperator):
     ``queued``, ``running`` and a null status keep it waiting, and so do transient API errors
     (connection errors, 429, 5xx), until ``timeout``. A ``failed`` upload fails the task without
     retries, with Redivis's ``errorMessage``; the timeout says what was seen last, and when.
+
+    In ``poke`` and ``reschedule`` mode each sensor checks on its own: ``poke_interval`` is never less
+    than Airflow's ``[redivis] min_poll_interval`` (30 s; a warning says when it was raised), so that a
+    fleet of sensors stays inside Redivis's request budget (about 100 requests per 100 s per token).
+    Deferred, the sensors waiting on one table share one check per interval.
 
     :param table: ``owner.dataset:next.table``. Templated.
     :param upload_name: the upload's name in the table. Templated.
@@ -152,6 +159,11 @@ class RedivisUploadSensor(BaseSensorOperator):
             raise AirflowFailException(str(exc)) from exc
         if self.deferrable:
             return self._execute_deferrable(context, target)
+        self.poke_interval, warning = paced_interval(
+            "poke_interval", self.poke_interval, least_poll_interval()
+        )
+        if warning:
+            self.log.warning("%s", warning)
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:

@@ -63,7 +63,7 @@ from airflow_provider_redivis.transfers.sql_streaming import (
 )
 from airflow_provider_redivis.upload_creation import apply_if_exists, existing_upload
 from airflow_provider_redivis.upload_names import absent_name
-from airflow_provider_redivis.upload_options import UploadSpec, validate_upload_name
+from airflow_provider_redivis.upload_options import UploadSpec, check_upload_options, validate_upload_name
 from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
 from airflow_provider_redivis.upload_status import summarize_upload
 
@@ -198,6 +198,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         try:
             if not is_template(self.table):
                 validate_table_reference(self.table)
+            check_upload_options(self._upload_options())  # rendered, before the query runs or a byte goes
             self.upload_name = validate_upload_name(self.upload_name or self._default_upload_name(context))
         except RedivisError as exc:
             if is_final(exc):

@@ -1,13 +1,12 @@
 """RedivisUploadTrigger: wait in the triggerer until Redivis has processed an upload.
 
-The sync hook is called through ``asyncio.to_thread``: authentication, timeouts and the retry policy
-keep one home (the hook), and the event loop never blocks on a request.
+The triggers waiting on uploads of one table share their status checks (``shared_poll.py``: one listing
+of the table per interval, however many uploads). The sync hook is called through ``asyncio.to_thread``:
+authentication, timeouts and the retry policy keep one home (the hook), and the event loop never blocks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +14,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.triggers.shared_poll import Waiter, waiting
 from airflow_provider_redivis.upload_status import (
     DEFAULT_MAX_POLL_INTERVAL,
+    DEFERRED_POLL_INTERVAL,
     NEVER_SEEN,
     REASON_COMPLETED,
     REASON_ERROR,
@@ -26,7 +27,6 @@ from airflow_provider_redivis.upload_status import (
     UploadCheck,
     UploadOutcome,
     UploadTarget,
-    poll_intervals,
     summarize_upload,
     timeout_message,
     upload_failure,
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 class RedivisUploadTrigger(BaseTrigger):
     """Poll an upload until Redivis has processed it, with backoff, and fire exactly one event.
+
+    The triggers waiting on one table share their checks: the table is listed once per interval (the
+    shortest ``poll_interval`` among them, backing off to the shortest ``max_poll_interval``) and each
+    trigger takes its upload from that listing; each keeps its own deadline and event.
 
     The event payload is ``{"status": "success" | "error", "reason": ..., "upload": <summary or None>,
     "message": str}``; ``upload`` is :func:`summarize_upload` of the last resource seen and ``reason`` is
@@ -56,7 +60,7 @@ class RedivisUploadTrigger(BaseTrigger):
         self,
         upload_uri: str | None = None,
         redivis_conn_id: str = RedivisHook.default_conn_name,
-        poll_interval: float = 10.0,
+        poll_interval: float = DEFERRED_POLL_INTERVAL,
         timeout: float = 24 * 3600.0,
         *,
         table: str | None = None,
@@ -118,29 +122,26 @@ class RedivisUploadTrigger(BaseTrigger):
         yield TriggerEvent(payload)
 
     async def _wait(self) -> dict[str, Any]:
-        # One status check retries within the connection's policy, but not for longer than the poll cap:
-        # past that the loop here takes over, and it knows the deadline.
-        hook = RedivisHook(redivis_conn_id=self.redivis_conn_id, max_retry_seconds=self.max_poll_interval)
-        try:
-            return await self._poll(hook)
-        finally:
-            hook.close()  # the pooled connections; the triggerer process lives on
+        # Every trigger waiting on this table shares the checks: one listing per interval answers all.
+        async with waiting(
+            self.redivis_conn_id,
+            self.target,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            end_time=self.end_time,
+        ) as waiter:
+            return await self._follow(waiter)
 
-    async def _poll(self, hook: RedivisHook) -> dict[str, Any]:
-        intervals = poll_intervals(self.poll_interval, self.max_poll_interval)
+    async def _follow(self, waiter: Waiter) -> dict[str, Any]:
         last: dict[str, Any] | None = None
         last_seen = NEVER_SEEN
         while True:
-            # +-20 %: waits deferred together (a mapped upload over many files) spread out instead of
-            # polling in step, which at a few hundred waits would meet Redivis's rate limit.
-            delay = next(intervals) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
             try:
-                check = await asyncio.to_thread(hook.check_upload, self.target)
+                check = await waiter.next_check()
             except (RedivisAPIError, RedivisConfigError) as exc:
                 return _event("error", REASON_REJECTED, last, str(exc))
             last_seen = check.seen
             if check.error is not None:
-                delay = max(delay, check.retry_after)
                 self.log.warning(
                     "Status check of upload %s failed, still waiting: %s", self.target.describe(), check.error
                 )
@@ -153,14 +154,12 @@ class RedivisUploadTrigger(BaseTrigger):
                     "Upload %s: %s; next check in %.1f s",
                     self.target.describe(),
                     last_seen,
-                    max(0.0, min(delay, self._left())),
+                    max(0.0, min(waiter.next_check_in(), self._left())),
                 )
-            left = self._left()
-            if left <= 0:
+            if self._left() <= 0:
                 return _event(
                     "error", REASON_TIMEOUT, last, timeout_message(self.target, self.timeout, last_seen)
                 )
-            await asyncio.sleep(min(delay, left))
 
     def _left(self) -> float:
         return self.end_time - time.time()

@@ -7,6 +7,8 @@ The emulator runs in the test process; the DAG's tasks reach it over HTTP on 127
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +20,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.airflow.marking import airflow_starting, starts_airflow
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 
@@ -27,6 +31,9 @@ AIRFLOW2_PYTHON_ENV = "REDIVIS_TEST_AIRFLOW2_PYTHON"
 
 #: Interpreter → a freshly migrated airflow.db to copy.
 _TEMPLATE_DBS: dict[str, Path] = {}
+#: Where the templates are made once for every process of a test run (tests/conftest.py sets it: the
+#: xdist workers share it); unset, each process makes its own in a temporary folder.
+TEMPLATE_ROOT: Path | None = None
 
 
 def airflow2_python() -> str | None:
@@ -47,10 +54,31 @@ class DagRunResult:
         )
 
 
+def home_env(root: Path) -> dict[str, str]:
+    """This process's environment, less any AIRFLOW* and PYTEST* variable, for an AIRFLOW_HOME at ``root``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
+    # The tests' floor for waits that poll on their own (tests/conftest.py), unless a test sets its own.
+    if floor := os.environ.get("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL"):
+        env["AIRFLOW__REDIVIS__MIN_POLL_INTERVAL"] = floor
+    env.update(
+        AIRFLOW_HOME=str(root),
+        AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{root / 'airflow.db'}",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+        PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        NO_PROXY="*",
+    )
+    return env
+
+
+@starts_airflow
 class AirflowHome:
     """An AIRFLOW_HOME under ``root`` for interpreter ``python``; the DB is migrated on first use."""
 
     def __init__(self, root: Path, python: str = sys.executable) -> None:
+        airflow_starting("an AIRFLOW_HOME")
         self.root = root
         self.python = python
         self.dags = root / "dags"
@@ -58,44 +86,17 @@ class AirflowHome:
         self._migrated = False
 
     def env(self, connections: dict[str, dict[str, object]] | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
-        env.update(
-            AIRFLOW_HOME=str(self.root),
-            AIRFLOW__CORE__DAGS_FOLDER=str(self.dags),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__UNIT_TEST_MODE="False",
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.root / 'airflow.db'}",
-            AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
-            PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            NO_PROXY="*",
-        )
+        env = home_env(self.root)
         for conn_id, conn in (connections or {}).items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
         env.update(extra)
         return env
 
     def migrate(self) -> None:
-        """A migrated metadata database: migrated once per interpreter, then copied (migrating takes ~10 s)."""
+        """A migrated metadata database: a copy of :func:`migrated_template` (migrating takes ~10 s)."""
         if self._migrated:
             return
-        template = _TEMPLATE_DBS.get(self.python)
-        if template is None:
-            template_home = AirflowHome(Path(tempfile.mkdtemp(prefix="redivis-airflow-db-")), self.python)
-            airflow = str(Path(self.python).parent / "airflow")
-            proc = subprocess.run(
-                [airflow, "db", "migrate"],
-                env=template_home.env(),
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout}\n{proc.stderr}")
-            template = template_home.root / "airflow.db"
-            _TEMPLATE_DBS[self.python] = template
-            atexit.register(shutil.rmtree, template_home.root, True)
-        shutil.copyfile(template, self.root / "airflow.db")
+        shutil.copyfile(migrated_template(self.python), self.root / "airflow.db")
         self._migrated = True
 
     def write_dag(self, name: str, source: str) -> Path:
@@ -159,6 +160,39 @@ class AirflowHome:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def migrated_template(python: str) -> Path:
+    """An airflow.db that ``airflow db migrate`` of ``python``'s Airflow made: made once, then copied."""
+    template = _TEMPLATE_DBS.get(python)
+    if template is not None:
+        return template
+    if TEMPLATE_ROOT is None:
+        folder = Path(tempfile.mkdtemp(prefix="redivis-airflow-db-"))
+        atexit.register(shutil.rmtree, folder, True)
+    else:
+        folder = TEMPLATE_ROOT / hashlib.sha256(python.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+    template = folder / "airflow.db"
+    # One process migrates; another that asks meanwhile waits on the lock, then copies its result.
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            home = folder / "home"
+            (home / "dags").mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run(
+                [str(Path(python).parent / "airflow"), "db", "migrate"],
+                env=home_env(home),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout}\n{proc.stderr}")
+            (home / "airflow.db").rename(template)  # whole or not at all
+    _TEMPLATE_DBS[python] = template
+    return template
 
 
 def redivis_connection(base_url: str, token: str, **extra: object) -> dict[str, object]:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psutil
+
+from tests.airflow.harness import migrated_template
+from tests.airflow.marking import airflow_starting, starts_airflow
 
 T = TypeVar("T")
 
@@ -145,6 +149,7 @@ def kill_all(procs: Iterable[psutil.Process]) -> None:
     psutil.wait_procs(killed, timeout=STOP_GRACE_SECONDS)
 
 
+@starts_airflow
 class AirflowDeployment:
     """An AIRFLOW_HOME under ``root`` and the Airflow services that run it.
 
@@ -162,6 +167,7 @@ class AirflowDeployment:
         env: Mapping[str, str] | None = None,
         services: Iterable[str] = SERVICES,
     ) -> None:
+        airflow_starting("an Airflow deployment")
         self.root = root
         self.python = python
         self.airflow = str(Path(python).parent / "airflow")
@@ -242,7 +248,12 @@ class AirflowDeployment:
         return proc.stdout
 
     def migrate(self) -> None:
-        self.run_cli("db", "migrate")
+        sqlite = f"sqlite:///{self.root / 'airflow.db'}"
+        if self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == sqlite:
+            # The default database: a copy of what `airflow db migrate` made once for this run's tests.
+            shutil.copyfile(migrated_template(self.python), self.root / "airflow.db")
+        else:
+            self.run_cli("db", "migrate")
 
     def service_argv(self, name: str) -> list[str]:
         if name == "api-server":

@@ -19,6 +19,7 @@ from redivis_emulator import RedivisEmulator
 
 from dev.demo import write_csv
 from tests.airflow.harness import REPO, AirflowHome, airflow2_python, redivis_connection
+from tests.airflow.marking import airflow_starting, starts_airflow
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -209,11 +210,14 @@ def test_minimal_example_uploads_its_file(tmp_path: Path, emulator: RedivisEmula
     assert_uploaded_exactly(emulator, [source])
 
 
-def test_demo_resumes_after_the_network_cut_and_releases(tmp_path: Path) -> None:
-    """``./dev/demo`` without the venv setup: the same script, in this interpreter."""
+@starts_airflow
+def run_demo(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``./dev/demo`` without the venv setup: the same script, in this interpreter (it migrates a metadata
+    database and runs the daily-load DAG with ``dag.test()``)."""
+    airflow_starting("dev/demo.py")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))}
     env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO), NO_PROXY="*")
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(REPO / "dev" / "demo.py")],
         env=env,
         capture_output=True,
@@ -222,6 +226,10 @@ def test_demo_resumes_after_the_network_cut_and_releases(tmp_path: Path) -> None
         check=False,
         cwd=tmp_path,
     )
+
+
+def test_demo_resumes_after_the_network_cut_and_releases(tmp_path: Path) -> None:
+    proc = run_demo(tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-8000:]
     assert "Resuming Redivis upload session" in output

@@ -18,6 +18,7 @@ from redivis_emulator import Fault, RedivisEmulator
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,
+    RedivisConfigError,
     RedivisConflictError,
     RedivisError,
     RedivisNotFoundError,
@@ -337,6 +338,18 @@ def test_a_real_404_is_not_retried(hook: RedivisHook, emulator: RedivisEmulator)
     with pytest.raises(RedivisNotFoundError):
         hook.get_table("test_owner.test_dataset:next.no_such_table")
     assert len(api_requests(emulator)) == 1
+
+
+def test_create_upload_checks_its_options_first_and_parses_json_text(
+    hook: RedivisHook, emulator: RedivisEmulator
+) -> None:
+    """A bad option is a RedivisConfigError naming it, with nothing asked of Redivis (it was a bare ValueError)."""
+    session = hook.create_resumable_upload(TABLE, 10)
+    with pytest.raises(RedivisConfigError, match="metadata must be a mapping"):
+        hook.create_upload(TABLE, name="m.csv", resumable_upload_id=session["id"], metadata="{'a': 1}")
+    assert not [r for r in api_requests(emulator, "POST") if r.path.endswith("/uploads")]
+    upload = upload_file(hook, emulator, "j.csv", metadata='{"a": {"label": "A"}}', delimiter=",")
+    assert (upload["metadata"], upload["delimiter"]) == ({"a": {"label": "A"}}, ",")
 
 
 # create_upload is not idempotent: an attempt that got no answer may have created the upload.

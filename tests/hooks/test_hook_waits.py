@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.errors import RedivisNotFoundError, WaitTimeoutError
+from airflow_provider_redivis.errors import RedivisConfigError, RedivisNotFoundError, WaitTimeoutError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.hooks.uploads import least_poll_interval
 from airflow_provider_redivis.upload_status import UploadTarget
+from tests.hooks.conftest import HookLog
 from tests.triggers.emulated_uploads import create_upload, emulator_fixture
 
 emulator = emulator_fixture(processing_delay=0.05)
@@ -60,3 +64,32 @@ def test_an_error_waiting_cannot_change_ends_the_wait_at_once(emulator: RedivisE
     with pytest.raises(RedivisNotFoundError, match="nothing left to wait for"):
         RedivisHook().wait_for_upload(upload["uri"], poll_interval=0.05, timeout=20)
     assert len(upload_gets(emulator)) == 1
+
+
+@pytest.mark.parametrize("asked", [0.05, None], ids=["asked-for-less", "default"])
+def test_the_wait_never_polls_faster_than_the_least_interval(
+    slow_emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch, hook_log: HookLog, asked: float | None
+) -> None:
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.3")
+    upload = create_upload("slow.csv")
+    hook = RedivisHook()
+    log = hook_log(hook)
+    with pytest.raises(WaitTimeoutError):
+        hook.wait_for_upload(upload["uri"], poll_interval=asked, timeout=1.0)
+    checks = [r.started_at for r in slow_emulator.requests if r.method == "GET" and "/uploads/" in r.path]
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
+    # Every 0.3 s for 1 s, then one last look at the deadline; at 0.05 s it would be 20 checks.
+    assert 3 <= len(checks) <= 5, gaps
+    assert all(gap >= 0.29 for gap in gaps[:-1]), gaps
+    warned = "poll_interval=0.05 s is below 0.3 s, the least interval of a wait that polls on its own"
+    assert (warned in log.text) == (asked is not None)
+
+
+def test_the_least_interval_is_30_s_unless_airflow_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL")
+    assert least_poll_interval() == 30.0
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "120")
+    assert least_poll_interval() == 120.0
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0")
+    with pytest.raises(RedivisConfigError, match=r"\[redivis\] min_poll_interval must be a positive number"):
+        least_poll_interval()

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from redivis_emulator import RedivisEmulator
 
-from airflow_provider_redivis.errors import RedivisAPIError
+from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from tests.hooks.conftest import TABLE, TOKEN
 
@@ -92,5 +92,5 @@ def test_a_session_url_over_plain_http_to_a_remote_host_is_refused(
 ) -> None:
     base, handler = foreign_origin
     handler.location = "http://storage.example.com/upload/resumable/xyz"
-    with pytest.raises(RedivisAPIError, match="not https"):
+    with pytest.raises(RedivisConfigError, match=r"over http:// to 'storage\.example\.com'"):
         hook.start_temp_upload_session(f"{base}/tempUploads/abc", 10)

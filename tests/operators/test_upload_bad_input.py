@@ -37,6 +37,9 @@ TABLE = "test_owner.test_dataset.test_table"
         ({"upload_name": "  "}, "non-empty string"),
         ({"if_exists": "overwrite"}, "if_exists must be one of"),
         ({"poll_interval": 0}, "must be positive"),
+        ({"delimiter": "||"}, "delimiter must be one character"),
+        ({"metadata": "{'a': 1}"}, "metadata must be a mapping of variable names"),
+        ({"has_header_row": "yes"}, "has_header_row must be True, False or None"),
     ],
 )
 def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, object], message: str) -> None:
@@ -48,6 +51,74 @@ def test_bad_arguments_fail_when_the_dag_is_parsed(kwargs: dict[str, object], me
 def test_templated_table_is_checked_when_it_renders() -> None:
     op = RedivisResumableUploadOperator(task_id="upload", source="/x.csv", table="{{ params.table }}")
     assert op.table == "{{ params.table }}"
+
+
+def test_templated_options_are_checked_when_they_render() -> None:
+    op = RedivisResumableUploadOperator(
+        task_id="upload",
+        source="/x.csv",
+        table=TABLE,
+        metadata="{{ params.meta }}",
+        delimiter="{{ params.d }}",
+    )
+    assert (op.metadata, op.delimiter) == ("{{ params.meta }}", "{{ params.d }}")
+
+
+OPTIONS_DAG = """
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.common.compat.sdk import DAG
+from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
+
+PARAMS = {{"meta": {{"a": {{"label": "Column A"}}}}, "delimiter": "||"}}
+
+with DAG(dag_id="upload_options", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=PARAMS) as dag:
+    common = dict(source={source!r}, table={table!r}, retries=2, retry_delay=timedelta(seconds=0))
+    # A dict rendered by a template is Python text, not JSON.
+    RedivisResumableUploadOperator(
+        task_id="metadata_as_python_text", upload_name="m.csv", metadata="{{{{ params.meta }}}}", **common
+    )
+    RedivisResumableUploadOperator(
+        task_id="two_character_delimiter", upload_name="d.csv", delimiter="{{{{ params.delimiter }}}}", **common
+    )
+    RedivisResumableUploadOperator(
+        task_id="metadata_as_json", upload_name="j.csv", metadata="{{{{ params.meta | tojson }}}}", **common
+    )
+"""
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_upload_options_are_checked_rendered_before_the_first_byte(tmp_path: Path) -> None:
+    """A rendered option Redivis would refuse fails the task at once, naming it, with nothing sent; a
+    template that renders JSON text (``| tojson``) goes to Redivis as the object it stands for."""
+    source = tmp_path / "rows.csv"
+    source.write_bytes(b"a,b\n1,2\n" * 1000)
+    with RedivisEmulator(tables=[TABLE], data_dir=tmp_path / "emulator") as emu:
+        home = AirflowHome(tmp_path / "airflow")
+        dag_file = home.write_dag("upload_options", OPTIONS_DAG.format(source=str(source), table=TABLE))
+        result = home.dag_test(
+            dag_file,
+            "upload_options",
+            connections={"redivis_default": redivis_connection(emu.base_url, emu.token)},
+        )
+        assert not result.succeeded
+        assert "metadata must be a mapping of variable names to their metadata" in result.output
+        assert "end it with '| tojson'" in result.output
+        assert "delimiter must be one character" in result.output
+        tries = dict(home.query("SELECT task_id, try_number FROM task_instance WHERE state = 'failed'"))
+        assert tries == {
+            "metadata_as_python_text": 1,
+            "two_character_delimiter": 1,
+        }  # no retry: it cannot help
+        # Only the task whose options are good asked for a session and sent bytes, once.
+        sessions = [r for r in emu.requests if r.path.endswith("/resumableUpload")]
+        assert len(sessions) == 1
+        assert emu.bytes_received("session") == source.stat().st_size
+        (upload,) = emu.list_uploads(TABLE)
+        assert (upload["name"], upload["metadata"]) == ("j.csv", {"a": {"label": "Column A"}})
 
 
 BAD_INPUT_DAG = """

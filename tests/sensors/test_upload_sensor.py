@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -85,6 +86,7 @@ def test_give_the_upload_one_way() -> None:
     sensor(upload="{{ ti.xcom_pull('upload') }}")
 
 
+@pytest.mark.slow
 def test_deferrable_default_follows_the_airflow_setting() -> None:
     code = (
         "from airflow_provider_redivis.sensors.upload import RedivisUploadSensor as S;"
@@ -170,6 +172,37 @@ def test_poke_mode_timeout_says_what_it_saw_last(slow_emulator: RedivisEmulator)
     message = str(caught.value)
     assert "Gave up waiting for Redivis upload 'slow.csv'" in message
     assert "last seen status 'queued' at 20" in message or "last seen status 'running' at 20" in message
+
+
+def test_poke_mode_never_polls_faster_than_the_least_interval(
+    slow_emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.3")
+    create_upload("slow.csv")
+    wait = by_name("slow.csv", timeout=1.0, poke_interval=0.05, mode="poke")
+    with pytest.raises(AirflowSensorTimeout):
+        wait.execute({})
+    pokes = [
+        r.started_at for r in slow_emulator.requests if r.method == "GET" and r.path.endswith("/slow_csv")
+    ]
+    # A poke every 0.3 s for 1 s; at the 0.05 s asked for it would be 20.
+    assert 3 <= len(pokes) <= 5, pokes
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(pokes))
+    assert wait.poke_interval == 0.3
+    logged = "".join(capfd.readouterr())  # the task's log: structlog on Airflow 3 writes it to the console
+    assert "poke_interval=0.05 s is below 0.3 s" in logged
+    assert "Defer the wait (deferrable=True)" in logged
+
+
+def test_a_deferred_sensor_keeps_the_interval_it_asked_for(
+    slow_emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "30")
+    create_upload("slow.csv")
+    with pytest.raises(TaskDeferred) as deferred:
+        by_name("slow.csv", deferrable=True, poke_interval=3, timeout=600).execute({})
+    # Deferred waits on a table share one check: the least interval of a wait on its own does not apply.
+    assert deferred.value.trigger.poll_interval == 3.0
 
 
 # -- deferrable --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ real-Airflow runs (``dag.test()``, real retries) are in ``test_sql_to_redivis_ai
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -310,6 +311,21 @@ def test_sqlite_query_error(
     assert redivis_calls(redivis_conn) == []
 
 
+@pytest.mark.parametrize("mode", ["staged", "streamed"])
+def test_a_bad_rendered_upload_option_fails_before_the_query_and_the_first_byte(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, task_context: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    make_sqlite(sqlite_db)
+    op = operator(
+        sql="SELECT * FROM t", conn_id="lite_test", mode=mode, staging_path=str(tmp_path / "s" / "out.csv")
+    )
+    op.metadata = "{'a': {'label': 'A'}}"  # what '{{ params.meta }}' renders a dict to: Python text
+    with pytest.raises(AirflowFailException, match="metadata must be a mapping of variable names"):
+        op.execute(task_context)
+    assert redivis_calls(redivis_conn) == []
+    assert not (tmp_path / "s").exists()  # the query did not run either
+
+
 def test_a_connection_that_is_not_a_database_fails_clearly(
     redivis_conn: RedivisEmulator, task_context: dict[str, Any]
 ) -> None:
@@ -468,6 +484,31 @@ def test_a_staged_file_changed_after_its_marker_was_written_is_written_again(
     assert "the staged file changed after its marker was written" in caplog.text
 
 
+def test_the_default_poll_interval_is_10_s_deferred_and_the_least_interval_in_the_worker(
+    sqlite_db: Path, redivis_conn: RedivisEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    make_sqlite(sqlite_db)
+    monkeypatch.setenv("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.3")
+    arguments = {"task_id": "to_redivis", "table": TABLE, "sql": "SELECT i FROM t", "conn_id": "lite_test"}
+    deferred_run = {"ti": FakeTI(run_id="manual__1"), "task_state_store": DictStateStore()}
+    with pytest.raises(TaskDeferred) as deferred:
+        SqlToRedivisOperator(**arguments, deferrable=True, upload_name="deferred.csv").execute(deferred_run)
+    # Deferred, the waits on one table share their checks: the first comes after 10 s, as before.
+    assert deferred.value.trigger.poll_interval == 10.0
+    redivis_conn.clear_requests()
+    worker_run = {"ti": FakeTI(run_id="manual__2"), "task_state_store": DictStateStore()}
+    result = SqlToRedivisOperator(**arguments, upload_name="waited.csv").execute(worker_run)
+    assert result["status"] == "completed"
+    checks = [
+        r.started_at for r in redivis_conn.requests if r.method == "GET" and r.path.endswith(result["uri"])
+    ]
+    # In the worker, a steady pace of [redivis] min_poll_interval (0.3 s here).
+    assert len(checks) >= 2
+    assert all(0.29 <= b - a < 1.0 for a, b in itertools.pairwise(checks))  # not 10 s, as it was
+
+
 def test_a_finished_run_never_deletes_the_staged_file_another_run_wrote_in_its_place(
     sqlite_db: Path, redivis_conn: RedivisEmulator, tmp_path: Path
 ) -> None:
@@ -615,6 +656,7 @@ Op(
 WIDE_SQL = "SELECT g AS id, repeat('x', 500) AS pad FROM generate_series(1, 20000) AS g ORDER BY g"
 
 
+@pytest.mark.slow
 def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -651,6 +693,7 @@ def test_a_try_killed_while_staging_leaves_no_partial_file_behind_its_retry(
     assert theirs.read_bytes() == b"not ours"
 
 
+@pytest.mark.slow
 def test_killed_while_uploading_then_the_retry_resumes_without_querying_again(
     postgres: PostgresCluster,
     pg_conn: str,
@@ -701,6 +744,7 @@ def test_streamed_resumes_within_the_try_after_cut_requests(
     assert len(faults) == 2
 
 
+@pytest.mark.slow
 def test_streamed_killed_midway_then_the_retry_starts_over(
     postgres: PostgresCluster,
     pg_conn: str,
