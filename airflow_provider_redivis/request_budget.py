@@ -16,22 +16,35 @@ limit on what the server tells each of them:
 - while it knows nothing (its first request, or after a 429's wait), one request goes alone and the others
   of this process wait for its answer, so a process never opens with a burst.
 
+A task's process is short-lived: a mapped upload sends two requests and ends, so most requests of a fleet
+are a new process's first, and a first request knows nothing. So the processes of one machine also keep a
+:class:`BudgetNote`: a small file per token in the temporary folder, holding what the last answer said,
+the requests sent since, and a 429's end. A new process reads it before its first request, and every
+request counts itself in it. It only ever makes a process wait sooner; processes on other machines (or
+with another temporary folder) still settle on the answers alone.
+
 Plain Python: the hook asks it (:meth:`wait_for_turn`) and feeds it (:meth:`answered`, :meth:`refused`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import math
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_redivis.errors import RedivisError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 #: What Redivis allows a token until an answer says otherwise (its "Limits and errors" page).
 DEFAULT_LIMIT = 100
@@ -61,6 +74,7 @@ class RequestBudget:
 
     :param interval: seconds of Redivis's rate-limit interval (not in its answers: 100 s, or the
         connection's ``rate_limit_interval``).
+    :param note: this machine's note of the token's budget, shared with its other processes (None: none).
     """
 
     def __init__(
@@ -68,10 +82,14 @@ class RequestBudget:
         interval: float = DEFAULT_INTERVAL,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        note: BudgetNote | None = None,
     ) -> None:
         self.interval = float(interval)
         self.limit = DEFAULT_LIMIT
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._note = note
         self._lock = threading.Condition()
         self._closed_until = 0.0  # a 429's Retry-After
         # The lowest count an answer gave in this interval, less what was sent since.
@@ -125,7 +143,7 @@ class RequestBudget:
         """
         waited_from = self._clock()
         with self._lock:
-            while (turn := self.next_turn()) is not None:
+            while (turn := self._take_turn()) is not None:
                 now = self._clock()
                 if deadline is not None and now >= deadline:
                     raise BudgetWaitTimeoutError(
@@ -141,13 +159,31 @@ class RequestBudget:
                     )
                 # An answer that opens the budget wakes us early.
                 self._lock.wait(max(min(until - now, LOG_EVERY), 0.001))
-            self._last_sent = self._clock()
-            if self._remaining is None or self._last_sent >= self._seen_at + self.interval:
-                self._probing = True
-            else:
-                self._remaining -= 1
             self.sent += 1
             self.waited_seconds += self._last_sent - waited_from
+
+    def _take_turn(self) -> Turn | None:
+        """None, with the request counted as sent, when it may go; else why it waits. With a note, what the
+        machine's other processes know is read, and the request counted, under the note's one lock: two
+        processes never both take the last request before the reserve."""
+        taken: dict[str, Turn | None] = {}
+
+        def decide(note: dict[str, Any]) -> None:
+            self._absorb(note)
+            turn = taken["turn"] = self.next_turn()
+            if turn is None:
+                self._last_sent = self._clock()
+                if self._remaining is None or self._last_sent >= self._seen_at + self.interval:
+                    self._probing = True
+                else:
+                    self._remaining -= 1
+                    self._record(note)
+
+        if self._note is not None:
+            self._note.change(decide)
+        if "turn" not in taken:  # no note, or one that cannot be read: this process decides alone
+            decide({})
+        return taken["turn"]
 
     def answered(self, headers: Mapping[str, str] | None) -> None:
         """Take in what an answer says of the budget (any answer of the API, error or not; None: no answer)."""
@@ -160,13 +196,44 @@ class RequestBudget:
             limit = _whole_number(headers.get(LIMIT_HEADER)) if headers is not None else None
             if limit:
                 self.limit = limit
-            now = self._clock()
-            known = self._remaining is not None and now < self._seen_at + self.interval
-            # Answers overtake one another: within an interval the lowest count is the one to believe, and
-            # its time bounds when that interval surely ends.
-            if not known or remaining <= (self._remaining or 0):
-                self._remaining = remaining
-                self._seen_at = now
+            self._learn(remaining, self._clock())
+            if self._note is not None:
+                self._note.change(self._record)
+
+    def _learn(self, remaining: int, seen_at: float) -> None:
+        """Answers overtake one another: within an interval the lowest count is the one to believe, and its
+        time bounds when that interval surely ends."""
+        known = self._remaining is not None and self._clock() < self._seen_at + self.interval
+        if not known or remaining <= (self._remaining or 0):
+            self._remaining = remaining
+            self._seen_at = seen_at
+
+    def _absorb(self, note: Mapping[str, Any]) -> None:
+        """Take in what this machine's other processes learned (a note's content)."""
+        now, wall = self._clock(), self._wall_clock()
+        closed = _number(note, "closed_until")
+        if closed > wall:
+            self._closed_until = max(self._closed_until, now + (closed - wall))
+        if self._current(note, wall):
+            limit = note.get("limit")
+            if isinstance(limit, int) and limit > 0:
+                self.limit = limit
+            self._learn(note["remaining"], now - (wall - _number(note, "seen_at")))
+
+    def _record(self, note: dict[str, Any]) -> None:
+        """Put what this process knows of the interval into a note's content, where it is the lower count."""
+        if self._remaining is None:
+            return
+        wall = self._wall_clock()
+        seen = wall - (self._clock() - self._seen_at)
+        if not self._current(note, wall) or self._remaining <= note["remaining"]:
+            note.update(remaining=self._remaining, seen_at=seen, limit=self.limit)
+
+    def _current(self, note: Mapping[str, Any], wall: float) -> bool:
+        """Whether the note holds a count of an interval that may not have passed yet."""
+        return (
+            isinstance(note.get("remaining"), int) and wall - self.interval < _number(note, "seen_at") <= wall
+        )
 
     def refused(self, retry_after: float | None) -> float:
         """A 429: no request from this process before ``retry_after`` seconds (the interval if unknown or
@@ -184,7 +251,70 @@ class RequestBudget:
             self._probing = False
             self._remaining = None  # Retry-After says when a new interval begins: that is all we know
             self._closed_until = max(self._closed_until, self._clock() + wait)
+            if self._note is not None:
+                until = self._wall_clock() + wait
+                self._note.change(
+                    lambda note: note.update(closed_until=max(until, _number(note, "closed_until")))
+                )
             return self._closed_until - self._clock()
+
+
+class BudgetNote:
+    """What the processes of this machine know of one token's budget, in a file they share.
+
+    Holds the lowest ``remaining`` an answer gave in the current interval less the requests counted since
+    (``seen_at``: wall-clock seconds), and the end of a 429's wait (``closed_until``). Every change is made
+    under an exclusive ``flock``; a file that cannot be read or written is no note at all (it is a hint,
+    never a condition for sending).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The note's content under the lock; changed in place, it is written back."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                try:
+                    data = json.loads(handle.read() or "{}")
+                except ValueError:
+                    data = {}  # not a note (cut short by a crash): written anew
+                content = data if isinstance(data, dict) else {}
+                before = dict(content)
+                yield content
+                if content != before:
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write(json.dumps(content))
+                    handle.flush()  # before the lock goes, or another process reads half of it
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def change(self, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
+        """Apply ``edit`` to the note and return what it then holds; None if the file is not usable."""
+        try:
+            with self._locked() as content:
+                edit(content)
+                return dict(content)
+        except (OSError, ValueError):
+            return None
+
+
+def note_path(key: str) -> Path:
+    """Where this machine's processes keep their note of the budget of the token with digest ``key``."""
+    folder = os.environ.get("REDIVIS_BUDGET_NOTE_DIR") or os.path.join(
+        tempfile.gettempdir(), "airflow-provider-redivis"
+    )
+    return Path(folder) / f"budget-{key[:32]}.json"
+
+
+def _number(note: Mapping[str, Any], key: str) -> float:
+    value = note.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _whole_number(value: str | None) -> int | None:
@@ -205,7 +335,7 @@ def budget_for(api_url: str, token: str, interval: float = DEFAULT_INTERVAL) -> 
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
-            budget = _BUDGETS[key] = RequestBudget(interval)
+            budget = _BUDGETS[key] = RequestBudget(interval, note=BudgetNote(note_path(key[1])))
         else:
             budget.interval = float(interval)
         return budget

@@ -13,6 +13,7 @@ point (``pip install -e ./emulator``; ``dev/setup-venvs`` does it).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +33,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 # The emulator enforces no rate limit unless a test sets one: waits that poll on their own may then poll as
 # fast as a test needs. Tests of that floor set it themselves; subprocesses (Airflow runs) inherit this.
 os.environ.setdefault("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.01")
+# The processes of a machine share a note of each token's request budget (request_budget.BudgetNote); the
+# suite's go in a folder of this run's own, not the machine's, and its Airflow processes inherit it.
+os.environ.setdefault("REDIVIS_BUDGET_NOTE_DIR", tempfile.mkdtemp(prefix="redivis-budget-notes-"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks

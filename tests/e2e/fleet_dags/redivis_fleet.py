@@ -1,6 +1,7 @@
 """A daily fleet: one upload task mapped over every file of a folder, each waiting deferred for processing.
 
-Used by tests/e2e/test_fleet_budget.py; the folder and the table come from the environment.
+Used by tests/e2e/test_fleet_budget.py: the folder comes from the environment, the table from the run's
+conf (so that one deployment can load the same files twice, into two tables).
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ with DAG(
 ):
     RedivisResumableUploadOperator.partial(
         task_id="upload",
-        table=os.environ["REDIVIS_FLEET_TABLE"],
+        table="{{ dag_run.conf['table'] }}",
         upload_type="delimited",
         deferrable=True,
-        poll_interval=float(os.environ.get("REDIVIS_FLEET_POLL_INTERVAL", "5")),
     ).expand(source=FILES)
