@@ -141,6 +141,23 @@ def request_kind(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
+def budget_windows(stamps: list[float], interval: float) -> list[dict[str, float]]:
+    """The emulator's windows over the run, rebuilt from its API requests' arrival times (its model: a window
+    opens with the first request after the previous one ended and lasts ``interval``): each window's start
+    (from the first request), the requests in it, and the seconds nothing was sent between it and the one
+    before (the budget lying unused)."""
+    windows: list[dict[str, float]] = []
+    first = min(stamps, default=0.0)
+    for stamp in sorted(stamps):
+        if windows and stamp < first + windows[-1]["start"] + interval:
+            windows[-1]["requests"] += 1
+            continue
+        start = stamp - first
+        idle = start - (windows[-1]["start"] + interval) if windows else 0.0
+        windows.append({"start": round(start, 1), "requests": 1, "idle_before": round(idle, 1)})
+    return windows
+
+
 def task_instances(airflow: Any, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """Every task instance of the run (the API answers at most 100 a page)."""
     found: list[dict[str, Any]] = []
@@ -180,6 +197,7 @@ def run_fleet(
     api = [r for r in emu.requests if r.origin == "api"]
     kinds = Counter(request_kind(r.method, r.path) for r in api)
     kinds_refused = Counter(request_kind(r.method, r.path) for r in api if r.rate_limited)
+    windows = budget_windows([r.started_at for r in api], plan.interval)
     tis = [ti for ti in task_instances(airflow, dag_id, run_id) if ti["task_id"] == "upload"]
     tries = Counter(f"try {ti['try_number']}, {ti['state']}" for ti in tis)
     first_try = sum(ti["try_number"] == 1 and ti["state"] == "success" for ti in tis)
@@ -196,6 +214,7 @@ def run_fleet(
         "requests_per_upload": round((allowed + refused) / plan.uploads, 3),
         "refused_share": round(refused / max(allowed + refused, 1), 4),
         "requests_by_kind": dict(kinds.most_common()),
+        "budget_windows": windows,
         "refused_by_kind": dict(kinds_refused.most_common()),
         "task_instances": len(tis),
         "first_try_successes": first_try,

@@ -104,6 +104,20 @@ def markdown(results: dict[str, Any]) -> str:
             for kind, count in fleet["requests_by_kind"].items()
         ),
     ]
+    windows = fleet["budget_windows"]
+    lines += [
+        "",
+        "## How the budget was used",
+        "",
+        f"The emulator's windows of {plan['interval']:g} s over the run, rebuilt from its requests' arrival "
+        "times (a window opens with the first request after the previous one ended): "
+        f"{len(windows)} windows, {sum(w['idle_before'] for w in windows):.0f} s in all between windows with "
+        "no request sent.",
+        "",
+        "| window opened at (s after the first request) | requests in it | idle before it (s) |",
+        "| --- | --- | --- |",
+        *(f"| {w['start']:.0f} | {w['requests']:.0f} | {w['idle_before']:.0f} |" for w in windows),
+    ]
     baseline = results.get("baseline")
     if baseline:
         lines += [

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import runner
-from benchmarks.fleet import Plan, budget_floor_seconds, floor_seconds, parse_args, request_kind
+from benchmarks.fleet import (
+    Plan,
+    budget_floor_seconds,
+    budget_windows,
+    floor_seconds,
+    parse_args,
+    request_kind,
+)
 
 
 def plan(uploads: int = 200, limit: int = 100, interval: float = 100.0) -> Plan:
@@ -51,3 +58,14 @@ def test_requests_are_grouped_without_their_file_names_or_ids() -> None:
         request_kind("GET", "/api/v1/tables/t/uploads/part_0007.csv") == "GET /api/v1/tables/t/uploads/{file}"
     )
     assert request_kind("GET", "/api/v1/uploads/0123456789abcdef0123") == "GET /api/v1/uploads/{id}"
+
+
+def test_budget_windows_follow_the_emulators_model_and_show_the_idle_time_between_them() -> None:
+    # Requests at 0, 5 and 9 s fall in the window opened at 0 (10 s); the one at 25 s opens the next, 15 s
+    # after the first ended; the one at 35 s (exactly its end) opens a third with no idle time.
+    windows = budget_windows([1000.0, 1005.0, 1009.0, 1025.0, 1035.0], interval=10.0)
+    assert windows == [
+        {"start": 0.0, "requests": 3, "idle_before": 0.0},
+        {"start": 25.0, "requests": 1, "idle_before": 15.0},
+        {"start": 35.0, "requests": 1, "idle_before": 0.0},
+    ]
