@@ -1,4 +1,5 @@
-"""The benchmark runner: ``python -m benchmarks [--quick]`` (or ``benchmarks/run``).
+"""The benchmark runner: ``python -m benchmarks [--quick]`` (or ``benchmarks/run``); ``python -m benchmarks
+fleet ...`` runs :mod:`benchmarks.fleet` instead.
 
 It starts the emulator on 127.0.0.1 in this process, writes the source files into a temporary
 directory, and drives one :mod:`benchmarks.worker` subprocess per group of runs. Every figure is a
@@ -952,6 +953,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Measure the provider's upload and wait paths against the local Redivis emulator.",
+        epilog="`python -m benchmarks fleet --help`: the fleet benchmark (mapped uploads at Redivis's request "
+        "limit under a real Airflow), a subcommand of its own.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small files, few repetitions (for development)")
@@ -989,6 +992,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fleet"]:
+        from benchmarks import fleet  # its own module: it starts a whole Airflow deployment
+
+        return fleet.main(argv[1:])
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
     out = args.out or (QUICK_RESULTS if args.quick else RESULTS)

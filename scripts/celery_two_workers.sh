@@ -3,6 +3,8 @@
 # Redis broker, PostgreSQL, and two Celery workers with directories of their own. Try 1 of the daily-load
 # example's upload runs on one worker and is killed mid-transfer, with that worker stopped; try 2 runs on
 # the other worker and resumes the same resumable session (scripts/celery/two_workers.py checks it).
+# The emulator enforces Redivis's request limit (100 per 100 s per token): the proof reports the API
+# requests it spent and fails on any 429, and unless every task but the killed upload succeeds on try 1.
 #
 #   scripts/celery_two_workers.sh [--record] [--keep]
 #     --record  write the result to scripts/celery_last_run.md

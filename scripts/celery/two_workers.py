@@ -13,17 +13,24 @@ When the emulator holds half of the file, the task runner of the upload is SIGKI
 stopped (SIGTERM, a warm shutdown, SIGKILL if it lingers). Its supervisor reports the failed try, the
 scheduler queues try 2, and only the other worker is there to take it. Exit status 0 when every check
 holds; the summary says what was seen.
+
+The emulator enforces Redivis's request limit (100 per 100 s per token; the connection keeps the default
+``rate_limit_interval``). The proof reports the API requests the run spent, by kind, and checks that none
+was answered 429 and that every other task succeeded on its first try: a run this small has no reason to
+meet the limit, so a single 429 would mean the provider's pacing is broken.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from redivis_emulator import Fault, RedivisEmulator  # noqa: E402
+from redivis_emulator import REDIVIS_RATE_LIMIT, Fault, RedivisEmulator  # noqa: E402
 
 from tests.e2e.daily_load import (  # noqa: E402
     DAG_ID,
@@ -102,6 +109,24 @@ def start_worker(airflow: AirflowDeployment, run_dir: Path, name: str) -> tuple[
     return airflow.start_service(f"worker-{name}", argv, env=env, cwd=base), logs
 
 
+def _path_kind(path: str) -> str:
+    """The path with its names left out (a table, an upload): its plain words stay (tables, uploads...)."""
+    words = path.split("?")[0].removeprefix("/api/v1/").split("/")
+    return "/".join(w if re.fullmatch(r"[A-Za-z]+", w) else "{…}" for w in words)
+
+
+def requests_spent(emu: RedivisEmulator) -> tuple[int, int, str]:
+    """API requests the token spent, how many were answered 429, and a line of them by kind."""
+    counts = emu.rate_limit_counts(emu.token)
+    kinds = Counter(
+        f"{r.method} {_path_kind(r.path)}" + (" (429)" if r.rate_limited else "")
+        for r in emu.requests
+        if r.origin == "api"
+    )
+    shown = ", ".join(f"{kind} x{count}" for kind, count in sorted(kinds.items()))
+    return int(counts["allowed"]) + int(counts["refused"]), int(counts["refused"]), shown
+
+
 def worker_running(service: Service, ti_id: str) -> bool:
     return service.pid is not None and find_task_processes(ti_id, within=[service.pid]) is not None
 
@@ -119,7 +144,10 @@ def run(args: argparse.Namespace) -> list[str]:
         facts.append(message)
 
     with RedivisEmulator(
-        tables=[TABLE], data_dir=run_dir / "emulator", processing_delay=PROCESSING_STEP_SECONDS
+        tables=[TABLE],
+        data_dir=run_dir / "emulator",
+        processing_delay=PROCESSING_STEP_SECONDS,
+        rate_limit=REDIVIS_RATE_LIMIT,
     ) as emu:
         emu.add_fault(Fault("stall", origin="session", method="PUT", seconds=STALL_SECONDS, times=None))
         env = example_env(emu, files)
@@ -177,6 +205,20 @@ def run(args: argparse.Namespace) -> list[str]:
             check(summary[0][2] == f"{first}.celery-e2e", summary)
             check(summary[1][2] == f"{other}.celery-e2e", summary)
             fact(f"upload tries (try, state, hostname): {summary}")
+            others = sorted(
+                (t["task_id"], t["map_index"], t["try_number"], t["state"])
+                for t in airflow.task_instances(DAG_ID, run_id)
+                if t["task_id"] != UPLOAD_TASK
+            )
+            check(others and all(o[2:] == (1, "success") for o in others), f"other tasks' tries: {others}")
+            fact(f"every other task succeeded on its first try (task, map index, try, state): {others}")
+            spent, refused, kinds = requests_spent(emu)
+            limit, interval = REDIVIS_RATE_LIMIT
+            fact(
+                f"API requests spent on the token: {spent}, {refused} answered 429, the emulator enforcing "
+                f"{limit} per {interval:g} s ({kinds})"
+            )
+            check(refused == 0, f"{refused} API requests answered 429: the provider broke the request budget")
 
             # Each try's log is on the worker that ran it, and only there.
             first_logs, other_logs = workers[first][1], workers[other][1]
