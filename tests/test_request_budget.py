@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from airflow_provider_redivis.request_budget import BudgetWaitTimeoutError, RequestBudget, budget_for
+from airflow_provider_redivis.engine.request_budget import BudgetWaitTimeoutError, RequestBudget, budget_for
 
 
 class Clock:

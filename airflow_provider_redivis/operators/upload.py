@@ -12,6 +12,18 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, checkpoint_store_for
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.options import UploadSpec, check_upload_arguments, infer_upload_type
+from airflow_provider_redivis.engine.run_sharing import RunSharing
+from airflow_provider_redivis.engine.sources import open_source
+from airflow_provider_redivis.engine.status import (
+    DEFERRED_POLL_INTERVAL,
+    UploadOutcome,
+    UploadTarget,
+    summarize_upload,
+    upload_failure,
+    upload_outcome,
+)
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.links import (
@@ -21,25 +33,13 @@ from airflow_provider_redivis.links import (
     RedivisUploadLink,
 )
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.run_sharing import RunSharing
-from airflow_provider_redivis.sources import open_source
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
-from airflow_provider_redivis.upload_status import (
-    DEFERRED_POLL_INTERVAL,
-    UploadOutcome,
-    UploadTarget,
-    summarize_upload,
-    upload_failure,
-    upload_outcome,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
-    from airflow_provider_redivis.sources import UploadSource
-    from airflow_provider_redivis.upload_names import NamesSeen
+    from airflow_provider_redivis.engine.names import NamesSeen
+    from airflow_provider_redivis.engine.sources import UploadSource
 
 log = logging.getLogger(__name__)
 

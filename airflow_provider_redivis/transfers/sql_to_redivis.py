@@ -29,11 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_redivis.engine.creation import apply_if_exists, existing_upload
+from airflow_provider_redivis.engine.names import absent_name
+from airflow_provider_redivis.engine.options import UploadSpec, check_upload_options, validate_upload_name
+from airflow_provider_redivis.engine.protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
+from airflow_provider_redivis.engine.run_sharing import RunSharing
+from airflow_provider_redivis.engine.status import summarize_upload
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.run_sharing import RunSharing
 from airflow_provider_redivis.transfers.sql_database import (
     batched_cursor,
     copy_blocks,
@@ -61,17 +66,12 @@ from airflow_provider_redivis.transfers.sql_streaming import (
     StreamCheckpoints,
     create_streamed_upload,
 )
-from airflow_provider_redivis.upload_creation import apply_if_exists, existing_upload
-from airflow_provider_redivis.upload_names import absent_name
-from airflow_provider_redivis.upload_options import UploadSpec, check_upload_options, validate_upload_name
-from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
-from airflow_provider_redivis.upload_status import summarize_upload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
-    from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.engine.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too.
 
         A name found absent answers the upload's own ``if_exists`` while that look is fresh (a query done
-        within ``upload_names.MAX_AGE``); after a longer query, the upload asks again.
+        within ``engine.names.MAX_AGE``); after a longer query, the upload asks again.
         """
         if self.if_exists != "skip" or store.load() is not None:
             return None

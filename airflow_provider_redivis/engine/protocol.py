@@ -16,7 +16,7 @@ Redivis hands out Cloud Storage resumable-session URLs, so the rules are Cloud S
 
 Building a request (:func:`content_range`, :class:`RequestSizer`) is apart from reading an answer
 (:func:`interpret_response`) and from judging the stored object (:func:`verify_stored`), so each is
-tested without a network; :mod:`airflow_provider_redivis.resumable` does the I/O.
+tested without a network; :mod:`airflow_provider_redivis.engine.resumable` does the I/O.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_redivis.checksums import parse_goog_hash
+from airflow_provider_redivis.engine.checksums import parse_goog_hash
+from airflow_provider_redivis.engine.retry import is_retryable_status, parse_retry_after
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConfigError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
-from airflow_provider_redivis.retry import is_retryable_status, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
