@@ -44,7 +44,7 @@ CHUNK_UNIT = 256 * 1024
 MAX_CHUNK_SIZE = 1024 * MiB
 #: Adaptive sizing: the first request, before a rate is known.
 FIRST_REQUEST_SIZE = 32 * MiB
-#: Adaptive sizing: each request aims at this many seconds on the wire (see README "Request sizes").
+#: Adaptive sizing: each request aims at this many seconds on the wire (see docs/internals.md, "Request sizes").
 TARGET_REQUEST_SECONDS = 8.0
 #: Adaptive sizing never shrinks a request below this, so a slow start does not mean tiny requests.
 MIN_ADAPTIVE_REQUEST_SIZE = 8 * MiB

@@ -60,7 +60,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param upload_name: the upload's name in the table; defaults to the source's file name. Templated.
     :param upload_type: one of Redivis's upload types; inferred from the file name when omitted.
     :param chunk_size: bytes per request, a multiple of 256 KiB. Default None: each request is sized from
-        the measured rate to about 8 s on the wire (see README "Request sizes"); set it behind a proxy
+        the measured rate to about 8 s on the wire (see docs/internals.md, "Request sizes"); set it behind a proxy
         that caps request bodies.
     :param checksum: how the stored object is proven to be the source: ``"auto"`` (default; crc32c),
         ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked;
@@ -68,7 +68,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
         An upload under the name that this task's session did not create is never adopted. Mapped
-        instances answer it from one listing of the table per DAG run (see README "Requests").
+        instances answer it from one listing of the table per DAG run (see docs/operators.md, "Requests").
     :param transport: ``"resumable_upload"`` (default; ``POST /tables/{t}/resumableUpload``) or
         ``"temp_upload"`` (``tempUploads``, the path of the official client since 0.14). Same engine,
         checkpoint and resume; the checkpoint records which.

@@ -105,7 +105,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         which is then passed to Redivis as ``null_markers``.
     :param postgres_copy: for PostgreSQL and CSV, let the server write the CSV with
         ``COPY (sql) TO STDOUT`` (much faster). Default None: whenever the connection is PostgreSQL,
-        the format CSV and there are no ``parameters``. See README for how its values are written.
+        the format CSV and there are no ``parameters``. See docs/sql-transfer.md for how its values are written.
     :param sql_hook_params: extra keyword arguments for the connection's hook.
     :param upload_name: the upload's name; default ``{task_id}[_{map_index}].{csv|parquet}`` (templated).
 
