@@ -15,8 +15,7 @@ This module holds the operator: its options, the order of each mode's steps and 
 blocks. The database side is in ``sql_database.py``, the staged file and its marker in
 ``sql_staging.py``, streamed mode's stream, checkpoint and upload in ``sql_streaming.py``, rows to CSV in
 ``sql_encoding.py``, to Parquet in ``sql_parquet.py``, and the stream's file view in ``stream_reader.py``;
-none of them imports this one. The class is about 310 lines, past the ~250 the package aims at: a third
-of it is the docstring and ``__init__`` of its options, which a user reads in one place.
+none of them imports this one.
 """
 
 from __future__ import annotations
