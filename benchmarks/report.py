@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_redivis.upload_protocol import (
+from airflow_provider_redivis.engine.protocol import (
     FIRST_REQUEST_SIZE,
     MAX_GROWTH,
     TARGET_REQUEST_SECONDS,

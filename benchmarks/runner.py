@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
 from benchmarks import report
 
 MiB = 1024 * 1024

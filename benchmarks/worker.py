@@ -159,7 +159,7 @@ class Client:
 
     def _time_hashing_ahead(self) -> None:
         """Time the engine's reads of the source that only hash (ahead of its final request): a diagnostic."""
-        from airflow_provider_redivis import checksums
+        from airflow_provider_redivis.engine import checksums
 
         original = checksums.SourceChecksums.hash_range
         client = self
@@ -208,9 +208,9 @@ class Client:
 
     def operator(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         from airflow_provider_redivis.checkpoint_store import TaskStateCheckpointStore
-        from airflow_provider_redivis.sources import open_source
-        from airflow_provider_redivis.upload_job import UploadJob
-        from airflow_provider_redivis.upload_options import UploadSpec
+        from airflow_provider_redivis.engine.job import UploadJob
+        from airflow_provider_redivis.engine.options import UploadSpec
+        from airflow_provider_redivis.engine.sources import open_source
 
         name = self.unique_name("op")
         source = open_source(run["path"])
@@ -233,7 +233,7 @@ class Client:
         return info, measured
 
     def engine(self, run: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        from airflow_provider_redivis.sources import open_source
+        from airflow_provider_redivis.engine.sources import open_source
 
         source = open_source(run["path"])
         created = self.hook.create_resumable_upload(self.table, source.size)

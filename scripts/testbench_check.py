@@ -115,8 +115,8 @@ def make_session(
     dropped: list[str] | None = None,
 ) -> Any:
     """Build the engine's session object. Adapt here if the constructor changes."""
-    from airflow_provider_redivis.resumable import ResumableSession
-    from airflow_provider_redivis.retry import RetryPolicy
+    from airflow_provider_redivis.engine.resumable import ResumableSession
+    from airflow_provider_redivis.engine.retry import RetryPolicy
 
     dropped = [] if dropped is None else dropped
     policy = RetryPolicy(**_accepted(RetryPolicy, dict(retry or DEFAULT_RETRY), dropped))
@@ -126,7 +126,7 @@ def make_session(
 
 def run_upload(session: Any, reader: Any) -> Any:
     """Call ``upload`` from byte 0; pass ``digest=`` only while the engine still takes it."""
-    from airflow_provider_redivis import resumable
+    from airflow_provider_redivis.engine import resumable
 
     kwargs: dict[str, Any] = {}
     params = inspect.signature(session.upload).parameters
@@ -817,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.size % KIB:
         parser.error("--size must be a whole number of KiB (the fault offsets are in KiB)")
 
-    import airflow_provider_redivis.resumable as engine
+    import airflow_provider_redivis.engine.resumable as engine
 
     tb = Testbench(args.testbench)
     print(f"testbench at {args.testbench} says {tb.ping()!r}; engine from {engine.__file__}", flush=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Redivis connection in Airflow 3.3's web UI, in a real browser: adds the connection through the
-# form as the README's connection table says (host http://127.0.0.1, port of the emulator, token),
+# form as the connection table in docs/connection.md says (host http://127.0.0.1, port of the emulator, token),
 # checks the form (extra fields start empty, the scheme offers https/http and no "null", only what was
 # typed is saved), saves it, presses the list's Test button and waits for Airflow's success message.
 # About 20 s once the tools are there. Not part of CI (it needs Chromium and Node); run it after changing

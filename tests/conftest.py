@@ -1,7 +1,5 @@
-"""Shared test configuration.
-
-``dev/test`` sets REDIVIS_REQUIRE_ALL_TESTS=1: there a skipped test is a failure, so a missing
-dependency or interpreter can never pass for a green run.
+"""Shared test configuration of the provider's tests (the rule on skips, for every test path, is in the
+repository's own conftest.py).
 
 A test that starts Airflow is marked ``airflow`` here, from what its function and fixtures use
 (tests/airflow/marking.py), so that ``./dev/test --fast`` (``-m "not airflow"``) leaves out exactly those.
@@ -19,16 +17,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.airflow import harness, marking
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report = outcome.get_result()
-    if os.environ.get("REDIVIS_REQUIRE_ALL_TESTS") and report.skipped and not hasattr(report, "wasxfail"):
-        report.outcome = "failed"
-        report.longrepr = f"skipped, but dev/test requires every test to run: {report.longrepr}"
-
 
 # The emulator enforces no rate limit unless a test sets one: waits that poll on their own may then poll as
 # fast as a test needs. Tests of that floor set it themselves; subprocesses (Airflow runs) inherit this.

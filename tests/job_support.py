@@ -10,11 +10,11 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.options import UploadSpec
+from airflow_provider_redivis.engine.retry import RetryPolicy
+from airflow_provider_redivis.engine.sources import LocalFileSource
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.retry import RetryPolicy
-from airflow_provider_redivis.sources import LocalFileSource
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_options import UploadSpec
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -6,8 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
-from airflow_provider_redivis.sources import SourceFingerprint
+from airflow_provider_redivis.engine.checkpoint import (
+    CheckpointUnreadableError,
+    UploadCheckpoint,
+    UploadPhase,
+)
+from airflow_provider_redivis.engine.sources import SourceFingerprint
 
 
 def make_checkpoint(**changes: object) -> UploadCheckpoint:

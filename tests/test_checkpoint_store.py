@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_provider_redivis.background_writer import BackgroundWriter
 from airflow_provider_redivis.checkpoint_store import variable_key
+from airflow_provider_redivis.engine.background_writer import BackgroundWriter
 from airflow_provider_redivis.errors import StoreTimeoutError
 
 #: Airflow's Variable key column (VARCHAR(250)) on PostgreSQL and MySQL.

@@ -9,8 +9,8 @@ import logging
 import google_crc32c
 import pytest
 
-from airflow_provider_redivis import checksums
-from airflow_provider_redivis.checksums import (
+from airflow_provider_redivis.engine import checksums
+from airflow_provider_redivis.engine.checksums import (
     SourceChecksums,
     algorithms_for,
     crc32c_combine,

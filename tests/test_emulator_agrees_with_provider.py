@@ -1,6 +1,6 @@
 """One truth for the vocabulary the provider and the emulator share, though neither imports the other.
 
-The provider holds the client's view (``upload_options``, ``references``), the emulator
+The provider holds the client's view (``engine.options``, ``references``), the emulator
 (redivis-emulator) the server's (``redivis_emulator.vocabulary``, ``redivis_emulator.references``).
 Each is a copy of ``docs/redivis-api.md``; these tests fail when one copy changes without the other.
 """
@@ -12,7 +12,7 @@ from redivis_emulator import references as server_references
 from redivis_emulator import vocabulary as server
 
 from airflow_provider_redivis import references as client_references
-from airflow_provider_redivis import upload_options as client
+from airflow_provider_redivis.engine import options as client
 
 NAMES = [
     "sales.csv",

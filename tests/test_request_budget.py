@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_redivis.request_budget import (
+from airflow_provider_redivis.engine.request_budget import (
     BudgetNote,
     BudgetWaitTimeoutError,
     RequestBudget,
@@ -236,7 +236,7 @@ def test_an_unusable_note_is_no_note(tmp_path: Path) -> None:
 
 NEW_PROCESS = """
 import sys, time
-from airflow_provider_redivis.request_budget import BudgetWaitTimeoutError, budget_for
+from airflow_provider_redivis.engine.request_budget import BudgetWaitTimeoutError, budget_for
 budget = budget_for("http://127.0.0.1:9/api/v1", "token-of-the-note-test", 100.0)
 try:
     budget.wait_for_turn(deadline=time.monotonic())
@@ -252,7 +252,7 @@ def test_a_new_os_process_reads_what_an_earlier_one_was_told(tmp_path: Path) -> 
     request waits for the budget the first one saw spent, instead of being answered 429."""
     env = {**os.environ, "REDIVIS_BUDGET_NOTE_DIR": str(tmp_path)}
     told = (
-        "from airflow_provider_redivis.request_budget import budget_for\n"
+        "from airflow_provider_redivis.engine.request_budget import budget_for\n"
         "budget = budget_for('http://127.0.0.1:9/api/v1', 'token-of-the-note-test', 100.0)\n"
         "budget.wait_for_turn()\n"
         "budget.answered({'X-RateLimit-Limit': '100', 'X-RateLimit-Remaining': '3'})\n"
@@ -278,7 +278,7 @@ def test_a_new_os_process_reads_what_an_earlier_one_was_told(tmp_path: Path) -> 
 
 CONCURRENT_WRITER = """
 import sys
-from airflow_provider_redivis.request_budget import BudgetNote
+from airflow_provider_redivis.engine.request_budget import BudgetNote
 from pathlib import Path
 note = BudgetNote(Path(sys.argv[1]))
 for n in range(300):

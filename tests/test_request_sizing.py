@@ -20,14 +20,14 @@ import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.resumable import ResumableSession
-from airflow_provider_redivis.retry import RetryPolicy
-from airflow_provider_redivis.upload_protocol import (
+from airflow_provider_redivis.engine.protocol import (
     CHUNK_UNIT,
     FIRST_REQUEST_SIZE,
     MIN_ADAPTIVE_REQUEST_SIZE,
     TARGET_REQUEST_SECONDS,
 )
+from airflow_provider_redivis.engine.resumable import ResumableSession
+from airflow_provider_redivis.engine.retry import RetryPolicy
 
 TABLE = "test_owner.test_dataset.test_table"
 MiB = 1024 * 1024

@@ -12,10 +12,10 @@ import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
+from airflow_provider_redivis.engine.resumable import ResumableSession
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import UploadIntegrityError
-from airflow_provider_redivis.resumable import ResumableSession
-from airflow_provider_redivis.retry import RetryPolicy
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 
 TABLE = "test_owner.test_dataset.test_table"
 CHUNK = 4 * CHUNK_UNIT  # 1 MiB

@@ -11,15 +11,15 @@ import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
+from airflow_provider_redivis.engine.resumable import ResumableSession
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import (
     ResumableSessionExpiredError,
     SourceChangedError,
     UploadIntegrityError,
     UploadInterruptedError,
 )
-from airflow_provider_redivis.resumable import ResumableSession
-from airflow_provider_redivis.retry import RetryPolicy
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 
 TABLE = "test_owner.test_dataset.test_table"
 CHUNK = 4 * CHUNK_UNIT  # 1 MiB
@@ -429,7 +429,7 @@ def test_a_last_request_whose_hash_is_not_ready_sends_all_but_a_short_tail_first
 
     import google_crc32c
 
-    from airflow_provider_redivis import transfer_source
+    from airflow_provider_redivis.engine import transfer_source
 
     def slow_extend(crc: int, data: bytes) -> int:
         time.sleep(0.5)  # hashing ahead that cannot keep up, as on a slow disk

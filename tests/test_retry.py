@@ -8,6 +8,14 @@ import pytest
 import requests
 import tenacity
 
+from airflow_provider_redivis.engine.retry import (
+    REFUSED_STATUSES,
+    RETRYABLE_STATUSES,
+    RetryPolicy,
+    is_refused_request,
+    is_retryable_error,
+    parse_retry_after,
+)
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,
@@ -17,14 +25,6 @@ from airflow_provider_redivis.errors import (
     RedivisRateLimitError,
     RedivisServerError,
     ResumableSessionExpiredError,
-)
-from airflow_provider_redivis.retry import (
-    REFUSED_STATUSES,
-    RETRYABLE_STATUSES,
-    RetryPolicy,
-    is_refused_request,
-    is_retryable_error,
-    parse_retry_after,
 )
 
 

@@ -9,8 +9,8 @@ import json
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from airflow_provider_redivis.checkpoint import UploadCheckpoint, UploadPhase
-from airflow_provider_redivis.sealing import _CONTEXT, ITERATIONS, SealBrokenError, SessionUrlSeal
+from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint, UploadPhase
+from airflow_provider_redivis.engine.sealing import _CONTEXT, ITERATIONS, SealBrokenError, SessionUrlSeal
 from tests.test_checkpoint import make_checkpoint
 
 

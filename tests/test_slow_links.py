@@ -16,9 +16,9 @@ import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.resumable import ResumableSession
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import UploadInterruptedError
-from airflow_provider_redivis.resumable import ResumableSession
-from airflow_provider_redivis.retry import RetryPolicy
 from benchmarks.linkproxy import LinkProxy
 
 TABLE = "test_owner.test_dataset.test_table"

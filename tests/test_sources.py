@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_redivis.engine.sources import FINGERPRINT_SPAN, open_source
 from airflow_provider_redivis.errors import RedivisConfigError, SourceChangedError
-from airflow_provider_redivis.sources import FINGERPRINT_SPAN, open_source
 
 if TYPE_CHECKING:
     from pathlib import Path

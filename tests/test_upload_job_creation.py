@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 from redivis_emulator import Fault
 
-from airflow_provider_redivis import upload_creation
-from airflow_provider_redivis.checkpoint import UploadPhase
+from airflow_provider_redivis.engine import creation
+from airflow_provider_redivis.engine.checkpoint import UploadPhase
 from airflow_provider_redivis.errors import RedivisError, is_final
 from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
 
@@ -49,7 +49,7 @@ def test_a_worker_clock_minutes_ahead_still_attaches_to_the_upload_redivis_names
         def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
             return datetime.now(timezone.utc) + timedelta(minutes=5)
 
-    monkeypatch.setattr(upload_creation, "datetime", Ahead)  # the worker's clock, 5 minutes fast
+    monkeypatch.setattr(creation, "datetime", Ahead)  # the worker's clock, 5 minutes fast
     emu, store = redivis_emulator, MemoryStore()
     path = write_random(tmp_path / "data.csv", SIZE)
     with hook_for(emu, monkeypatch) as hook:

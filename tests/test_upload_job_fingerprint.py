@@ -7,12 +7,12 @@ import os
 from datetime import datetime, timedelta, timezone
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow_provider_redivis.checkpoint import UploadCheckpoint
+from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.options import UploadSpec
+from airflow_provider_redivis.engine.sealing import SessionUrlSeal
+from airflow_provider_redivis.engine.sources import FINGERPRINT_SPAN, LocalFileSource
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.sealing import SessionUrlSeal
-from airflow_provider_redivis.sources import FINGERPRINT_SPAN, LocalFileSource
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_options import UploadSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -78,7 +78,7 @@ def test_a_stale_checkpoint_does_not_read_the_fingerprint_twice(
     )
     store = MemoryStore(stale.to_json(SessionUrlSeal(hook.settings.token)))
     source = CountingSource(path)
-    caplog.set_level(logging.WARNING, logger="airflow_provider_redivis.upload_job")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_redivis.engine.job")
 
     with hook:
         result = UploadJob(

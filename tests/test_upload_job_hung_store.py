@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.options import UploadSpec
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
+from airflow_provider_redivis.engine.sources import LocalFileSource
 from airflow_provider_redivis.errors import StoreTimeoutError
-from airflow_provider_redivis.sources import LocalFileSource
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_options import UploadSpec
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
 
 if TYPE_CHECKING:

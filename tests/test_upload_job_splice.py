@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 from redivis_emulator import Fault
 
+from airflow_provider_redivis.engine.sources import FINGERPRINT_SPAN, LocalFileSource
 from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError
-from airflow_provider_redivis.sources import FINGERPRINT_SPAN, LocalFileSource
 from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.checkpoint import UploadPhase
+from airflow_provider_redivis.engine.checkpoint import UploadPhase
 from airflow_provider_redivis.errors import RedivisError, UploadInterruptedError
 from tests.job_support import TABLE, MemoryStore, hook_for, md5_hex, run_job, write_random
 
@@ -84,7 +84,7 @@ def test_bytes_on_their_way_go_again_through_a_new_session_saying_why(
         run_job(hook, store, path, chunk_size=MIB)
     emulator.clear_faults()
 
-    caplog.set_level(logging.WARNING, logger="airflow_provider_redivis.upload_job")
+    caplog.set_level(logging.WARNING, logger="airflow_provider_redivis.engine.job")
     with hook_for(emulator, monkeypatch, NEW) as hook:
         run_job(hook, store, path, chunk_size=MIB)
     assert "sealed with another token" in caplog.text

@@ -10,18 +10,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_redivis import upload_names
+from airflow_provider_redivis.engine import names as engine_names
+from airflow_provider_redivis.engine.creation import apply_if_exists
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.names import MAX_AGE, NamesSeen, absent_name, list_names
+from airflow_provider_redivis.engine.options import UploadSpec
+from airflow_provider_redivis.engine.sources import LocalFileSource
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConflictError,
     RedivisNotFoundError,
     is_final,
 )
-from airflow_provider_redivis.sources import LocalFileSource
-from airflow_provider_redivis.upload_creation import apply_if_exists
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_names import MAX_AGE, NamesSeen, absent_name, list_names
-from airflow_provider_redivis.upload_options import UploadSpec
 from tests.job_support import TABLE, MemoryStore, hook_for, write_random
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def test_a_listing_reads_every_page_and_compares_names_as_redivis_does(
 def test_a_table_with_too_many_uploads_gives_a_look_that_answers_nothing(
     redivis_emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(upload_names, "MAX_LISTED", 3)
+    monkeypatch.setattr(engine_names, "MAX_LISTED", 3)
     seed(redivis_emulator, "a.csv", "b.csv", "c.csv", "d.csv")
     with hook_for(redivis_emulator, monkeypatch) as hook:
         seen = list_names(hook, TABLE)

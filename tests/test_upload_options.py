@@ -6,14 +6,14 @@ from datetime import datetime
 
 import pytest
 
-from airflow_provider_redivis.errors import RedivisConfigError
-from airflow_provider_redivis.upload_options import (
+from airflow_provider_redivis.engine.options import (
     UploadSpec,
     check_upload_arguments,
     infer_upload_type,
     validate_upload_name,
     validate_upload_type,
 )
+from airflow_provider_redivis.errors import RedivisConfigError
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_redivis.checkpoint import UploadCheckpoint
+from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint
+from airflow_provider_redivis.engine.ownership import already_used, refusal_of, unproven_of, used_by_of
 from airflow_provider_redivis.errors import RedivisAPIError
-from airflow_provider_redivis.upload_ownership import already_used, refusal_of, unproven_of, used_by_of
 from tests.test_checkpoint import make_checkpoint
 
 MD5 = hashlib.md5(b"x" * 100).digest()

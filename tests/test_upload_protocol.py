@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_redivis.errors import (
-    RedivisAPIError,
-    RedivisConfigError,
-    ResumableSessionExpiredError,
-    UploadIntegrityError,
-)
-from airflow_provider_redivis.upload_protocol import (
+from airflow_provider_redivis.engine.protocol import (
     CHUNK_UNIT,
     FIRST_REQUEST_SIZE,
     MAX_CHUNK_SIZE,
@@ -28,6 +22,12 @@ from airflow_provider_redivis.upload_protocol import (
     status_query_range,
     validate_chunk_size,
     verify_stored,
+)
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConfigError,
+    ResumableSessionExpiredError,
+    UploadIntegrityError,
 )
 
 MiB = 1024 * 1024

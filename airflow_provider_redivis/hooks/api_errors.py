@@ -10,6 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from airflow_provider_redivis.engine.retry import parse_retry_after
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,
@@ -18,7 +19,6 @@ from airflow_provider_redivis.errors import (
     RedivisRateLimitError,
     RedivisServerError,
 )
-from airflow_provider_redivis.retry import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Collection

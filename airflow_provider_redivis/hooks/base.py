@@ -16,6 +16,8 @@ import requests
 import tenacity
 from airflow.providers.common.compat.sdk import BaseHook
 
+from airflow_provider_redivis.engine.request_budget import RequestBudget, budget_for
+from airflow_provider_redivis.engine.retry import RetryPolicy, is_retryable_error, parse_retry_after
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConfigError,
@@ -35,8 +37,6 @@ from airflow_provider_redivis.references import (
     validate_dataset_reference,
     validate_table_reference,
 )
-from airflow_provider_redivis.request_budget import RequestBudget, budget_for
-from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -321,7 +321,7 @@ class RedivisHookBase(BaseHook):
     @staticmethod
     def _check_upload_name(name: object) -> str:
         """The hook passes any name on, as Redivis judges it; the operators' stricter rule is
-        :func:`~airflow_provider_redivis.upload_options.validate_upload_name`, checked before anything is sent."""
+        :func:`~airflow_provider_redivis.engine.options.validate_upload_name`, checked before anything is sent."""
         if not isinstance(name, str) or not name.strip():
             raise RedivisConfigError(f"An upload name must be a non-empty string, got {name!r}.")
         return name

@@ -30,10 +30,10 @@ import requests
 from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_redivis import __version__
+from airflow_provider_redivis.engine.request_budget import DEFAULT_INTERVAL
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
-from airflow_provider_redivis.request_budget import DEFAULT_INTERVAL
-from airflow_provider_redivis.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -1,6 +1,6 @@
 """Where the bytes go: resumable sessions, on Redivis's ``resumableUpload`` path or its ``tempUploads`` path.
 
-The bytes themselves travel through :class:`~airflow_provider_redivis.resumable.ResumableSession`, on this
+The bytes themselves travel through :class:`~airflow_provider_redivis.engine.resumable.ResumableSession`, on this
 hook's session, so the token's origin rule (``auth.py``) keeps it off a Cloud Storage session URL.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_redivis.engine.resumable import ResumableSession
+from airflow_provider_redivis.engine.retry import is_retryable_error
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError
 from airflow_provider_redivis.hooks.api_errors import api_error_from_response
 from airflow_provider_redivis.hooks.auth import mask_session_url, origin_of
 from airflow_provider_redivis.hooks.base import RedivisHookBase
 from airflow_provider_redivis.hooks.connection import is_loopback_host
-from airflow_provider_redivis.resumable import ResumableSession
-from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
     import requests
@@ -173,7 +173,7 @@ class UploadSessionsAPI(RedivisHookBase):
         :param total: the source's size in bytes, or None while unknown (a stream).
         :param chunk_size: bytes per request, a multiple of 256 KiB; None sizes requests from the rate.
         :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"``, or None to check the size only.
-        :returns: a :class:`~airflow_provider_redivis.resumable.ResumableSession`.
+        :returns: a :class:`~airflow_provider_redivis.engine.resumable.ResumableSession`.
         :raises RedivisConfigError: for a URL :func:`check_session_url` refuses.
         """
         mask_session_url(url)

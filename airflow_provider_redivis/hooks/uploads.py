@@ -8,17 +8,9 @@ from urllib.parse import unquote
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_provider_redivis.errors import (
-    RedivisConfigError,
-    RedivisError,
-    RedivisNotFoundError,
-    WaitTimeoutError,
-)
-from airflow_provider_redivis.hooks.base import RedivisHookBase
-from airflow_provider_redivis.references import normalise_name
-from airflow_provider_redivis.retry import is_refused_request, is_retryable_error
-from airflow_provider_redivis.upload_options import check_upload_options
-from airflow_provider_redivis.upload_status import (
+from airflow_provider_redivis.engine.options import check_upload_options
+from airflow_provider_redivis.engine.retry import is_refused_request, is_retryable_error
+from airflow_provider_redivis.engine.status import (
     MIN_POLL_INTERVAL,
     UploadCheck,
     UploadOutcome,
@@ -31,6 +23,14 @@ from airflow_provider_redivis.upload_status import (
     timeout_message,
     utc_now,
 )
+from airflow_provider_redivis.errors import (
+    RedivisConfigError,
+    RedivisError,
+    RedivisNotFoundError,
+    WaitTimeoutError,
+)
+from airflow_provider_redivis.hooks.base import RedivisHookBase
+from airflow_provider_redivis.references import normalise_name
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator, Mapping
@@ -94,7 +94,7 @@ class UploadsAPI(RedivisHookBase):
         Not idempotent: retried only when Redivis answered 429/503 (it refused the request). After a
         connection error or timeout the upload may exist, so the error propagates. Asking again is
         safe: Redivis refuses a second upload of one session ("already used by upload N"), which
-        :class:`~airflow_provider_redivis.upload_creation.CreateOnce` turns into attaching to it.
+        :class:`~airflow_provider_redivis.engine.creation.CreateOnce` turns into attaching to it.
 
         :param table: ``owner.dataset:next.table``.
         :param name: the upload's name in the table.
@@ -104,7 +104,7 @@ class UploadsAPI(RedivisHookBase):
         :param transfer_specification: or Redivis fetches the data itself (a URL, another cloud).
         :param metadata: Redivis's per-variable metadata (a mapping, or its JSON text). The other options
             (delimiter, header row, ...) go to Redivis under their camelCase names; None leaves Redivis's
-            default. All are checked first by :func:`~airflow_provider_redivis.upload_options.check_upload_options`.
+            default. All are checked first by :func:`~airflow_provider_redivis.engine.options.check_upload_options`.
         :returns: the upload resource (``uri``, ``name``, ``status``, ...).
         """
         self._check_upload_name(name)

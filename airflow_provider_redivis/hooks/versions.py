@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from airflow_provider_redivis.engine.retry import is_refused_request, is_retryable_error
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConfigError,
@@ -18,7 +19,6 @@ from airflow_provider_redivis.errors import (
 )
 from airflow_provider_redivis.hooks.base import RedivisHookBase
 from airflow_provider_redivis.references import encode_reference
-from airflow_provider_redivis.retry import is_refused_request, is_retryable_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

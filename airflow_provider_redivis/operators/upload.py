@@ -12,6 +12,18 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 from airflow_provider_redivis.assets import asset_for_table
 from airflow_provider_redivis.checkpoint_store import VariableCheckpointStore, checkpoint_store_for
+from airflow_provider_redivis.engine.job import UploadJob
+from airflow_provider_redivis.engine.options import UploadSpec, check_upload_arguments, infer_upload_type
+from airflow_provider_redivis.engine.run_sharing import RunSharing
+from airflow_provider_redivis.engine.sources import open_source
+from airflow_provider_redivis.engine.status import (
+    DEFERRED_POLL_INTERVAL,
+    UploadOutcome,
+    UploadTarget,
+    summarize_upload,
+    upload_failure,
+    upload_outcome,
+)
 from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.links import (
@@ -21,25 +33,13 @@ from airflow_provider_redivis.links import (
     RedivisUploadLink,
 )
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.run_sharing import RunSharing
-from airflow_provider_redivis.sources import open_source
-from airflow_provider_redivis.upload_job import UploadJob
-from airflow_provider_redivis.upload_options import UploadSpec, check_upload_arguments, infer_upload_type
-from airflow_provider_redivis.upload_status import (
-    DEFERRED_POLL_INTERVAL,
-    UploadOutcome,
-    UploadTarget,
-    summarize_upload,
-    upload_failure,
-    upload_outcome,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
-    from airflow_provider_redivis.sources import UploadSource
-    from airflow_provider_redivis.upload_names import NamesSeen
+    from airflow_provider_redivis.engine.names import NamesSeen
+    from airflow_provider_redivis.engine.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param upload_name: the upload's name in the table; defaults to the source's file name. Templated.
     :param upload_type: one of Redivis's upload types; inferred from the file name when omitted.
     :param chunk_size: bytes per request, a multiple of 256 KiB. Default None: each request is sized from
-        the measured rate to about 8 s on the wire (see README "Request sizes"); set it behind a proxy
+        the measured rate to about 8 s on the wire (see docs/internals.md, "Request sizes"); set it behind a proxy
         that caps request bodies.
     :param checksum: how the stored object is proven to be the source: ``"auto"`` (default; crc32c),
         ``"crc32c"``, ``"md5"``, or None to accept a server that reports no hash (the size is still checked;
@@ -68,7 +68,7 @@ class RedivisResumableUploadOperator(BaseOperator):
     :param if_exists: what to do when the table already has an upload of that name:
         ``fail`` (default), ``replace`` (delete it first) or ``skip`` (return it, send nothing).
         An upload under the name that this task's session did not create is never adopted. Mapped
-        instances answer it from one listing of the table per DAG run (see README "Requests").
+        instances answer it from one listing of the table per DAG run (see docs/operators.md, "Requests").
     :param transport: ``"resumable_upload"`` (default; ``POST /tables/{t}/resumableUpload``) or
         ``"temp_upload"`` (``tempUploads``, the path of the official client since 0.14). Same engine,
         checkpoint and resume; the checkpoint records which.

@@ -19,12 +19,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
-from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.hooks.uploads import least_poll_interval
-from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
-from airflow_provider_redivis.upload_status import (
+from airflow_provider_redivis.engine.status import (
     NEVER_SEEN,
     REASON_FAILED,
     REASON_REJECTED,
@@ -38,6 +33,11 @@ from airflow_provider_redivis.upload_status import (
     upload_failure,
     upload_outcome,
 )
+from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError, RedivisError
+from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.hooks.uploads import least_poll_interval
+from airflow_provider_redivis.references import is_template, validate_table_reference
+from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -26,15 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.engine.sources import open_source
 from airflow_provider_redivis.errors import RedivisError, SourceChangedError
-from airflow_provider_redivis.sources import open_source
 from airflow_provider_redivis.transfers.sql_encoding import EncodeStats
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
-    from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.engine.sources import UploadSource
 
 log = logging.getLogger(__name__)
 

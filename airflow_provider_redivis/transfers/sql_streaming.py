@@ -1,7 +1,7 @@
 """Streamed mode's dealings with Redivis: a session of unknown size, the upload at the end, and the
 checkpoint a retry needs.
 
-The bytes go through the hook's :class:`~airflow_provider_redivis.resumable.ResumableSession` reading a
+The bytes go through the hook's :class:`~airflow_provider_redivis.engine.resumable.ResumableSession` reading a
 :class:`~airflow_provider_redivis.transfers.stream_reader.StreamReader`; :class:`RowStream` drives that
 (the operator cancels it from ``on_kill``).
 
@@ -22,21 +22,25 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from airflow_provider_redivis.checkpoint import CheckpointUnreadableError, UploadCheckpoint, UploadPhase
+from airflow_provider_redivis.engine.checkpoint import (
+    CheckpointUnreadableError,
+    UploadCheckpoint,
+    UploadPhase,
+)
+from airflow_provider_redivis.engine.creation import CreateOnce
+from airflow_provider_redivis.engine.protocol import redact_session_url
+from airflow_provider_redivis.engine.sources import SourceFingerprint
 from airflow_provider_redivis.errors import RedivisError
-from airflow_provider_redivis.sources import SourceFingerprint
 from airflow_provider_redivis.transfers.stream_reader import StreamReader
-from airflow_provider_redivis.upload_creation import CreateOnce
-from airflow_provider_redivis.upload_protocol import redact_session_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.engine.options import UploadSpec
+    from airflow_provider_redivis.engine.resumable import ResumableSession
     from airflow_provider_redivis.hooks.redivis import RedivisHook
-    from airflow_provider_redivis.resumable import ResumableSession
     from airflow_provider_redivis.transfers.sql_encoding import EncodeStats
-    from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger(__name__)
 

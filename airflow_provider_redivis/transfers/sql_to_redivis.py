@@ -15,8 +15,7 @@ This module holds the operator: its options, the order of each mode's steps and 
 blocks. The database side is in ``sql_database.py``, the staged file and its marker in
 ``sql_staging.py``, streamed mode's stream, checkpoint and upload in ``sql_streaming.py``, rows to CSV in
 ``sql_encoding.py``, to Parquet in ``sql_parquet.py``, and the stream's file view in ``stream_reader.py``;
-none of them imports this one. The class is about 310 lines, past the ~250 the package aims at: a third
-of it is the docstring and ``__init__`` of its options, which a user reads in one place.
+none of them imports this one.
 """
 
 from __future__ import annotations
@@ -29,11 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_redivis.engine.creation import apply_if_exists, existing_upload
+from airflow_provider_redivis.engine.names import absent_name
+from airflow_provider_redivis.engine.options import UploadSpec, check_upload_options, validate_upload_name
+from airflow_provider_redivis.engine.protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
+from airflow_provider_redivis.engine.run_sharing import RunSharing
+from airflow_provider_redivis.engine.status import summarize_upload
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisError, is_final
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
 from airflow_provider_redivis.references import is_template, validate_table_reference
-from airflow_provider_redivis.run_sharing import RunSharing
 from airflow_provider_redivis.transfers.sql_database import (
     batched_cursor,
     copy_blocks,
@@ -61,17 +65,12 @@ from airflow_provider_redivis.transfers.sql_streaming import (
     StreamCheckpoints,
     create_streamed_upload,
 )
-from airflow_provider_redivis.upload_creation import apply_if_exists, existing_upload
-from airflow_provider_redivis.upload_names import absent_name
-from airflow_provider_redivis.upload_options import UploadSpec, check_upload_options, validate_upload_name
-from airflow_provider_redivis.upload_protocol import MAX_UNKNOWN_TOTAL_REQUEST_SIZE
-from airflow_provider_redivis.upload_status import summarize_upload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
-    from airflow_provider_redivis.sources import UploadSource
+    from airflow_provider_redivis.engine.sources import UploadSource
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         which is then passed to Redivis as ``null_markers``.
     :param postgres_copy: for PostgreSQL and CSV, let the server write the CSV with
         ``COPY (sql) TO STDOUT`` (much faster). Default None: whenever the connection is PostgreSQL,
-        the format CSV and there are no ``parameters``. See README for how its values are written.
+        the format CSV and there are no ``parameters``. See docs/sql-transfer.md for how its values are written.
     :param sql_hook_params: extra keyword arguments for the connection's hook.
     :param upload_name: the upload's name; default ``{task_id}[_{map_index}].{csv|parquet}`` (templated).
 
@@ -316,7 +315,7 @@ class SqlToRedivisOperator(RedivisResumableUploadOperator):
         """``if_exists="skip"`` with the upload there and no transfer of ours under way: skip the query too.
 
         A name found absent answers the upload's own ``if_exists`` while that look is fresh (a query done
-        within ``upload_names.MAX_AGE``); after a longer query, the upload asks again.
+        within ``engine.names.MAX_AGE``); after a longer query, the upload asks again.
         """
         if self.if_exists != "skip" or store.load() is not None:
             return None

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow_provider_redivis.engine.status import UploadCheck, UploadTarget, poll_intervals
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.upload_status import UploadCheck, UploadTarget, poll_intervals
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -12,10 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError
-from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.triggers.shared_poll import Waiter, waiting
-from airflow_provider_redivis.upload_status import (
+from airflow_provider_redivis.engine.status import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFERRED_POLL_INTERVAL,
     NEVER_SEEN,
@@ -31,6 +28,9 @@ from airflow_provider_redivis.upload_status import (
     timeout_message,
     upload_failure,
 )
+from airflow_provider_redivis.errors import RedivisAPIError, RedivisConfigError
+from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.triggers.shared_poll import Waiter, waiting
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

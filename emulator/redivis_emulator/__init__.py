@@ -83,7 +83,8 @@ from redivis_emulator.admin import ADMIN_TOKEN_HEADER
 from redivis_emulator.catalog import ALL_SCOPES
 from redivis_emulator.client import AdminClient, AdminError
 from redivis_emulator.dialects import DIALECTS
-from redivis_emulator.faults import FAULT_KINDS, Fault, RequestInfo, parse_fault_spec
+from redivis_emulator.fault_specs import parse_fault_spec
+from redivis_emulator.faults import FAULT_KINDS, Fault, RequestInfo
 from redivis_emulator.rate_limit import REDIVIS_RATE_LIMIT, rate_limit_key
 from redivis_emulator.recording import RecordedRequest
 from redivis_emulator.server import RedivisEmulator

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 from redivis_emulator.admin import ADMIN_TOKEN_HEADER
 from redivis_emulator.catalog import ALL_SCOPES
-from redivis_emulator.faults import Fault, parse_fault_spec
+from redivis_emulator.fault_specs import parse_fault_spec
 from redivis_emulator.rate_limit import RETRY_AFTER_FORMATS, RateLimit, parse_rate_limit
 from redivis_emulator.server import DEFAULT_SESSION_TTL, RedivisEmulator
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import FrameType
+
+    from redivis_emulator.faults import Fault
 
 
 def _token(value: str) -> tuple[str, list[str] | None]:

@@ -18,7 +18,7 @@ import json
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redivis_emulator.errors import ApiError
-from redivis_emulator.faults import fault_from_mapping
+from redivis_emulator.fault_specs import fault_from_mapping
 from redivis_emulator.rate_limit import KEEP
 from redivis_emulator.replies import Reply, json_reply
 

@@ -6,10 +6,6 @@ and records when one arrives anyway) and ``admin.py`` (``/_emulator/...`` on the
 token required, not logged). Every request on either origin must name the emulator in its ``Host``
 header (``127.0.0.1:port``, ``localhost:port``, ``[::1]:port`` or the bound host): a DNS-rebinding
 page cannot reach it. API requests (``/api/v1/...``) pass the rate limit (``rate_limit.py``) first.
-
-:class:`EmulatorRequestHandler` is about 340 lines, past the ~250 this package aims at: ``_dispatch``,
-about 190 of them, decides per request where each fault acts (before, inside or after the body; on
-the answer), and cut in pieces that decision would be harder to follow, not easier.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""RedivisEmulator: two local HTTP servers (API and session origins) and what tests ask of them.
-
-:class:`RedivisEmulator` is about 310 lines, past the ~250 this package aims at: it is the one object a
-test holds, and each of its methods is a short delegation to the catalog, faults, log or rate limiter.
-"""
+"""RedivisEmulator: two local HTTP servers (API and session origins) and what tests ask of them."""
 
 from __future__ import annotations
 

@@ -20,10 +20,6 @@ upload documentation):
 
 Bytes stream to one file per session; md5 is computed incrementally over the kept bytes only, in
 order, so a cut that keeps fewer bytes than arrived never hashed the dropped ones.
-
-Why this module (about 560 lines, :class:`ServerSession` about 400) stays whole: receiving a
-chunk, keeping part of it after a cut, hashing ahead and rolling back all move one session's file,
-offset and digests under one lock; split across classes, each would reach into the others' state.
 """
 
 from __future__ import annotations

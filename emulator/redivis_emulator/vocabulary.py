@@ -1,7 +1,7 @@
 """The emulator's own copy of Redivis's vocabulary: scopes, merge strategies, upload types, limits.
 
 This is the server's view of the API (``docs/redivis-api.md``). The provider keeps its own copy as the
-client's view (``airflow_provider_redivis.upload_options``); neither package imports the other, and
+client's view (``airflow_provider_redivis.engine.options``); neither package imports the other, and
 ``tests/test_emulator_agrees_with_provider.py`` in the provider's test suite asserts that the two agree.
 """
 

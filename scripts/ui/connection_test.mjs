@@ -1,5 +1,5 @@
 // Drives Airflow 3.3's connection form in Debian's Chromium (playwright-core, no browser download):
-// adds a Redivis connection the way the README teaches it, checks the form (extra fields start
+// adds a Redivis connection the way docs/connection.md teaches it, checks the form (extra fields start
 // empty, no "null" scheme, only typed extras saved), saves it, presses the
 // list's Test button and waits for Airflow's success toast. Started by scripts/ui/connection_test.py,
 // which passes everything in the environment:
@@ -53,7 +53,7 @@ try {
   await page.getByRole('combobox').first().fill('Redivis');
   await page.keyboard.press('Enter');
 
-  // Standard fields: as the README's table says.
+  // Standard fields: as the table in docs/connection.md says.
   await page.locator('input[name=host]').fill(env.UI_TEST_HOST);
   await page.locator('input[name=port]').fill(env.UI_TEST_PORT);
   await page.locator('input[name=password]').fill(env.UI_TEST_TOKEN);

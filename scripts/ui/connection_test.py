@@ -3,7 +3,7 @@
 Started by ``scripts/ui_connection_test.sh`` (which provides Chromium and playwright-core). Runs the
 emulator in this process and Airflow 3.3's API server as a subprocess (``[core] test_connection =
 Enabled``, everyone an admin, everything on 127.0.0.1), then ``connection_test.mjs`` in Node, which
-fills the form as the README's connection table says and presses Test. With ``--record`` it writes
+fills the form as the connection table in docs/connection.md says and presses Test. With ``--record`` it writes
 ``docs/ui_connection_test_last_run.md`` and copies the screenshots to ``docs/``.
 """
 

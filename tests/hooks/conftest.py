@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from redivis_emulator import ALL_SCOPES, RedivisEmulator
 
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.retry import RetryPolicy
 
 TOKEN = "hook-test-token-4f9c2a"
 #: A token without data.edit: reads work, writes get 403 insufficient_scope.

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redivis_emulator import Fault
 
+from airflow_provider_redivis.engine.status import UploadCheck, UploadOutcome, UploadTarget
 from airflow_provider_redivis.errors import RedivisNotFoundError
 from airflow_provider_redivis.hooks import uploads as uploads_module
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.upload_status import UploadCheck, UploadOutcome, UploadTarget
 from tests.triggers.emulated_uploads import TABLE, create_upload, emulator_fixture
 
 if TYPE_CHECKING:

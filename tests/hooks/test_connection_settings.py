@@ -9,11 +9,11 @@ import pytest
 import requests
 
 from airflow_provider_redivis import __version__
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.hooks.auth import OriginBearerAuth
 from airflow_provider_redivis.hooks.connection import is_loopback_host, resolve_base_url, user_agent
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.retry import RetryPolicy
 from tests.hooks.conftest import TOKEN, HookLog, MakeConnection
 
 

@@ -15,6 +15,8 @@ import requests
 import tenacity
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.request_budget import BudgetWaitTimeoutError
+from airflow_provider_redivis.engine.retry import RetryPolicy
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisAuthError,
@@ -26,8 +28,6 @@ from airflow_provider_redivis.errors import (
 )
 from airflow_provider_redivis.hooks import uploads as uploads_module
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.request_budget import BudgetWaitTimeoutError
-from airflow_provider_redivis.retry import RetryPolicy
 from tests.hooks.conftest import (
     DATASET,
     FAST_RETRIES,

@@ -7,10 +7,10 @@ import itertools
 import pytest
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.status import UploadTarget
 from airflow_provider_redivis.errors import RedivisConfigError, RedivisNotFoundError, WaitTimeoutError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.hooks.uploads import least_poll_interval
-from airflow_provider_redivis.upload_status import UploadTarget
 from tests.hooks.conftest import HookLog
 from tests.triggers.emulated_uploads import create_upload, emulator_fixture
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 from redivis_emulator import ALL_SCOPES, RedivisEmulator
 
+from airflow_provider_redivis.engine.request_budget import BudgetWaitTimeoutError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
-from airflow_provider_redivis.request_budget import BudgetWaitTimeoutError
 from tests.hooks.conftest import TABLE, TOKEN, MakeConnection, emulator_uri
 
 LIMIT, INTERVAL = 6, 2.0

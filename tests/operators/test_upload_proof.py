@@ -62,7 +62,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_redivis.operators.upload import RedivisResumableUploadOperator
-from airflow_provider_redivis.sealing import SessionUrlSeal
+from airflow_provider_redivis.engine.sealing import SessionUrlSeal
 
 API, ADMIN, TOKEN, TABLE, SIZE = {api!r}, {admin!r}, {token!r}, {table!r}, {size!r}
 ADMIN_TOKEN = {admin_token!r}

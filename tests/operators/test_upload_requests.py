@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.upload_options import infer_upload_type
+from airflow_provider_redivis.engine.options import infer_upload_type
 from tests.airflow.harness import AirflowHome, airflow2_python
 from tests.operators.test_upload_retries import (
     CHUNK,

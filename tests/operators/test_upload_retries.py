@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from redivis_emulator import Fault, RedivisEmulator
 
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
 from tests.airflow.harness import AirflowHome, airflow2_python, redivis_connection
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

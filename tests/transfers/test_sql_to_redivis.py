@@ -22,6 +22,8 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from redivis_emulator import Fault, RedivisEmulator
 
 from airflow_provider_redivis.checkpoint_store import CHECKPOINT_KEY
+from airflow_provider_redivis.engine.creation import MAX_CREATE_POSTS
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
 from airflow_provider_redivis.errors import (
     RedivisConfigError,
     RedivisError,
@@ -30,8 +32,6 @@ from airflow_provider_redivis.errors import (
 )
 from airflow_provider_redivis.transfers.sql_staging import MARKER_SUFFIX
 from airflow_provider_redivis.transfers.sql_to_redivis import SqlToRedivisOperator
-from airflow_provider_redivis.upload_creation import MAX_CREATE_POSTS
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 from tests.transfers.conftest import DictStateStore, FakeTI
 from tests.transfers.postgres_cluster import PostgresCluster
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 from redivis_emulator import Fault, RedivisEmulator
 
+from airflow_provider_redivis.engine.protocol import CHUNK_UNIT
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.transfers.sql_streaming import temp_session
 from airflow_provider_redivis.transfers.stream_reader import StreamReader
-from airflow_provider_redivis.upload_protocol import CHUNK_UNIT
 
 TABLE = "test_owner.test_dataset.test_table"
 BLOCK = 1024 * 1024 + 17  # an odd block size, so requests and blocks never line up

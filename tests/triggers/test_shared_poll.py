@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from redivis_emulator import Fault
 
+from airflow_provider_redivis.engine.status import REASON_COMPLETED, REASON_REJECTED, REASON_TIMEOUT
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.triggers import shared_poll
 from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
-from airflow_provider_redivis.upload_status import REASON_COMPLETED, REASON_REJECTED, REASON_TIMEOUT
 from tests.triggers.emulated_uploads import TABLE, create_upload, emulator_fixture
 
 if TYPE_CHECKING:

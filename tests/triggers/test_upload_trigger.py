@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redivis_emulator import Fault
 
-from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
-from airflow_provider_redivis.upload_status import (
+from airflow_provider_redivis.engine.status import (
     BACKOFF_FACTOR,
     REASON_COMPLETED,
     REASON_ERROR,
@@ -20,6 +19,7 @@ from airflow_provider_redivis.upload_status import (
     REASON_TIMEOUT,
     poll_intervals,
 )
+from airflow_provider_redivis.triggers.upload import RedivisUploadTrigger
 from tests.triggers.emulated_uploads import TABLE, create_upload, import_string
 
 if TYPE_CHECKING:

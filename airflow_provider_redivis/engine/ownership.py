@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow_provider_redivis.checkpoint import UploadCheckpoint
+    from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint
     from airflow_provider_redivis.errors import RedivisAPIError
 
-log = logging.getLogger("airflow_provider_redivis.upload_job")
+log = logging.getLogger("airflow_provider_redivis.engine.job")
 
 #: Clocks of Redivis and the worker may differ this much when an upload's ``createdAt`` is compared.
 CLOCK_SKEW = timedelta(seconds=60)

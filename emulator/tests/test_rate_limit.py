@@ -16,7 +16,7 @@ import pytest
 import requests
 from redivis_emulator import AdminError, Fault, RedivisEmulator, rate_limit_key
 
-from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, running_cli, status_query, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, UNIT, put_chunk, running_cli, status_query, table_path
 
 LIMIT = "X-RateLimit-Limit"
 REMAINING = "X-RateLimit-Remaining"

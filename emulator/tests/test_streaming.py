@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
+from emulator.tests.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
 
 psutil = pytest.importorskip("psutil")
 

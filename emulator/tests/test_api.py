@@ -13,7 +13,7 @@ import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator
 
-from tests.emulator.conftest import TABLE, TIMEOUT, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, table_path
 
 UploadBytes = Callable[..., dict[str, Any]]
 DATASET = "test_owner.test_dataset"

@@ -14,9 +14,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import requests
 from redivis_emulator import Fault, RedivisEmulator, RequestInfo, parse_fault_spec
-from redivis_emulator.faults import fault_from_mapping
+from redivis_emulator.fault_specs import fault_from_mapping
 
-from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]
 

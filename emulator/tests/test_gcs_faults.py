@@ -18,9 +18,9 @@ import pytest
 import requests
 import urllib3
 from redivis_emulator import Fault, RedivisEmulator, parse_fault_spec
-from redivis_emulator.faults import fault_from_mapping
+from redivis_emulator.fault_specs import fault_from_mapping
 
-from tests.emulator.conftest import (
+from emulator.tests.conftest import (
     CLI_ADMIN,
     TABLE,
     TIMEOUT,

@@ -5,7 +5,7 @@ Through XCom of the task itself, in the run (``ti.xcom_pull`` of every map index
 one query on 2.11), each mapped instance finds:
 
 - the names its siblings are loading (each publishes its own, a *claim*, before it checks its name), and
-  a sibling's listing of the table's upload names (:class:`~airflow_provider_redivis.upload_names.NamesSeen`).
+  a sibling's listing of the table's upload names (:class:`~airflow_provider_redivis.engine.names.NamesSeen`).
   An instance's first try answers ``if_exists`` from a listing at most ``MAX_AGE`` old, plus the claims,
   and asks Redivis only about a name either holds; with no fresh listing, it lists the table itself and
   publishes the listing for the instances after it. A later try (a retry, a cleared task) asks about its
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.upload_names import NamesSeen, list_names
+from airflow_provider_redivis.engine.names import NamesSeen, list_names
 
 if TYPE_CHECKING:
     from airflow_provider_redivis.hooks.redivis import RedivisHook

@@ -3,7 +3,7 @@
 Cloud Storage reports a stored object's crc32c and md5 (base64 of the raw digest; crc32c big-endian).
 crc32c is the default: Google's C implementation (``google-crc32c``) costs a fraction of md5's CPU,
 so hashing no longer competes with the transfer. md5 is computed only when the caller asks for it
-or the server reports nothing else (see :func:`airflow_provider_redivis.upload_protocol.verify_stored`).
+or the server reports nothing else (see :func:`airflow_provider_redivis.engine.protocol.verify_stored`).
 """
 
 from __future__ import annotations

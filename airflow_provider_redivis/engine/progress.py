@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-log = logging.getLogger("airflow_provider_redivis.upload_job")
+log = logging.getLogger("airflow_provider_redivis.engine.job")
 
 
 class Progress:

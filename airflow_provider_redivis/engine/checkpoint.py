@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.engine.sealing import SealBrokenError
+from airflow_provider_redivis.engine.sources import SourceFingerprint
 from airflow_provider_redivis.errors import RedivisError
-from airflow_provider_redivis.sealing import SealBrokenError
-from airflow_provider_redivis.sources import SourceFingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow_provider_redivis.sealing import SessionUrlSeal
+    from airflow_provider_redivis.engine.sealing import SessionUrlSeal
 
 #: 2 added the transport, the stored object's md5 and the sealed session URL; 1 is still read.
 CHECKPOINT_FORMAT = 2

@@ -12,11 +12,11 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.checkpoint import TRANSPORTS
-from airflow_provider_redivis.checksums import validate_checksum
+from airflow_provider_redivis.engine.checkpoint import TRANSPORTS
+from airflow_provider_redivis.engine.checksums import validate_checksum
+from airflow_provider_redivis.engine.protocol import validate_chunk_size
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.references import validate_table_reference
-from airflow_provider_redivis.upload_protocol import validate_chunk_size
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

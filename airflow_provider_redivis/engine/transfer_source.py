@@ -3,7 +3,7 @@ it, and the last request's crc32c computed ahead, on a thread, while earlier byt
 
 Plain Python, no Airflow. The last request states the whole source's hash (``x-goog-hash``), so its bytes
 must be hashed before it is sent. Hashing them at that moment would leave the link idle; hashed while the
-request before it streams, and joined to the rest with :func:`~airflow_provider_redivis.checksums.crc32c_combine`,
+request before it streams, and joined to the rest with :func:`~airflow_provider_redivis.engine.checksums.crc32c_combine`,
 they cost no time on the wire.
 """
 
@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 import google_crc32c
 
-from airflow_provider_redivis.checksums import SourceChecksums, source_ended
+from airflow_provider_redivis.engine.checksums import SourceChecksums, source_ended
 from airflow_provider_redivis.errors import SourceChangedError
 
 if TYPE_CHECKING:

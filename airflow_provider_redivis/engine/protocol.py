@@ -16,7 +16,7 @@ Redivis hands out Cloud Storage resumable-session URLs, so the rules are Cloud S
 
 Building a request (:func:`content_range`, :class:`RequestSizer`) is apart from reading an answer
 (:func:`interpret_response`) and from judging the stored object (:func:`verify_stored`), so each is
-tested without a network; :mod:`airflow_provider_redivis.resumable` does the I/O.
+tested without a network; :mod:`airflow_provider_redivis.engine.resumable` does the I/O.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_redivis.checksums import parse_goog_hash
+from airflow_provider_redivis.engine.checksums import parse_goog_hash
+from airflow_provider_redivis.engine.retry import is_retryable_status, parse_retry_after
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConfigError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
-from airflow_provider_redivis.retry import is_retryable_status, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,7 +44,7 @@ CHUNK_UNIT = 256 * 1024
 MAX_CHUNK_SIZE = 1024 * MiB
 #: Adaptive sizing: the first request, before a rate is known.
 FIRST_REQUEST_SIZE = 32 * MiB
-#: Adaptive sizing: each request aims at this many seconds on the wire (see README "Request sizes").
+#: Adaptive sizing: each request aims at this many seconds on the wire (see docs/internals.md, "Request sizes").
 TARGET_REQUEST_SECONDS = 8.0
 #: Adaptive sizing never shrinks a request below this, so a slow start does not mean tiny requests.
 MIN_ADAPTIVE_REQUEST_SIZE = 8 * MiB

@@ -7,7 +7,7 @@ every hook and thread in it; there is no store shared between processes. The pro
 limit on what the server tells each of them:
 
 - a 429 closes the budget until its ``Retry-After`` (taken against the answer's own ``Date``, so a worker
-  clock that is off does not matter: :func:`~airflow_provider_redivis.retry.parse_retry_after`); the
+  clock that is off does not matter: :func:`~airflow_provider_redivis.engine.retry.parse_retry_after`); the
   request is then sent again. A 429 is a wait, never a fault.
 - when an answer leaves at most :attr:`RequestBudget.reserve` requests, this process holds its next request
   until the interval that answer belonged to has surely passed. The requests left are the reserve for

@@ -16,7 +16,7 @@ import pytest
 import requests
 from redivis_emulator import ADMIN_TOKEN_HEADER, AdminClient, AdminError, RedivisEmulator
 
-from tests.emulator.conftest import TIMEOUT, running_cli, table_path
+from emulator.tests.conftest import TIMEOUT, running_cli, table_path
 
 ADMIN_ROUTES = [
     ("GET", "health", None),
@@ -281,7 +281,7 @@ def test_cli_prints_a_random_admin_token_next_to_the_base_url(tmp_path: Path) ->
 def test_cli_admin_token_and_allow_host(tmp_path: Path) -> None:
     with running_cli("--allow-host", "builder.internal", log=tmp_path / "err") as (_proc, base):
         port = urlsplit(base).port
-        from tests.emulator.conftest import CLI_ADMIN
+        from emulator.tests.conftest import CLI_ADMIN
 
         status, _ = raw_request(
             base, "GET", "/_emulator/health", {"Host": f"builder.internal:{port}", **CLI_ADMIN}

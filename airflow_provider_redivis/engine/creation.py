@@ -9,15 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_redivis.checkpoint import UploadPhase
-from airflow_provider_redivis.errors import (
-    RedivisAPIError,
-    RedivisConflictError,
-    RedivisError,
-    RedivisNotFoundError,
-    ResumableSessionExpiredError,
-)
-from airflow_provider_redivis.upload_ownership import (
+from airflow_provider_redivis.engine.checkpoint import UploadPhase
+from airflow_provider_redivis.engine.ownership import (
     already_used,
     answers_expired,
     collision_hint,
@@ -25,16 +18,23 @@ from airflow_provider_redivis.upload_ownership import (
     unproven_of,
     used_by_of,
 )
+from airflow_provider_redivis.errors import (
+    RedivisAPIError,
+    RedivisConflictError,
+    RedivisError,
+    RedivisNotFoundError,
+    ResumableSessionExpiredError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_redivis.checkpoint import UploadCheckpoint
+    from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint
+    from airflow_provider_redivis.engine.names import NamesSeen
+    from airflow_provider_redivis.engine.options import UploadSpec
     from airflow_provider_redivis.hooks.redivis import RedivisHook
-    from airflow_provider_redivis.upload_names import NamesSeen
-    from airflow_provider_redivis.upload_options import UploadSpec
 
-log = logging.getLogger("airflow_provider_redivis.upload_job")
+log = logging.getLogger("airflow_provider_redivis.engine.job")
 
 #: How long an upload Redivis says exists may take to show under its name.
 VISIBILITY_WAIT = 30.0
@@ -47,7 +47,7 @@ def apply_if_exists(
 ) -> dict[str, Any] | None:
     """``if_exists`` for an upload already under ``name``, before anything is sent.
 
-    :param known: a recent look at the table's names (:mod:`~airflow_provider_redivis.upload_names`);
+    :param known: a recent look at the table's names (:mod:`~airflow_provider_redivis.engine.names`);
         when it says the name was absent, Redivis is not asked again. Anything else is asked.
     :returns: the existing upload to report under ``skip``; None when nothing is there (or ``replace``
         deleted it). Under ``fail`` a :class:`RedivisConflictError` says what to do.

@@ -15,7 +15,7 @@ import pytest
 import requests
 from redivis_emulator import RedivisEmulator
 
-from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, UNIT, put_chunk, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]
 

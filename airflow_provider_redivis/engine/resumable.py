@@ -1,7 +1,7 @@
 """The transport of a resumable upload: sends a source to one session URL. Plain Python, no Airflow.
 
-What to send and what an answer means are decided in :mod:`airflow_provider_redivis.upload_protocol`;
-how long to wait and when to give up in :mod:`airflow_provider_redivis.retry`. This module reads the
+What to send and what an answer means are decided in :mod:`airflow_provider_redivis.engine.protocol`;
+how long to wait and when to give up in :mod:`airflow_provider_redivis.engine.retry`. This module reads the
 source, streams each request body from it (hashed as it goes, never held whole), and proves what the
 server stored before it returns.
 """
@@ -15,18 +15,15 @@ from typing import IO, TYPE_CHECKING, Any
 import requests
 import tenacity
 
-from airflow_provider_redivis.body_timeout import read_timeout_hint, send_bodies_under_read_timeout
-from airflow_provider_redivis.checksums import (
+from airflow_provider_redivis.engine.body_timeout import read_timeout_hint, send_bodies_under_read_timeout
+from airflow_provider_redivis.engine.checksums import (
     SourceChecksums,
     algorithms_for,
     goog_hash_header,
     parse_goog_hash,
     validate_checksum,
 )
-from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError, describe_failure
-from airflow_provider_redivis.retry import RetryPolicy, is_retryable_error
-from airflow_provider_redivis.transfer_source import BytesBody, RequestBody, SharedReader, TailHash
-from airflow_provider_redivis.upload_protocol import (
+from airflow_provider_redivis.engine.protocol import (
     CHUNK_UNIT,
     MAX_CHUNK_SIZE,
     MAX_GROWTH,
@@ -41,6 +38,9 @@ from airflow_provider_redivis.upload_protocol import (
     status_query_range,
     verify_stored,
 )
+from airflow_provider_redivis.engine.retry import RetryPolicy, is_retryable_error
+from airflow_provider_redivis.engine.transfer_source import BytesBody, RequestBody, SharedReader, TailHash
+from airflow_provider_redivis.errors import UploadIntegrityError, UploadInterruptedError, describe_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -69,7 +69,7 @@ class ResumableSession:
     :param total: the source's size, or None when it is only known once the source ends.
     :param chunk_size: bytes per request; None sizes requests from the measured rate.
     :param timeout: (connect, read) seconds: the read timeout also bounds each wait to send more of a body
-        (:mod:`~airflow_provider_redivis.body_timeout` mounts its adapter on ``http`` for the URL's origin).
+        (:mod:`~airflow_provider_redivis.engine.body_timeout` mounts its adapter on ``http`` for the URL's origin).
     :param checksum: ``"auto"`` (crc32c), ``"crc32c"``, ``"md5"`` or None (the size alone, unless an earlier
         try sent some of the bytes: those are proven by crc32c).
     """

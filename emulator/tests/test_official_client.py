@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from redivis_emulator import RedivisEmulator
 
-from tests.emulator.conftest import TABLE
+from emulator.tests.conftest import TABLE
 
 #: An interpreter with the official client installed (dev/setup-venvs: .venv-client).
 CLIENT_PYTHON = os.environ.get("REDIVIS_TEST_CLIENT_PYTHON", "")

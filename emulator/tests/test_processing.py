@@ -15,7 +15,7 @@ import requests
 from redivis_emulator import RedivisEmulator
 from redivis_emulator.processing import DelimitedOptions, count_delimited_rows
 
-from tests.emulator.conftest import TABLE, TIMEOUT, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, table_path
 
 UploadBytes = Callable[..., dict[str, Any]]
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 from redivis_emulator import RedivisEmulator
 
-from tests.emulator.conftest import TABLE, TIMEOUT, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, table_path
 
 
 def test_fixture_gives_a_running_emulator_with_one_table(redivis_emulator: RedivisEmulator) -> None:

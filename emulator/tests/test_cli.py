@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.emulator.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
+from emulator.tests.conftest import CLI_ADMIN, TIMEOUT, running_cli, table_path
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ chosen transport, send the bytes, then create the upload once or attach to the o
 already created. The operator wires Airflow to it (context, XCom, deferral, failing for good).
 
 An upload is attached to only when this session can be shown to have created it
-(:mod:`~airflow_provider_redivis.upload_ownership` says what ties it, and what shows it is another's).
+(:mod:`~airflow_provider_redivis.engine.ownership` says what ties it, and what shows it is another's).
 """
 
 from __future__ import annotations
@@ -14,32 +14,32 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_redivis.background_writer import CLOSE_TIMEOUT, BackgroundWriter
-from airflow_provider_redivis.checkpoint import (
+from airflow_provider_redivis.engine.background_writer import CLOSE_TIMEOUT, BackgroundWriter
+from airflow_provider_redivis.engine.checkpoint import (
     CheckpointUnreadableError,
     UploadCheckpoint,
     UploadPhase,
 )
+from airflow_provider_redivis.engine.creation import VISIBILITY_WAIT, CreateOnce, apply_if_exists
+from airflow_provider_redivis.engine.progress import Progress
+from airflow_provider_redivis.engine.protocol import redact_session_url
+from airflow_provider_redivis.engine.sealing import SessionUrlSeal
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisError,
     ResumableSessionExpiredError,
     UploadIntegrityError,
 )
-from airflow_provider_redivis.progress import Progress
-from airflow_provider_redivis.sealing import SessionUrlSeal
-from airflow_provider_redivis.upload_creation import VISIBILITY_WAIT, CreateOnce, apply_if_exists
-from airflow_provider_redivis.upload_protocol import redact_session_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_redivis.checkpoint_store import CheckpointStore
+    from airflow_provider_redivis.engine.names import NamesSeen
+    from airflow_provider_redivis.engine.options import UploadSpec
+    from airflow_provider_redivis.engine.resumable import ResumableSession
+    from airflow_provider_redivis.engine.sources import UploadSource
     from airflow_provider_redivis.hooks.redivis import RedivisHook
-    from airflow_provider_redivis.resumable import ResumableSession
-    from airflow_provider_redivis.sources import UploadSource
-    from airflow_provider_redivis.upload_names import NamesSeen
-    from airflow_provider_redivis.upload_options import UploadSpec
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_redivis.engine.retry import is_retryable_error
 from airflow_provider_redivis.errors import (
     RedivisAPIError,
     RedivisConfigError,
@@ -16,7 +17,6 @@ from airflow_provider_redivis.errors import (
     describe_failure,
 )
 from airflow_provider_redivis.references import encode_reference, validate_table_reference
-from airflow_provider_redivis.retry import is_retryable_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping

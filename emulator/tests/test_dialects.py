@@ -14,7 +14,7 @@ import pytest
 import requests
 from redivis_emulator import RedivisEmulator
 
-from tests.emulator.conftest import TABLE, TIMEOUT, UNIT, status_query, table_path
+from emulator.tests.conftest import TABLE, TIMEOUT, UNIT, status_query, table_path
 
 NewSession = Callable[..., dict[str, Any]]
 
