@@ -18,3 +18,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if os.environ.get("REDIVIS_REQUIRE_ALL_TESTS") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, but dev/test requires every test to run: {report.longrepr}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # ./dev/test runs these after the others, one at a time: they load the machine with many processes
+    # (a fleet of task processes) and time themselves against it, so neither they nor a test beside
+    # them may share the cores with another run.
+    config.addinivalue_line("markers", "solo: runs alone, after the parallel part of ./dev/test")

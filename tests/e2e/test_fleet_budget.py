@@ -30,7 +30,7 @@ from redivis_emulator import RedivisEmulator
 
 from tests.e2e.deployment import AirflowDeployment
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.solo]
 
 DAG_ID = "redivis_fleet"
 TABLE = "fleet_owner.fleet_dataset.daily_files"
