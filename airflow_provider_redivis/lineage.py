@@ -47,8 +47,10 @@ def table_dataset_name(table: str) -> tuple[str, str]:
     return SCHEME, f"{owner}.{dataset}.{name}"
 
 
-def operator_lineage(source: Any, table: str, upload: Mapping[str, Any]) -> Any:
-    """The ``OperatorLineage`` of one finished upload."""
+def operator_lineage(
+    source: Any, table: str, upload: Mapping[str, Any], *, source_is_table: bool = False
+) -> Any:
+    """The ``OperatorLineage`` of one finished upload; ``source_is_table``: the source is another Redivis table."""
     from airflow.providers.common.compat.openlineage.facet import (
         Dataset,
         OutputDataset,
@@ -58,7 +60,7 @@ def operator_lineage(source: Any, table: str, upload: Mapping[str, Any]) -> Any:
     )
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    in_namespace, in_name = source_dataset_name(source)
+    in_namespace, in_name = table_dataset_name(source) if source_is_table else source_dataset_name(source)
     out_namespace, out_name = table_dataset_name(table)
     output_facets: dict[str, Any] = {}
     schema = upload.get("schema")

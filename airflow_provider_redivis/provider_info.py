@@ -119,6 +119,7 @@ PROVIDER_INFO: dict[str, Any] = {
         {
             "integration-name": INTEGRATION,
             "python-modules": [
+                "airflow_provider_redivis.operators.server_side",
                 "airflow_provider_redivis.operators.upload",
                 "airflow_provider_redivis.operators.versions",
             ],

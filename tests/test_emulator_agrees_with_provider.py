@@ -79,3 +79,11 @@ def test_a_table_reference_the_provider_accepts_the_emulator_parses(reference: s
     server_ref = server_references.parse_table_reference(reference)
     assert server_ref.dataset.owner == client_ref.owner.lower()
     assert server_ref.dataset.version == (client_ref.version.lower() if client_ref.version else None)
+
+
+def test_the_transfer_source_types_agree() -> None:
+    from redivis_emulator import transfers as server_transfers
+
+    from airflow_provider_redivis.engine import transfer as client_transfer
+
+    assert client_transfer.SOURCE_TYPES == server_transfers.SOURCE_TYPES == ("gcs", "redivis")

@@ -26,7 +26,11 @@ AIRFLOW_DIR = Path(airflow.__file__).parent
 HOOK_CLASS = "airflow_provider_redivis.hooks.redivis.RedivisHook"
 EXPECTED_MODULES = {
     "hooks": ["airflow_provider_redivis.hooks.redivis"],
-    "operators": ["airflow_provider_redivis.operators.upload", "airflow_provider_redivis.operators.versions"],
+    "operators": [
+        "airflow_provider_redivis.operators.server_side",
+        "airflow_provider_redivis.operators.upload",
+        "airflow_provider_redivis.operators.versions",
+    ],
     "sensors": ["airflow_provider_redivis.sensors.upload"],
     "triggers": ["airflow_provider_redivis.triggers.upload"],
 }

@@ -18,12 +18,11 @@ import base64
 import binascii
 import logging
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from airflow_provider_redivis.engine.checkpoint import UploadCheckpoint
     from airflow_provider_redivis.errors import RedivisAPIError
 
@@ -80,6 +79,27 @@ def unproven_of(checkpoint: UploadCheckpoint, upload: Mapping[str, Any], used_by
         return (
             f"it shows as created at {created.isoformat()}, before this session asked ({since.isoformat()})"
         )
+    return None
+
+
+def transfer_refusal_of(
+    name: str, specification: Mapping[str, Any], since: datetime, upload: Mapping[str, Any]
+) -> str | None:
+    """What makes the upload under ``name`` another's, for an upload Redivis fetches itself; None when nothing does.
+
+    No session ties a transfer to its upload, so the tie is the order of things: the task saw the name free
+    (or freed it) after ``since``, saved that it was about to ask, then asked. An upload under the name
+    created before ``since`` (less clock skew) is another's. Redivis's upload resource is not documented to
+    echo the ``transferSpecification``: when it does, a different one is another's too.
+    """
+    if upload.get("name") != name:
+        return f"its name is {upload.get('name')!r}"
+    theirs = upload.get("transferSpecification")
+    if isinstance(theirs, Mapping) and dict(theirs) != dict(specification):
+        return f"it fetches {dict(theirs)}, this task {dict(specification)}"
+    created = _timestamp(upload.get("createdAt"))
+    if created is not None and created < since - CLOCK_SKEW:
+        return f"it was created at {created.isoformat()}, before this task looked for the name ({since.isoformat()})"
     return None
 
 

@@ -57,6 +57,15 @@ def _rate_limit(value: str) -> RateLimit:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _gcs_identity(value: str) -> tuple[str, list[str]]:
+    identity, sep, buckets = value.partition("=")
+    if not identity or not sep:
+        raise argparse.ArgumentTypeError(
+            "--gcs-identity needs IDENTITY=bucket[,bucket...] (or IDENTITY= for none)"
+        )
+    return identity, [b for b in buckets.split(",") if b]
+
+
 def _admin_token(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("--admin-token needs a non-empty value")
@@ -156,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
         default="date",
         help="a 429's Retry-After: an HTTP date (default, as Redivis) or delta-seconds",
     )
+    parser.add_argument(
+        "--gcs-root",
+        default=None,
+        metavar="FOLDER",
+        help="a folder standing in for Cloud Storage in transfers (sourceType gcs): sourcePath "
+        "bucket/a/b.csv is FOLDER/bucket/a/b.csv (default: no gcs transfers)",
+    )
+    parser.add_argument(
+        "--gcs-identity",
+        action="append",
+        type=_gcs_identity,
+        default=None,
+        metavar="IDENTITY=BUCKET[,BUCKET...]",
+        help="a Google identity linked in Redivis and the buckets it may read (repeatable; "
+        "default: any identity reads any bucket)",
+    )
     return parser
 
 
@@ -189,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         allowed_hosts=args.allow_host,
         rate_limit=args.rate_limit,
         rate_limit_retry_after=args.rate_limit_retry_after,
+        gcs_root=args.gcs_root,
+        gcs_identities=dict(args.gcs_identity) if args.gcs_identity is not None else None,
     )
     try:
         emulator.start()

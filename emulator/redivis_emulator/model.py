@@ -113,7 +113,8 @@ class Upload:
     table: Table
     id: str
     name: str
-    type: str
+    #: None only for a copy of another table (``sourceType`` redivis) given no type: the copy takes its source's.
+    type: str | None
     options: dict[str, Any]
     path: Path | None
     size: int | None
@@ -127,6 +128,8 @@ class Upload:
     completed_seq: int = 0
     deleted: bool = False
     fail_message: str | None = None
+    #: The rows a copy of another table took (its own count, not parsed again).
+    copied_rows: int | None = None
 
     @property
     def key(self) -> str:

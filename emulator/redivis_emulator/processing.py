@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from redivis_emulator.catalog import now_ms
+from redivis_emulator.transfers import fetch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -182,14 +183,9 @@ def count_lines(path: Path, should_stop: Callable[[], bool] | None = None) -> Pa
 
 
 def process_file(
-    path: Path | None, upload_type: str, options: dict[str, Any], should_stop: Callable[[], bool]
+    path: Path | None, upload_type: str | None, options: dict[str, Any], should_stop: Callable[[], bool]
 ) -> ParseResult:
     if path is None:
-        if options.get("transferSpecification") is not None:
-            return ParseResult(
-                None,
-                error="Transfers from external sources (transferSpecification) are not modelled by the emulator.",
-            )
         return ParseResult(None)
     if upload_type == "delimited":
         return count_delimited_rows(path, DelimitedOptions.from_upload_options(options), should_stop)
@@ -253,7 +249,7 @@ class Processor:
         if upload.fail_message is not None:
             result = ParseResult(None, None, upload.fail_message)
         else:
-            result = process_file(upload.path, upload.type, upload.options, self.stop.is_set)
+            result = self._process(upload)
         self._wait()
         with self.catalog.lock:
             if upload.deleted:
@@ -268,6 +264,16 @@ class Processor:
                 upload.num_rows = result.num_rows
                 upload.completed_seq = self.catalog.next_completion()
                 upload.table.updated_at = upload.updated_at
+
+    def _process(self, upload: Upload) -> ParseResult:
+        if upload.options.get("transferSpecification") is not None:
+            # Redivis fetches the source while the upload runs: what it cannot read fails the upload.
+            error = fetch(self.catalog, upload)
+            if error is not None:
+                return ParseResult(None, None, error)
+            if upload.copied_rows is not None:
+                return ParseResult(upload.copied_rows, 0)
+        return process_file(upload.path, upload.type, upload.options, self.stop.is_set)
 
     def start_release(self, version: Version, fail_message: str | None = None) -> None:
         self._spawn(

@@ -66,6 +66,11 @@ class RedivisEmulator(EmulatorQueries):
     ``"error"`` (409, default) or ``"rename"`` (what the official client's ``rename_on_conflict``
     relies on).
 
+    Transfers (``transferSpecification``, ``transfers.py``): ``gcs_root`` -- a folder that stands in for
+    Cloud Storage (``sourcePath`` ``bucket/a/b.csv`` is ``gcs_root/bucket/a/b.csv``; None: no gcs
+    transfers); ``gcs_identities`` -- each Google identity linked in Redivis and the buckets it may read
+    (None: any identity reads any bucket).
+
     Sessions: ``session_dialect`` -- how ``resumableUpload`` sessions answer once complete:
     ``"json"`` (Cloud Storage's JSON API: the object resource as JSON, default) or ``"xml"`` (the XML
     API: empty body, ``x-goog-hash`` and ``x-goog-stored-content-length`` headers).
@@ -113,6 +118,8 @@ class RedivisEmulator(EmulatorQueries):
         rate_limit: RateLimit | None = None,
         rate_limit_retry_after: str = "date",
         rate_limit_clock: Callable[[], float] | None = None,
+        gcs_root: str | Path | None = None,
+        gcs_identities: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         for name, value in (("port", port), ("session_port", session_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
@@ -130,6 +137,15 @@ class RedivisEmulator(EmulatorQueries):
         self.processing_delay = processing_delay
         self.session_ttl = session_ttl
         self.on_name_conflict = on_name_conflict
+        self.gcs_root = Path(gcs_root) if gcs_root is not None else None
+        self.gcs_identities = (
+            None
+            if gcs_identities is None
+            else {
+                identity: [buckets] if isinstance(buckets, str) else list(buckets)
+                for identity, buckets in gcs_identities.items()
+            }
+        )
         self.session_dialect = check_dialect(session_dialect)
         self.temp_session_dialect = check_dialect(temp_session_dialect)
         self.keep_partial_requests = check_flag("keep_partial_requests", keep_partial_requests)
@@ -187,6 +203,8 @@ class RedivisEmulator(EmulatorQueries):
             session_dialect=self.session_dialect,
             temp_session_dialect=self.temp_session_dialect,
             keep_partial_requests=self.keep_partial_requests,
+            gcs_root=self.gcs_root,
+            gcs_identities=self.gcs_identities,
         )
         self._processor = Processor(self._catalog, self.processing_delay, self._stop)
         try:

@@ -29,6 +29,7 @@ from redivis_emulator.references import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
     from pathlib import Path
 
     from redivis_emulator.model import TempUpload
@@ -51,6 +52,8 @@ class CatalogState:
         session_dialect: str = "json",
         temp_session_dialect: str = "xml",
         keep_partial_requests: bool = True,
+        gcs_root: Path | None = None,
+        gcs_identities: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         if on_name_conflict not in ("error", "rename"):
             raise ValueError("on_name_conflict is 'error' (409) or 'rename' (append ' (1)', ...).")
@@ -64,6 +67,9 @@ class CatalogState:
         self.session_dialect = check_dialect(session_dialect)
         self.temp_session_dialect = check_dialect(temp_session_dialect)
         self.keep_partial_requests = keep_partial_requests
+        #: What stands in for Cloud Storage, and who may read which bucket (transfers.py).
+        self.gcs_root = gcs_root
+        self.gcs_identities = gcs_identities
         self.owners: dict[str, Owner] = {}
         self.sessions: dict[str, ServerSession] = {}
         self.sessions_by_token: dict[str, ServerSession] = {}

@@ -16,6 +16,7 @@ from redivis_emulator.model import InlineUploadData, Table, TempUpload, Upload, 
 from redivis_emulator.references import name_key, parse_table_reference
 from redivis_emulator.sessions import ServerSession
 from redivis_emulator.state import CatalogState
+from redivis_emulator.transfers import check_transfer_specification
 from redivis_emulator.vocabulary import MAX_UPLOAD_SIZE, UPLOAD_TYPES, infer_upload_type
 
 if TYPE_CHECKING:
@@ -160,9 +161,6 @@ class UploadRules(CatalogState):
         name = body.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "An upload needs a non-empty 'name'.")
-        upload_type = body.get("type") or infer_upload_type(name)
-        if upload_type not in UPLOAD_TYPES:
-            raise ApiError(400, f"Unknown upload type {upload_type!r}; use one of {', '.join(UPLOAD_TYPES)}.")
         sources = [
             key
             for key in ("resumableUploadId", "tempUploadId", "transferSpecification")
@@ -172,6 +170,14 @@ class UploadRules(CatalogState):
             sources.append("data")
         if len(sources) > 1:
             raise ApiError(400, f"Give one source for the upload's bytes, not {' and '.join(sources)}.")
+        transfer = body.get("transferSpecification")
+        if transfer is not None:
+            transfer = check_transfer_specification(transfer, self.gcs_root, self.gcs_identities)
+        upload_type = body.get("type") or infer_upload_type(name)
+        # A copy of another table may leave the type out: it takes its source's.
+        copy = transfer is not None and transfer["sourceType"] == "redivis" and not body.get("type")
+        if upload_type not in UPLOAD_TYPES and not (copy and upload_type is None):
+            raise ApiError(400, f"Unknown upload type {upload_type!r}; use one of {', '.join(UPLOAD_TYPES)}.")
         options = {
             key: body.get(key)
             for key in (
@@ -185,9 +191,9 @@ class UploadRules(CatalogState):
                 "delimiter",
                 "metadata",
                 "schema",
-                "transferSpecification",
             )
         }
+        options["transferSpecification"] = transfer
         delimiter = options.get("delimiter")
         if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
             raise ApiError(400, f"delimiter must be one character, got {delimiter!r}.")
@@ -251,7 +257,7 @@ class UploadRules(CatalogState):
                 table=table,
                 id=self._next_id(),
                 name=final_name,
-                type=str(upload_type),
+                type=upload_type,
                 options=options,
                 path=path,
                 size=size,

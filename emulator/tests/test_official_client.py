@@ -127,3 +127,22 @@ def test_official_client_small_files_and_replace_on_conflict(
     assert md5_of(emu.upload_bytes_path(TABLE, "medium.csv")) == md5_of(medium)
     multipart = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/uploads")]
     assert multipart[0].headers["content-type"].startswith("multipart/form-data")
+
+
+def test_official_client_transfers_from_gcs_and_from_another_table(tmp_path: Path) -> None:
+    """The client's own two transfer shapes (its tests' test_external_transfer and test_redivis_upload)."""
+    gcs = tmp_path / "gcs" / "bucket"
+    gcs.mkdir(parents=True)
+    (gcs / "test.csv").write_text("a,b\n1,2\n3,4\n")
+    other = "test_owner.test_dataset.other"
+    with RedivisEmulator(tables=[TABLE, other], data_dir=tmp_path / "data", gcs_root=tmp_path / "gcs") as emu:
+        code = (
+            "import redivis\n"
+            f"redivis.table({other!r}).upload('test.csv').create(transfer_specification="
+            "{'sourceType': 'gcs', 'sourcePath': 'bucket/test.csv', 'identity': 'me@example.com'})\n"
+            f"redivis.table({TABLE!r}).upload('test').create(transfer_specification="
+            f"{{'sourceType': 'redivis', 'sourcePath': {other!r}}})\n"
+        )
+        run_client(emu, tmp_path, code)
+        assert emu.get_upload(other, "test.csv")["numRows"] == 2
+        assert emu.get_upload(TABLE, "test")["numRows"] == 2
