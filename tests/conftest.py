@@ -26,6 +26,16 @@ os.environ.setdefault("AIRFLOW__REDIVIS__MIN_POLL_INTERVAL", "0.01")
 os.environ.setdefault("REDIVIS_BUDGET_NOTE_DIR", tempfile.mkdtemp(prefix="redivis-budget-notes-"))
 
 
+@pytest.fixture(autouse=True)
+def _budget_note_of_its_own(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's processes share a note of their own: the emulators of all tests use one token, and an
+    emulator's port, which names the note, is free again for another test (in another xdist worker) as
+    soon as the emulator stops. Without this, one test's 429 closed the next one's budget for 30 s."""
+    monkeypatch.setenv("REDIVIS_BUDGET_NOTE_DIR", str(tmp_path_factory.mktemp("budget-note")))
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     untrue = []
