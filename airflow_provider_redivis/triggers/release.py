@@ -129,7 +129,7 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
                     continue
                 fired = [v for v in check.new_versions if int(v["index"]) > watcher.cursor]
                 for version in fired:
-                    yield TriggerEvent(_payload(self.dataset, check, version))
+                    yield TriggerEvent(release_payload(self.dataset, check, version))
                 if fired:
                     watcher.cursor = int(fired[-1]["index"])
                     # Moved only once the triggerer has surely stored the events: see the module doc.
@@ -165,7 +165,7 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
             await accessor.aset(self.cursor_key, value)
 
 
-def _payload(dataset: str, check: ReleaseCheck, version: dict[str, Any]) -> dict[str, Any]:
+def release_payload(dataset: str, check: ReleaseCheck, version: dict[str, Any]) -> dict[str, Any]:
     released_ms = version.get("releasedAt")
     released_at = (
         datetime.fromtimestamp(released_ms / 1000, tz=timezone.utc).isoformat()
