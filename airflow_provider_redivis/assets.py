@@ -1,6 +1,6 @@
 """The ``redivis://owner/dataset/table`` asset URI: one asset per table, whatever the version; and
 ``redivis://owner/dataset``, the asset of a dataset whose releases an ``AssetWatcher`` watches
-(:func:`release_asset`).
+(``triggers.release.release_asset``).
 
 Airflow calls :func:`sanitize_uri` on every asset URI with the ``redivis`` scheme once the provider
 registers it (``asset-uris`` on Airflow 3, ``dataset-uris`` on Airflow 2). The same normalisation
@@ -141,38 +141,3 @@ def dataset_uri(dataset_ref: str) -> str:
         raise RedivisConfigError(
             f"Dataset reference {dataset_ref!r} does not make an asset URI: {exc}"
         ) from exc
-
-
-def release_asset(
-    dataset: str,
-    *,
-    redivis_conn_id: str = "redivis_default",
-    poll_interval: float = 60.0,
-    fire_on_existing: bool = False,
-    name: str | None = None,
-) -> Asset:
-    """The asset of ``dataset``'s releases, watched by a :class:`RedivisDatasetReleaseTrigger` (Airflow 3).
-
-    ``schedule=[release_asset("owner.dataset")]`` runs a DAG once per newly released version; the run's
-    ``triggering_asset_events`` carry the version (``event.extra["payload"]["tag"]``).
-
-    :param name: the asset's (and watcher's) name; default ``redivis_release__owner__dataset``.
-    """
-    try:
-        from airflow.sdk import Asset, AssetWatcher
-    except ImportError as exc:
-        raise RedivisConfigError(
-            "release_asset needs Airflow 3 (event-driven scheduling); on Airflow 2 wait for a release with "
-            "RedivisReleaseSensor instead."
-        ) from exc
-    from airflow_provider_redivis.triggers.release import RedivisDatasetReleaseTrigger
-
-    trigger = RedivisDatasetReleaseTrigger(
-        dataset,
-        redivis_conn_id=redivis_conn_id,
-        poll_interval=poll_interval,
-        fire_on_existing=fire_on_existing,
-    )
-    uri = dataset_uri(dataset)
-    asset_name = name or "redivis_release__" + uri.split("://", 1)[1].replace("/", "__")
-    return Asset(name=asset_name, uri=uri, watchers=[AssetWatcher(name=asset_name, trigger=trigger)])

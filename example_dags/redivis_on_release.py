@@ -28,7 +28,7 @@ POLL_INTERVAL = float(os.environ.get("REDIVIS_EXAMPLE_RELEASE_POLL_INTERVAL", "6
 if AIRFLOW_3:
     from airflow.sdk import task
 
-    from airflow_provider_redivis.assets import release_asset
+    from airflow_provider_redivis.triggers.release import release_asset
 
     RELEASES = release_asset(DATASET, poll_interval=POLL_INTERVAL)
 

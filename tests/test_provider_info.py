@@ -27,8 +27,12 @@ HOOK_CLASS = "airflow_provider_redivis.hooks.redivis.RedivisHook"
 EXPECTED_MODULES = {
     "hooks": ["airflow_provider_redivis.hooks.redivis"],
     "operators": ["airflow_provider_redivis.operators.upload", "airflow_provider_redivis.operators.versions"],
-    "sensors": ["airflow_provider_redivis.sensors.upload"],
-    "triggers": ["airflow_provider_redivis.triggers.upload"],
+    "sensors": ["airflow_provider_redivis.sensors.upload", "airflow_provider_redivis.sensors.release"],
+    "triggers": [
+        "airflow_provider_redivis.triggers.upload",
+        "airflow_provider_redivis.triggers.release",
+        "airflow_provider_redivis.triggers.release_wait",
+    ],
 }
 
 

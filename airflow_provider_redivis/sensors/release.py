@@ -1,7 +1,7 @@
 """RedivisReleaseSensor: wait for a new release of a Redivis dataset (poke, reschedule or deferred).
 
 On Airflow 2.11, which has no event-driven scheduling, this is what waits for a release; on Airflow 3 a
-DAG scheduled on :func:`~airflow_provider_redivis.assets.release_asset` is the better fit.
+DAG scheduled on :func:`~airflow_provider_redivis.triggers.release.release_asset` is the better fit.
 """
 
 from __future__ import annotations

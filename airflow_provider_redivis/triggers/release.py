@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_redivis.assets import dataset_uri
 from airflow_provider_redivis.errors import RedivisConfigError
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.hooks.uploads import least_poll_interval
@@ -36,6 +37,8 @@ except ImportError:  # Airflow 2 has no event-driven scheduling; the class still
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow.providers.common.compat.sdk import Asset
 
     from airflow_provider_redivis.hooks.versions import ReleaseCheck
 
@@ -181,3 +184,36 @@ def release_payload(dataset: str, check: ReleaseCheck, version: dict[str, Any]) 
         "version_uri": version.get("uri"),
         "released_at": released_at,
     }
+
+
+def release_asset(
+    dataset: str,
+    *,
+    redivis_conn_id: str = "redivis_default",
+    poll_interval: float = 60.0,
+    fire_on_existing: bool = False,
+    name: str | None = None,
+) -> Asset:
+    """The asset of ``dataset``'s releases, watched by a :class:`RedivisDatasetReleaseTrigger` (Airflow 3).
+
+    ``schedule=[release_asset("owner.dataset")]`` runs a DAG once per newly released version; the run's
+    ``triggering_asset_events`` carry the version (``event.extra["payload"]["tag"]``).
+
+    :param name: the asset's (and watcher's) name; default ``redivis_release__owner__dataset``.
+    """
+    try:
+        from airflow.sdk import Asset, AssetWatcher
+    except ImportError as exc:
+        raise RedivisConfigError(
+            "release_asset needs Airflow 3 (event-driven scheduling); on Airflow 2 wait for a release with "
+            "RedivisReleaseSensor instead."
+        ) from exc
+    trigger = RedivisDatasetReleaseTrigger(
+        dataset,
+        redivis_conn_id=redivis_conn_id,
+        poll_interval=poll_interval,
+        fire_on_existing=fire_on_existing,
+    )
+    uri = dataset_uri(dataset)
+    asset_name = name or "redivis_release__" + uri.split("://", 1)[1].replace("/", "__")
+    return Asset(name=asset_name, uri=uri, watchers=[AssetWatcher(name=asset_name, trigger=trigger)])
