@@ -1,4 +1,6 @@
-"""The ``redivis://owner/dataset/table`` asset URI: one asset per table, whatever the version.
+"""The ``redivis://owner/dataset/table`` asset URI: one asset per table, whatever the version; and
+``redivis://owner/dataset``, the asset of a dataset whose releases an ``AssetWatcher`` watches
+(``triggers.release.release_asset``).
 
 Airflow calls :func:`sanitize_uri` on every asset URI with the ``redivis`` scheme once the provider
 registers it (``asset-uris`` on Airflow 3, ``dataset-uris`` on Airflow 2). The same normalisation
@@ -22,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from airflow_provider_redivis.errors import RedivisConfigError
-from airflow_provider_redivis.references import TableReference, is_template, normalise_name
+from airflow_provider_redivis.references import (
+    TableReference,
+    is_template,
+    normalise_name,
+    validate_dataset_reference,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Asset
@@ -58,16 +65,19 @@ def sanitize_uri(uri: SplitResult) -> SplitResult:
             f"Redivis asset URI {text!r} needs an owner made of letters, digits and underscores, "
             "as in redivis://owner/dataset/table."
         )
-    segments = uri.path.strip("/").split("/")
-    if len(segments) != 2 or not all(segments):
+    segments = uri.path.removeprefix("/").rstrip("/").split("/")
+    if len(segments) not in (1, 2) or not all(segments):
         raise ValueError(
-            f"Redivis asset URI {text!r} must name exactly one dataset and one table: redivis://owner/dataset/table."
+            f"Redivis asset URI {text!r} must name one dataset and at most one table: "
+            "redivis://owner/dataset/table, or redivis://owner/dataset for the dataset's releases."
         )
     if uri.query or uri.fragment:
         # Nothing in a query could make a different table; accepting one would split one table into many assets.
         raise ValueError(f"Redivis asset URI {text!r} takes no query or fragment.")
-    dataset, table = _name(segments[0], "dataset", text), _name(segments[1], "table", text)
-    return SplitResult(scheme=SCHEME, netloc=owner, path=f"/{dataset}/{table}", query="", fragment="")
+    names = [_name(segments[0], "dataset", text)]
+    if len(segments) == 2:
+        names.append(_name(segments[1], "table", text))
+    return SplitResult(scheme=SCHEME, netloc=owner, path="/" + "/".join(names), query="", fragment="")
 
 
 def table_uri(table_ref: str) -> str:
@@ -115,5 +125,19 @@ def convert_asset_to_openlineage(asset: Any, lineage_context: Any) -> Any:
     from airflow.providers.common.compat.openlineage.facet import Dataset as OpenLineageDataset
 
     parts = sanitize_uri(urlsplit(asset.uri))
-    dataset, table = parts.path.strip("/").split("/")
-    return OpenLineageDataset(namespace=SCHEME, name=f"{parts.netloc}.{dataset}.{table}")
+    return OpenLineageDataset(
+        namespace=SCHEME, name=".".join([parts.netloc, *parts.path.strip("/").split("/")])
+    )
+
+
+def dataset_uri(dataset_ref: str) -> str:
+    """``owner.dataset`` → ``redivis://owner/dataset`` in normal form (the asset of its releases)."""
+    ref = validate_dataset_reference(dataset_ref)
+    owner, dataset = ref.split(".", 1)
+    raw = SplitResult(scheme=SCHEME, netloc=owner, path=f"/{dataset.split(':', 1)[0]}", query="", fragment="")
+    try:
+        return urlunsplit(sanitize_uri(raw))
+    except ValueError as exc:
+        raise RedivisConfigError(
+            f"Dataset reference {dataset_ref!r} does not make an asset URI: {exc}"
+        ) from exc

@@ -126,7 +126,13 @@ PROVIDER_INFO: dict[str, Any] = {
         }
     ],
     "sensors": [
-        {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.sensors.upload"]}
+        {
+            "integration-name": INTEGRATION,
+            "python-modules": [
+                "airflow_provider_redivis.sensors.upload",
+                "airflow_provider_redivis.sensors.release",
+            ],
+        }
     ],
     # SqlToRedivisOperator; "Common SQL" is the integration apache-airflow-providers-common-sql declares.
     "transfers": [
@@ -137,7 +143,14 @@ PROVIDER_INFO: dict[str, Any] = {
         }
     ],
     "triggers": [
-        {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_redivis.triggers.upload"]}
+        {
+            "integration-name": INTEGRATION,
+            "python-modules": [
+                "airflow_provider_redivis.triggers.upload",
+                "airflow_provider_redivis.triggers.release",
+                "airflow_provider_redivis.triggers.release_wait",
+            ],
+        }
     ],
     "extra-links": [
         "airflow_provider_redivis.links.RedivisTableLink",

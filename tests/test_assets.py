@@ -44,6 +44,8 @@ def sanitized(uri: str) -> str:
         ("redivis://imathews/example%20dataset/sales-2026", "redivis://imathews/example_dataset/sales_2026"),
         ("redivis://imathews/example_dataset/sales/", "redivis://imathews/example_dataset/sales"),
         ("REDIVIS://imathews/d/t", "redivis://imathews/d/t"),
+        # A dataset alone: the asset of its releases, across versions.
+        ("redivis://IMathews/example_dataset:v1_2", "redivis://imathews/example_dataset"),
     ],
 )
 def test_sanitize_uri_normal_form(uri: str, expected: str) -> None:
@@ -58,7 +60,6 @@ def test_sanitize_uri_normal_form(uri: str, expected: str) -> None:
         "redivis://own-er/dataset/table",  # owners are [A-Za-z0-9_] only
         "redivis://user@owner/dataset/table",
         "redivis://owner:8080/dataset/table",
-        "redivis://owner/dataset",  # no table
         "redivis://owner/dataset/table/extra",
         "redivis://owner//table",
         "redivis://owner/:next/table",  # a version tag with no name

@@ -31,8 +31,12 @@ EXPECTED_MODULES = {
         "airflow_provider_redivis.operators.upload",
         "airflow_provider_redivis.operators.versions",
     ],
-    "sensors": ["airflow_provider_redivis.sensors.upload"],
-    "triggers": ["airflow_provider_redivis.triggers.upload"],
+    "sensors": ["airflow_provider_redivis.sensors.upload", "airflow_provider_redivis.sensors.release"],
+    "triggers": [
+        "airflow_provider_redivis.triggers.upload",
+        "airflow_provider_redivis.triggers.release",
+        "airflow_provider_redivis.triggers.release_wait",
+    ],
 }
 
 

@@ -5,6 +5,7 @@ for a release.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 MERGE_STRATEGIES = ("append", "replace")
+#: list_versions pages; a server that keeps handing out page tokens must not keep us forever.
+VERSIONS_PAGE_SIZE = 100
+MAX_VERSION_PAGES = 1_000
 #: Redivis's version ``status`` while a release is under way.
 RELEASE_PENDING_STATUSES = frozenset({"queued", "running"})
 
@@ -38,6 +42,49 @@ class VersionsAPI(RedivisHookBase):
         :returns: the dataset resource.
         """
         return self._call("GET", self._dataset_path(dataset))
+
+    def list_versions(self, dataset: str) -> list[dict[str, Any]]:
+        """Every version of the dataset (``GET {dataset}/versions``, page by page), in Redivis's order.
+
+        :param dataset: ``owner.dataset``.
+        :returns: the version resources (list definition: with ``index`` and ``releasedAt``).
+        """
+        path = f"{self._dataset_path(dataset)}/versions"
+        versions: list[dict[str, Any]] = []
+        token: str | None = None
+        for _ in range(MAX_VERSION_PAGES):
+            params: dict[str, Any] = {"maxResults": VERSIONS_PAGE_SIZE}
+            if token:
+                params["pageToken"] = token
+            page = self._call("GET", path, params=params)
+            versions.extend(v for v in page.get("results") or () if isinstance(v, dict))
+            token = page.get("nextPageToken")
+            if not token:
+                return versions
+        raise RedivisAPIError(
+            200, f"more than {MAX_VERSION_PAGES} pages of versions", method="GET", path=path
+        )
+
+    def releases_after(self, dataset: str, after: int | None) -> ReleaseCheck:
+        """The dataset's released versions past ``after``: one GET of the dataset, and a listing of its
+        versions only when its current version is past ``after`` (or its answer does not say).
+
+        :param dataset: ``owner.dataset``.
+        :param after: a version ``index`` (zero-based ordinal); None: only look, list nothing.
+        :returns: the dataset, its current released version's index, the newer released versions.
+        """
+        resource = self.get_dataset(dataset)
+        current = _released_index(resource.get("version"))
+        says = isinstance(resource.get("version"), dict) and "index" in resource["version"]
+        if after is None or (says and (current is None or current <= after)):
+            return ReleaseCheck(resource, current, ())
+        released = sorted(
+            (v for v in self.list_versions(dataset) if _released_index(v) is not None),
+            key=lambda v: int(v["index"]),
+        )
+        if not says:
+            current = max((int(v["index"]) for v in released), default=None)
+        return ReleaseCheck(resource, current, tuple(v for v in released if int(v["index"]) > after))
 
     def create_next_version(self, dataset: str) -> dict[str, Any]:
         """Create the unreleased ``next`` version. Not idempotent: retried only on 429/503.
@@ -171,3 +218,22 @@ class VersionsAPI(RedivisHookBase):
             send_json=True,
             retry_if=is_refused_request,
         )
+
+
+@dataclass(frozen=True)
+class ReleaseCheck:
+    """One look at a dataset's releases (:meth:`VersionsAPI.releases_after`)."""
+
+    dataset: dict[str, Any]
+    #: The index of the dataset's current released version; None while nothing is released.
+    current_index: int | None
+    #: The released versions past the index asked about, oldest first (list definition).
+    new_versions: tuple[dict[str, Any], ...]
+
+
+def _released_index(version: object) -> int | None:
+    """A version's ``index`` if Redivis says it is released (and not deleted), else None."""
+    if not isinstance(version, dict) or not version.get("isReleased") or version.get("isDeleted"):
+        return None
+    index = version.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else None

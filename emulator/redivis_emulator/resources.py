@@ -25,9 +25,13 @@ def version_summary(version: Version | None) -> dict[str, Any] | None:
     return {
         "kind": "version",
         "tag": version.tag,
+        # Redivis: the version's zero-based ordinal in its dataset.
+        "index": ds.versions.index(version),
+        "label": None,
         "uri": f"/datasets/{ds.reference}/versions/{version.ref_tag}",
         "datasetUri": f"/datasets/{ds.reference}:{version.ref_tag}",
         "isReleased": version.released,
+        "isDeleted": False,
     }
 
 
@@ -45,6 +49,7 @@ def version_resource(version: Version) -> dict[str, Any]:
             "releaseErrorMessage": version.release_error,
             "releaseNotes": version.release_notes,
             "createdAt": version.created_at,
+            "updatedAt": version.released_at or version.created_at,
             "releasedAt": version.released_at,
             "previousVersion": version_summary(previous),
             "nextVersion": version_summary(following),
@@ -55,6 +60,10 @@ def version_resource(version: Version) -> dict[str, Any]:
 
 
 def dataset_resource(base_url: str, dataset: Dataset, version: Version | None = None) -> dict[str, Any]:
+    """``version``: the version the reference named; without one, as Redivis does, the current (latest
+    released) version, or the next one while nothing is released."""
+    if version is None:
+        version = dataset.current_version or dataset.next_version
     scoped = f"{normalise_name(dataset.name)}:{dataset.ref_id}"
     return {
         "kind": "dataset",
@@ -69,7 +78,6 @@ def dataset_resource(base_url: str, dataset: Dataset, version: Version | None = 
         "description": dataset.description,
         "publicAccessLevel": dataset.public_access_level,
         "createdAt": dataset.created_at,
-        "currentVersion": version_summary(dataset.current_version),
         "nextVersion": version_summary(dataset.next_version),
         "version": version_summary(version),
     }

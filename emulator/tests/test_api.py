@@ -174,7 +174,10 @@ def test_dataset_and_its_next_version(emu: RedivisEmulator, api: requests.Sessio
     dataset = api.get(f"{emu.api_url}{dataset_path()}", timeout=TIMEOUT).json()
     assert dataset["kind"] == "dataset"
     assert dataset["nextVersion"]["tag"] == "v1.0"
-    assert dataset["currentVersion"] is None
+    # Nothing released yet: the untagged dataset is at its next version.
+    assert dataset["version"]["tag"] == "v1.0"
+    assert dataset["version"]["isReleased"] is False
+    assert dataset["version"]["index"] == 0
     version = api.get(f"{emu.api_url}{dataset_path()}/versions/next", timeout=TIMEOUT).json()
     assert version["isReleased"] is False
     assert version["canRelease"] is True
@@ -206,8 +209,13 @@ def test_release_is_asynchronous_and_then_a_new_version_can_be_made(
     assert version["isReleased"] is True
     assert version["releaseNotes"] == "first"
     dataset = api.get(f"{emu.api_url}{dataset_path()}", timeout=TIMEOUT).json()
-    assert dataset["currentVersion"]["tag"] == "v1.0"
+    # Untagged, the dataset is at its current (latest released) version.
+    assert dataset["version"]["tag"] == "v1.0"
+    assert dataset["version"]["isReleased"] is True
     assert dataset["nextVersion"] is None
+    listed = api.get(f"{emu.api_url}{dataset_path()}/versions", timeout=TIMEOUT).json()["results"]
+    assert [(v["tag"], v["index"], v["isReleased"]) for v in listed] == [("v1.0", 0, True)]
+    assert listed[0]["releasedAt"] >= listed[0]["createdAt"]
     # Uploads only go to an unreleased version.
     refused = api.post(f"{emu.api_url}{table_path()}/resumableUpload", params={"size": 3}, timeout=TIMEOUT)
     assert refused.status_code == 400

@@ -292,6 +292,10 @@ class AirflowDeployment:
         service.start()
         return service
 
+    def stop_service(self, name: str) -> None:
+        """Stop one service (SIGTERM, then SIGKILL after the grace); :meth:`start_service` starts it again."""
+        self.services.pop(name).stop()
+
     def start(self, *, timeout: float = 120) -> None:
         """Migrate the database, start the services, and wait until the API server reports them healthy."""
         self.migrate()

@@ -1,0 +1,219 @@
+"""RedivisDatasetReleaseTrigger: a Redivis dataset's releases as events, for an ``AssetWatcher``.
+
+It fires once for each newly released version of the dataset, oldest first. Where it has reached is
+its cursor: the ``index`` (Redivis's zero-based ordinal of a version) of the last version it fired for.
+On Airflow 3.3+ the cursor lives in the watched asset's ``asset_state_store`` (the metadata database),
+so a triggerer restart neither repeats a version nor misses one released while it was down: the first
+look after the restart lists what came after the cursor. Without a store (Airflow 3.0-3.2, or a trigger
+run outside a watcher) the cursor lives in memory only, and a restart takes the current version as its
+baseline again; the docs say so.
+
+The cursor is written :data:`COMMIT_GRACE` seconds after the events are handed to the triggerer, which
+stores them within about a second: a triggerer that stops before storing them has not moved the cursor
+either, so they fire again after the restart (nothing is missed). Only a triggerer that stops inside
+that grace after storing an event fires it a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import TriggerEvent
+
+from airflow_provider_redivis.assets import dataset_uri
+from airflow_provider_redivis.errors import RedivisConfigError
+from airflow_provider_redivis.hooks.redivis import RedivisHook
+from airflow_provider_redivis.hooks.uploads import least_poll_interval
+from airflow_provider_redivis.references import validate_dataset_reference
+from airflow_provider_redivis.triggers.release_poll import watching
+
+try:  # Airflow 3: triggers an AssetWatcher can hold
+    from airflow.triggers.base import BaseEventTrigger
+except ImportError:  # Airflow 2 has no event-driven scheduling; the class still imports there
+    from airflow.triggers.base import BaseTrigger as BaseEventTrigger  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow.providers.common.compat.sdk import Asset
+
+    from airflow_provider_redivis.hooks.versions import ReleaseCheck
+
+#: Seconds between handing events to the triggerer and moving the cursor past them (see the module doc).
+COMMIT_GRACE = 5.0
+DEFAULT_POLL_INTERVAL = 60.0
+_VERSION_TAG = re.compile(r":(next|current|sample|v\d+[._]\d+)(:|$)", re.IGNORECASE)
+
+
+class RedivisDatasetReleaseTrigger(BaseEventTrigger):
+    """Fire once per newly released version of a Redivis dataset, in release order.
+
+    The event payload: ``{"dataset": "owner.dataset", "dataset_uri", "dataset_url", "tag" (like "v1.2"),
+    "index", "version_uri", "released_at" (ISO 8601 UTC, or None when Redivis gives no time)}``.
+
+    :param dataset: ``owner.dataset``.
+    :param redivis_conn_id: the Airflow connection.
+    :param poll_interval: seconds between looks (one GET of the dataset each), at least
+        ``[redivis] min_poll_interval``. Watchers of one dataset on one connection share their looks.
+    :param fire_on_existing: on first deployment, fire for the versions released before it too (default:
+        take the current version as the baseline and fire only for later ones).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        redivis_conn_id: str = RedivisHook.default_conn_name,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        fire_on_existing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.dataset = validate_dataset_reference(dataset)
+        if _VERSION_TAG.search(self.dataset):
+            raise RedivisConfigError(
+                f"Watch the dataset itself, without a version tag: {dataset!r} names one version, which is "
+                "never released again. Write 'owner.dataset'."
+            )
+        if not poll_interval > 0:
+            raise RedivisConfigError(
+                f"poll_interval must be a positive number of seconds, got {poll_interval!r}."
+            )
+        self.redivis_conn_id = redivis_conn_id
+        self.poll_interval = float(poll_interval)
+        self.fire_on_existing = bool(fire_on_existing)
+        self._memory_cursor: int | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "dataset": self.dataset,
+                "redivis_conn_id": self.redivis_conn_id,
+                "poll_interval": self.poll_interval,
+                "fire_on_existing": self.fire_on_existing,
+            },
+        )
+
+    @property
+    def cursor_key(self) -> str:
+        """The key of the cursor in the watched asset's state store."""
+        return f"redivis_release_cursor:{self.redivis_conn_id}:{self.dataset}"
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        interval = max(self.poll_interval, least_poll_interval())
+        cursor = await self._load_cursor()
+        if cursor is None and self.fire_on_existing:
+            cursor = -1  # every released version is new
+        self.log.info(
+            "Watching the releases of %s: a look every %.3g s; %s",
+            self.dataset,
+            interval,
+            f"firing for versions past index {cursor}"
+            if cursor is not None
+            else "the current version is the baseline",
+        )
+        async with watching(
+            self.redivis_conn_id, self.dataset, poll_interval=interval, cursor=cursor
+        ) as watcher:
+            while True:
+                try:
+                    check = await watcher.next_check()
+                except Exception as exc:
+                    self.log.warning(
+                        "Looking at %s's releases failed; looking again later: %s", self.dataset, exc
+                    )
+                    continue
+                if watcher.cursor is None:
+                    watcher.cursor = -1 if check.current_index is None else check.current_index
+                    self.log.info("Baseline for %s: version index %s", self.dataset, watcher.cursor)
+                    await self._save_cursor(watcher.cursor, None)
+                    continue
+                fired = [v for v in check.new_versions if int(v["index"]) > watcher.cursor]
+                for version in fired:
+                    yield TriggerEvent(release_payload(self.dataset, check, version))
+                if fired:
+                    watcher.cursor = int(fired[-1]["index"])
+                    # Moved only once the triggerer has surely stored the events: see the module doc.
+                    await asyncio.sleep(COMMIT_GRACE)
+                    await self._save_cursor(watcher.cursor, str(fired[-1].get("tag")))
+
+    # -- the cursor ------------------------------------------------------------------------------
+
+    def _accessors(self) -> list[Any]:
+        """The state-store accessors of the watched assets (Airflow 3.3+ injects the store)."""
+        store = getattr(self, "asset_state_store", None)
+        if store is None:
+            return []
+        # One accessor per watched asset; the store only offers the single one without naming the asset.
+        found = [*getattr(store, "_by_name", {}).values(), *getattr(store, "_by_uri", {}).values()]
+        return found or [store]
+
+    async def _load_cursor(self) -> int | None:
+        stored: list[int] = []
+        for accessor in self._accessors():
+            value = await accessor.aget(self.cursor_key)
+            if isinstance(value, dict) and isinstance(value.get("index"), int):
+                stored.append(value["index"])
+        if stored:
+            # Assets of one watcher are written together; if one write was lost, the furthest is the truth.
+            return max(stored)
+        return self._memory_cursor
+
+    async def _save_cursor(self, index: int, tag: str | None) -> None:
+        self._memory_cursor = index
+        value = {"index": index, "tag": tag, "dataset": self.dataset}
+        for accessor in self._accessors():
+            await accessor.aset(self.cursor_key, value)
+
+
+def release_payload(dataset: str, check: ReleaseCheck, version: dict[str, Any]) -> dict[str, Any]:
+    released_ms = version.get("releasedAt")
+    released_at = (
+        datetime.fromtimestamp(released_ms / 1000, tz=timezone.utc).isoformat()
+        if isinstance(released_ms, (int, float)) and not isinstance(released_ms, bool)
+        else None
+    )
+    return {
+        "dataset": dataset,
+        "dataset_uri": check.dataset.get("uri"),
+        "dataset_url": check.dataset.get("url"),
+        "tag": version.get("tag"),
+        "index": version.get("index"),
+        "version_uri": version.get("uri"),
+        "released_at": released_at,
+    }
+
+
+def release_asset(
+    dataset: str,
+    *,
+    redivis_conn_id: str = "redivis_default",
+    poll_interval: float = 60.0,
+    fire_on_existing: bool = False,
+    name: str | None = None,
+) -> Asset:
+    """The asset of ``dataset``'s releases, watched by a :class:`RedivisDatasetReleaseTrigger` (Airflow 3).
+
+    ``schedule=[release_asset("owner.dataset")]`` runs a DAG once per newly released version; the run's
+    ``triggering_asset_events`` carry the version (``event.extra["payload"]["tag"]``).
+
+    :param name: the asset's (and watcher's) name; default ``redivis_release__owner__dataset``.
+    """
+    try:
+        from airflow.sdk import Asset, AssetWatcher
+    except ImportError as exc:
+        raise RedivisConfigError(
+            "release_asset needs Airflow 3 (event-driven scheduling); on Airflow 2 wait for a release with "
+            "RedivisReleaseSensor instead."
+        ) from exc
+    trigger = RedivisDatasetReleaseTrigger(
+        dataset,
+        redivis_conn_id=redivis_conn_id,
+        poll_interval=poll_interval,
+        fire_on_existing=fire_on_existing,
+    )
+    uri = dataset_uri(dataset)
+    asset_name = name or "redivis_release__" + uri.split("://", 1)[1].replace("/", "__")
+    return Asset(name=asset_name, uri=uri, watchers=[AssetWatcher(name=asset_name, trigger=trigger)])
