@@ -31,8 +31,8 @@ def _budget_note_of_its_own(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each test's processes share a note of their own: the emulators of all tests use one token, and an
-    emulator's port, which names the note, is free again for another test (in another xdist worker) as
-    soon as the emulator stops. Without this, one test's 429 closed the next one's budget for 30 s."""
+    emulator's port, which with the token names the note, is free again for another test (in another xdist
+    worker) as soon as the emulator stops. Without this, one test's 429 closed another's budget for 30 s."""
     monkeypatch.setenv("REDIVIS_BUDGET_NOTE_DIR", str(tmp_path_factory.mktemp("budget-note")))
 
 

@@ -301,3 +301,17 @@ def test_a_torn_note_is_written_anew(tmp_path: Path) -> None:
     path = tmp_path / "note.json"
     path.write_text('{"remaining": 3, "seen_at": 1.0}}')
     assert BudgetNote(path).change(lambda c: c.update(remaining=7)) == {"remaining": 7}
+
+
+def test_each_origin_of_a_token_has_a_note_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the process's budgets, the machine's notes are one per API origin and token: a 429 from one
+    server closes nothing for another."""
+    monkeypatch.setenv("REDIVIS_BUDGET_NOTE_DIR", str(tmp_path))
+    here = budget_for("http://127.0.0.1:3/api/v1", "token-of-two-origins", 100.0)
+    there = budget_for("http://127.0.0.1:4/api/v1", "token-of-two-origins", 100.0)
+    here.refused(50.0)
+    assert len(list(tmp_path.iterdir())) == 1
+    there.wait_for_turn(deadline=0.0)  # not closed: sends at once
+    assert len(list(tmp_path.iterdir())) == 2

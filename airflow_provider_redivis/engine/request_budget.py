@@ -305,7 +305,7 @@ class BudgetNote:
 
 
 def note_path(key: str) -> Path:
-    """Where this machine's processes keep their note of the budget of the token with digest ``key``."""
+    """Where this machine's processes keep their note of the budget with digest ``key`` (origin and token)."""
     folder = os.environ.get("REDIVIS_BUDGET_NOTE_DIR") or os.path.join(
         tempfile.gettempdir(), "airflow-provider-redivis"
     )
@@ -335,7 +335,9 @@ def budget_for(api_url: str, token: str, interval: float = DEFAULT_INTERVAL) -> 
     with _BUDGETS_LOCK:
         budget = _BUDGETS.get(key)
         if budget is None:
-            budget = _BUDGETS[key] = RequestBudget(interval, note=BudgetNote(note_path(key[1])))
+            # The note is the same budget's on this machine: named by the origin and the token, as here.
+            digest = hashlib.sha256(f"{api_url}\n{key[1]}".encode()).hexdigest()
+            budget = _BUDGETS[key] = RequestBudget(interval, note=BudgetNote(note_path(digest)))
         else:
             budget.interval = float(interval)
         return budget
