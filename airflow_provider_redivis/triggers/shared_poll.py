@@ -6,8 +6,8 @@ checks all their uploads at once (:meth:`UploadsAPI.check_uploads`: one listing 
 hands each waiter its upload's check, and ends when the last waiter leaves. The registry lives in memory
 only: after a triggerer restart it is rebuilt as the triggers start again.
 
-When the poller checks: at once for its first waiter; then after the shortest ``poll_interval`` of its
-waiters, 1.5x longer after each check up to the shortest ``max_poll_interval``; a waiter that joins starts
+When the poller checks: for its first waiter, after :data:`FIRST_LOOK_GRACE` (or its ``poll_interval``,
+if shorter); then after the shortest ``poll_interval`` of its waiters, 1.5x longer after each check up to the shortest ``max_poll_interval``; a waiter that joins starts
 that backoff again. A waiter's deadline brings the next check forward, so it gets one last look. Checks are
 never closer together than the shortest ``poll_interval``, nor sooner than a ``Retry-After`` allows.
 """
@@ -22,6 +22,12 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_redivis.engine.status import UploadCheck, UploadTarget, poll_intervals
 from airflow_provider_redivis.hooks.redivis import RedivisHook
+
+#: Seconds before the first look of a new poller. An upload that finished processing before its task
+#: deferred would otherwise fire its trigger before the task's process has exited, and Airflow 3.3's
+#: scheduler then fails the try it has just queued to resume ("finished with state success, but the task
+#: instance's state attribute is queued"): the fleet proof saw it.
+FIRST_LOOK_GRACE = 5.0
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -79,6 +85,8 @@ class TablePoller:
     def join(self, waiter: Waiter) -> None:
         waiter.poller = self
         self.waiters.append(waiter)
+        if self._last_start is None and len(self.waiters) == 1:
+            self._not_before = self.loop.time() + min(FIRST_LOOK_GRACE, waiter.poll_interval)
         # The backoff starts again: the newcomer is looked at as often as a trigger of its own would be.
         self._intervals = poll_intervals(self._first(), min(w.max_poll_interval for w in self.waiters))
         self._gap = self._first()

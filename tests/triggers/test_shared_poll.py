@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from redivis_emulator import Fault
 
 from airflow_provider_redivis.engine.status import REASON_COMPLETED, REASON_REJECTED, REASON_TIMEOUT
@@ -305,3 +306,23 @@ def test_triggers_rebuilt_after_a_triggerer_restart_share_a_new_poller(
 async def _drain(trigger: RedivisUploadTrigger) -> None:
     async for _ in trigger.run():
         pass
+
+
+def test_a_new_pollers_first_look_waits_a_grace_for_the_deferring_task_to_exit(
+    steady_emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload done before its task deferred must not fire the trigger at once: Airflow would fail the
+    task's resumption (its process has not exited yet). The first look waits the grace, or the poll
+    interval if shorter."""
+    monkeypatch.setattr(shared_poll, "FIRST_LOOK_GRACE", 0.6, raising=False)
+    done = create_upload("done.csv")
+    deadline = time.monotonic() + 30
+    hook = RedivisHook(redivis_conn_id="redivis_setup")
+    while hook.get_upload_by_uri(done["uri"])["status"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    run = asyncio.run(run_together([trigger(done, poll_interval=5.0, max_poll_interval=10.0, timeout=20.0)]))
+    assert run.payloads[0]["reason"] == REASON_COMPLETED
+    assert 0.6 <= run.ended[0] - run.started < 3.0  # the grace, not at once, nor the 5 s poll interval
+    quick = asyncio.run(run_together([trigger(done, poll_interval=0.1, max_poll_interval=1.0, timeout=20.0)]))
+    assert quick.ended[0] - quick.started < 0.5  # a shorter poll interval than the grace is kept
