@@ -89,7 +89,6 @@ class DatasetPoller:
             self.hook.close()
 
     async def _check(self) -> None:
-        self.checks_made += 1
         cursors = [w.cursor for w in self.watchers]
         # A watcher without a cursor only needs the current index; the others, what came after theirs.
         after = min((c for c in cursors if c is not None), default=None)
@@ -99,6 +98,7 @@ class DatasetPoller:
         except Exception as exc:  # every watcher logs it and keeps watching
             result = exc
         self._last_end = self.loop.time()
+        self.checks_made += 1  # looks answered (or failed): a look in flight is not counted yet
         for watcher in self.watchers:
             watcher.checks.put_nowait(result)
         await asyncio.sleep(0)
