@@ -8,6 +8,10 @@ among its watchers, hands every watcher the same answer, and ends when the last 
 are never closer together than the shortest ``poll_interval`` among the watchers, which are floored by
 ``[redivis] min_poll_interval``; all of them spend the one request budget of their token (the hook's).
 The registry is in memory only: after a triggerer restart it is rebuilt as the watchers start again.
+
+A deferred task's wait (``first_look_after``) holds a new poller's first look for a moment, as the upload
+waits do (``shared_poll.FIRST_LOOK_GRACE``): a wait that fired before its task's process had exited would
+meet Airflow 3.3's scheduler failing the resumption it had just queued.
 """
 
 from __future__ import annotations
@@ -58,9 +62,13 @@ class DatasetPoller:
         self.checks_made = 0
         self._wake = asyncio.Event()
         self._last_end: float | None = None
+        #: No look before this loop time (a deferred task's first-look grace; see the module doc).
+        self._not_before = self.loop.time()
         self.task = self.loop.create_task(self._run(), name=f"redivis-release-poll {key[1]}")
 
-    def join(self, watcher: Watcher) -> None:
+    def join(self, watcher: Watcher, first_look_after: float = 0.0) -> None:
+        if self._last_end is None and not self.watchers:
+            self._not_before = self.loop.time() + first_look_after
         self.watchers.append(watcher)
         self._wake.set()
 
@@ -70,7 +78,7 @@ class DatasetPoller:
 
     def _due(self) -> float:
         if self._last_end is None:
-            return self.loop.time()
+            return self._not_before
         return self._last_end + min(w.poll_interval for w in self.watchers)
 
     async def _run(self) -> None:
@@ -106,15 +114,18 @@ class DatasetPoller:
 
 @contextlib.asynccontextmanager
 async def watching(
-    conn_id: str, dataset: str, *, poll_interval: float, cursor: int | None
+    conn_id: str, dataset: str, *, poll_interval: float, cursor: int | None, first_look_after: float = 0.0
 ) -> AsyncIterator[Watcher]:
-    """Watch ``dataset`` with every other watcher of it: ``await watcher.next_check()``."""
+    """Watch ``dataset`` with every other watcher of it: ``await watcher.next_check()``.
+
+    :param first_look_after: seconds a poller this watcher starts waits before its first look.
+    """
     key: PollerKey = (conn_id, dataset)
     poller = _POLLERS.get(key)
     if poller is None or poller.loop is not asyncio.get_running_loop():
         poller = _POLLERS[key] = DatasetPoller(key)
     watcher = Watcher(poll_interval, cursor)
-    poller.join(watcher)
+    poller.join(watcher, first_look_after)
     try:
         yield watcher
     finally:

@@ -14,6 +14,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_redivis.hooks.redivis import RedivisHook
 from airflow_provider_redivis.triggers.release import release_payload
 from airflow_provider_redivis.triggers.release_poll import watching
+from airflow_provider_redivis.triggers.shared_poll import FIRST_LOOK_GRACE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -56,7 +57,12 @@ class RedivisReleaseWaitTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with watching(
-            self.redivis_conn_id, self.dataset, poll_interval=self.poll_interval, cursor=self.after_index
+            self.redivis_conn_id,
+            self.dataset,
+            poll_interval=self.poll_interval,
+            cursor=self.after_index,
+            # Its task has just deferred: give the process time to exit (see release_poll's module doc).
+            first_look_after=min(FIRST_LOOK_GRACE, self.poll_interval),
         ) as watcher:
             while time.time() < self.end_time:
                 try:

@@ -4,6 +4,7 @@ event loop as the triggerer runs it)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -69,3 +70,28 @@ def test_deferred_it_waits_in_the_triggerer_for_the_next_release(emulator: Rediv
 
     event = asyncio.run(wait())
     assert sensor.execute_complete({}, event)["tag"] == "v2.0"
+
+
+def test_a_deferred_wait_takes_its_first_look_after_its_task_has_had_time_to_exit(
+    emulator: RedivisEmulator,
+) -> None:
+    """A release that lands while the task defers must not fire the trigger before the task's process has
+    exited (Airflow 3.3's scheduler would fail the resumption it had just queued): the first look of a new
+    poller waits min(FIRST_LOOK_GRACE, poll_interval)."""
+    release_next()
+    trigger = RedivisReleaseWaitTrigger(DATASET, after_index=-1, end_time=time.time() + 30, poll_interval=1.0)
+
+    async def first_event() -> float:
+        started = time.time()
+        async for _event in trigger.run():
+            break
+        return started
+
+    started = asyncio.run(first_event())
+    looks = [
+        r.started_at
+        for r in emulator.requests
+        if r.method == "GET" and r.path.endswith("test_dataset") and r.started_at >= started
+    ]
+    assert looks
+    assert looks[0] - started >= 0.9, f"first look {looks[0] - started:.3f} s after the trigger started"
