@@ -8,6 +8,7 @@ in exactly one upload. The retry and resume tests run on both transports (``resu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -41,9 +42,13 @@ ADMIN_TOKEN = {admin_token!r}
 
 
 def _admin(method, path, body=None):
-    request = urllib.request.Request(ADMIN + path, method=method, data=None if body is None else json.dumps(body).encode())
+    return _admin_of(ADMIN, ADMIN_TOKEN, method, path, body)
+
+
+def _admin_of(admin, admin_token, method, path, body=None):
+    request = urllib.request.Request(admin + path, method=method, data=None if body is None else json.dumps(body).encode())
     request.add_header("Content-Type", "application/json")
-    request.add_header("X-Emulator-Admin-Token", ADMIN_TOKEN)
+    request.add_header("X-Emulator-Admin-Token", admin_token)
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the test's emulator on 127.0.0.1
         return json.loads(response.read() or b"null")
 
@@ -214,24 +219,53 @@ NETWORK_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("what", list(NETWORK_FAULTS))
-def test_network_faults_leave_the_exact_bytes_once(
-    tmp_path: Path, emulator: RedivisEmulator, transport: str, what: str
-) -> None:
-    fault = NETWORK_FAULTS[what]()
+def test_network_faults_leave_the_exact_bytes_once(tmp_path: Path, transport: str) -> None:
+    """Every fault in one DAG run (an Airflow run costs seconds of CPU): an upload task per fault, each
+    against an emulator of its own, so that a fault meets only its own upload's session."""
     size = 6 * CHUNK + 99
-    source = write_source(tmp_path / "f.csv", size)
-    emulator.add_fault(fault)
-    result = run_dag(
-        AirflowHome(tmp_path / "airflow"),
-        emulator,
-        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
-        transport=transport,
-    )
-    assert result.succeeded, f"{what}:\n{result.output[-6000:]}"
-    assert any(fault.kind in r.faults for r in emulator.requests), f"the {what} fault never fired"
-    assert_one_exact_upload(emulator, "f.csv", source)
-    assert emulator.bytes_received("session") <= size + CHUNK
+    with contextlib.ExitStack() as stack:
+        cases = []
+        for i, (what, make_fault) in enumerate(NETWORK_FAULTS.items()):
+            emu = stack.enter_context(
+                RedivisEmulator(tables=[TABLE], data_dir=tmp_path / f"emulator{i}", processing_delay=0.05)
+            )
+            fault = make_fault()
+            emu.add_fault(fault)
+            cases.append((what, fault, emu, write_source(tmp_path / f"f{i}.csv", size)))
+        home = AirflowHome(tmp_path / "airflow")
+        tasks = "\n    ".join(
+            f"RedivisResumableUploadOperator(task_id='upload_{i}', redivis_conn_id='redivis_{i}', **COMMON, "
+            f"source={str(source)!r}, upload_type='stream', transport={transport!r})"
+            for i, (_, _, _, source) in enumerate(cases)
+        )
+        # A fault fires on one try only; were a task retried, the faults of every emulator are cleared first.
+        clear_all = "\n".join(
+            f"    _admin_of({emu.base_url!r}, {emu.admin_token!r}, 'DELETE', '/_emulator/faults')"
+            for _, _, emu, _ in cases
+        )
+        dag_file = home.write_dag(
+            "faults_dag",
+            DAG_TEMPLATE.format(
+                admin=cases[0][2].base_url,
+                admin_token=cases[0][2].admin_token,
+                dag_id="faults_dag",
+                table=TABLE,
+                chunk=CHUNK,
+                between_tries_body=clear_all,
+                between_tries_doc="clear every emulator's faults",
+                task=tasks,
+            ),
+        )
+        connections = {
+            f"redivis_{i}": redivis_connection(emu.base_url, emu.token, **CONN_EXTRA)
+            for i, (_, _, emu, _) in enumerate(cases)
+        }
+        result = home.dag_test(dag_file, "faults_dag", connections=connections)
+        assert result.succeeded, result.output[-6000:]
+        for what, fault, emu, source in cases:
+            assert any(fault.kind in r.faults for r in emu.requests), f"the {what} fault never fired"
+            assert_one_exact_upload(emu, source.name, source)
+            assert emu.bytes_received("session") <= size + CHUNK, what
 
 
 def test_session_expiring_between_tries_starts_a_new_one(
