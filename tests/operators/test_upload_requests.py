@@ -8,6 +8,7 @@ once. ``if_exists`` still acts before any byte is sent, and a name taken after t
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.operators.test_upload_retries import (
     TRANSPORTS,
     assert_one_exact_upload,
     run_dag,
+    run_dag_per_emulator,
     write_source,
 )
 
@@ -69,7 +71,7 @@ def outside_waits(calls: Counter[str]) -> int:
 
 def sources(tmp_path: Path, count: int = FLEET) -> list[Path]:
     folder = tmp_path / "in"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     return [write_source(folder / f"part{i}.csv", CHUNK + 1000 * i) for i in range(count)]
 
 
@@ -105,29 +107,42 @@ def limited(tmp_path: Path):
         yield emu
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_single_upload_costs_its_name_its_session_its_create_and_the_tables_link(
-    tmp_path: Path, limited: RedivisEmulator, transport: str
-) -> None:
-    (source,) = sources(tmp_path, 1)
-    result = run_dag(
-        AirflowHome(tmp_path / "airflow"),
-        limited,
-        operator_kwargs=f"source={str(source)!r}, upload_type='stream'",
-        conn_extra=BUDGET_EXTRA,
-        transport=transport,
-    )
-    assert result.succeeded, result.output[-6000:]
-    calls = api_calls(limited)
-    print(f"a single upload ({transport}): {dict(calls)}")
-    # Unmapped, it has no sibling to share with: it asks Redivis about its name, and reads the table's URL.
-    assert {k: n for k, n in calls.items() if k != "poll"} == {
-        "name": 1,
-        "session": 1,
-        "create": 1,
-        "table": 1,
-    }
-    assert_one_exact_upload(limited, "part0.csv", source)
+def test_a_single_upload_costs_its_name_its_session_its_create_and_the_tables_link(tmp_path: Path) -> None:
+    """Both transports in one Airflow run: an unmapped upload task each, against an emulator each."""
+    with contextlib.ExitStack() as stack:
+        cases = []
+        for transport in TRANSPORTS:
+            emu = stack.enter_context(
+                RedivisEmulator(
+                    tables=[TABLE],
+                    data_dir=tmp_path / f"emulator-{transport}",
+                    processing_delay=0.05,
+                    rate_limit=RATE_LIMIT,
+                )
+            )
+            (source,) = sources(tmp_path / transport, 1)
+            cases.append((transport, emu, source))
+        result = run_dag_per_emulator(
+            AirflowHome(tmp_path / "airflow"),
+            [
+                (emu, f"source={str(source)!r}, upload_type='stream', transport={transport!r}")
+                for transport, emu, source in cases
+            ],
+            conn_extra=BUDGET_EXTRA,
+        )
+        assert result.succeeded, result.output[-6000:]
+        for transport, emu, source in cases:
+            calls = api_calls(emu)
+            print(f"a single upload ({transport}): {dict(calls)}")
+            # Unmapped, it has no sibling to share with: it asks Redivis about its name, and reads the
+            # table's URL.
+            assert {k: n for k, n in calls.items() if k != "poll"} == {
+                "name": 1,
+                "session": 1,
+                "create": 1,
+                "table": 1,
+            }, transport
+            assert_one_exact_upload(emu, "part0.csv", source)
 
 
 def _fleet_costs_two_per_upload(home: AirflowHome, emu: RedivisEmulator, tmp_path: Path) -> None:

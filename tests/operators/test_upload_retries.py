@@ -136,6 +136,44 @@ def run_dag(
     return home.dag_test(dag_file, dag_id, connections={"redivis_default": connection}, **extra_env)
 
 
+def run_dag_per_emulator(
+    home: AirflowHome,
+    tasks: list[tuple[RedivisEmulator, str]],
+    *,
+    dag_id: str = "per_emulator_dag",
+    conn_extra: dict[str, object] | None = None,
+):
+    """One DAG run, an upload task per ``(emulator, operator kwargs)``: task ``upload_<i>`` on connection
+    ``redivis_<i>``, against its own emulator (so that faults and counts stay its own). A scenario per task
+    costs one Airflow process, not one each; were a task retried, every emulator's faults are cleared."""
+    calls = "\n    ".join(
+        f"RedivisResumableUploadOperator(task_id='upload_{i}', redivis_conn_id='redivis_{i}', **COMMON, {kwargs})"
+        for i, (_, kwargs) in enumerate(tasks)
+    )
+    clear_all = "\n".join(
+        f"    _admin_of({emu.base_url!r}, {emu.admin_token!r}, 'DELETE', '/_emulator/faults')"
+        for emu, _ in tasks
+    )
+    dag_file = home.write_dag(
+        dag_id,
+        DAG_TEMPLATE.format(
+            admin=tasks[0][0].base_url,
+            admin_token=tasks[0][0].admin_token,
+            dag_id=dag_id,
+            table=TABLE,
+            chunk=CHUNK,
+            between_tries_body=clear_all,
+            between_tries_doc="clear every emulator's faults",
+            task=calls,
+        ),
+    )
+    connections = {
+        f"redivis_{i}": redivis_connection(emu.base_url, emu.token, **(conn_extra or CONN_EXTRA))
+        for i, (emu, _) in enumerate(tasks)
+    }
+    return home.dag_test(dag_file, dag_id, connections=connections)
+
+
 def assert_one_exact_upload(emu: RedivisEmulator, name: str, source: Path) -> None:
     uploads = [u for u in emu.list_uploads(TABLE) if u["name"] == name]
     assert len(uploads) == 1, uploads
@@ -220,8 +258,7 @@ NETWORK_FAULTS = {
 
 
 def test_network_faults_leave_the_exact_bytes_once(tmp_path: Path, transport: str) -> None:
-    """Every fault in one DAG run (an Airflow run costs seconds of CPU): an upload task per fault, each
-    against an emulator of its own, so that a fault meets only its own upload's session."""
+    """Every fault in one DAG run: an upload task per fault, each against an emulator of its own."""
     size = 6 * CHUNK + 99
     with contextlib.ExitStack() as stack:
         cases = []
@@ -232,35 +269,13 @@ def test_network_faults_leave_the_exact_bytes_once(tmp_path: Path, transport: st
             fault = make_fault()
             emu.add_fault(fault)
             cases.append((what, fault, emu, write_source(tmp_path / f"f{i}.csv", size)))
-        home = AirflowHome(tmp_path / "airflow")
-        tasks = "\n    ".join(
-            f"RedivisResumableUploadOperator(task_id='upload_{i}', redivis_conn_id='redivis_{i}', **COMMON, "
-            f"source={str(source)!r}, upload_type='stream', transport={transport!r})"
-            for i, (_, _, _, source) in enumerate(cases)
+        result = run_dag_per_emulator(
+            AirflowHome(tmp_path / "airflow"),
+            [
+                (emu, f"source={str(source)!r}, upload_type='stream', transport={transport!r}")
+                for _, _, emu, source in cases
+            ],
         )
-        # A fault fires on one try only; were a task retried, the faults of every emulator are cleared first.
-        clear_all = "\n".join(
-            f"    _admin_of({emu.base_url!r}, {emu.admin_token!r}, 'DELETE', '/_emulator/faults')"
-            for _, _, emu, _ in cases
-        )
-        dag_file = home.write_dag(
-            "faults_dag",
-            DAG_TEMPLATE.format(
-                admin=cases[0][2].base_url,
-                admin_token=cases[0][2].admin_token,
-                dag_id="faults_dag",
-                table=TABLE,
-                chunk=CHUNK,
-                between_tries_body=clear_all,
-                between_tries_doc="clear every emulator's faults",
-                task=tasks,
-            ),
-        )
-        connections = {
-            f"redivis_{i}": redivis_connection(emu.base_url, emu.token, **CONN_EXTRA)
-            for i, (_, _, emu, _) in enumerate(cases)
-        }
-        result = home.dag_test(dag_file, "faults_dag", connections=connections)
         assert result.succeeded, result.output[-6000:]
         for what, fault, emu, source in cases:
             assert any(fault.kind in r.faults for r in emu.requests), f"the {what} fault never fired"
