@@ -187,47 +187,88 @@ def test_ten_mapped_uploads_cost_two_requests_each_on_airflow2(
 SEEDED = ("part2.csv", "part5.csv", "part7.csv")
 
 
-@pytest.mark.parametrize(
-    ("if_exists", "transport"), [("fail", TRANSPORTS[0]), ("skip", TRANSPORTS[1]), ("replace", TRANSPORTS[0])]
-)
-def test_if_exists_acts_before_any_byte_in_a_mapped_fleet(
-    tmp_path: Path, limited: RedivisEmulator, if_exists: str, transport: str
+IF_EXISTS_CASES = [("fail", TRANSPORTS[0]), ("skip", TRANSPORTS[1]), ("replace", TRANSPORTS[0])]
+
+
+def test_if_exists_acts_before_any_byte_in_a_mapped_fleet(tmp_path: Path) -> None:
+    """The three ``if_exists`` in one Airflow run: a mapped fleet each, against an emulator each, with three
+    of its ten names already taken by someone else."""
+    with contextlib.ExitStack() as stack:
+        cases = []
+        for if_exists, transport in IF_EXISTS_CASES:
+            emu = stack.enter_context(
+                RedivisEmulator(
+                    tables=[TABLE],
+                    data_dir=tmp_path / f"emulator-{if_exists}",
+                    processing_delay=0.05,
+                    rate_limit=RATE_LIMIT,
+                )
+            )
+            for name in SEEDED:
+                seed(emu, name)
+            theirs = {u["name"]: u["uri"] for u in emu.list_uploads(TABLE)}
+            cases.append((if_exists, transport, emu, sources(tmp_path / if_exists), theirs))
+        home = AirflowHome(tmp_path / "airflow")
+        result = run_dag_per_emulator(
+            home,
+            [
+                (emu, f"upload_type='stream', if_exists={if_exists!r}, transport={transport!r}")
+                for if_exists, transport, emu, _, _ in cases
+            ],
+            mapped_sources=[[str(f) for f in files] for _, _, _, files, _ in cases],
+            conn_extra=BUDGET_EXTRA,
+        )
+        # Only if_exists='fail' fails: the DAG run with it.
+        assert not result.succeeded
+        for i, (if_exists, _, emu, files, theirs) in enumerate(cases):
+            check_if_exists(home, i, if_exists, emu, files, theirs, result.output)
+
+
+def check_if_exists(
+    home: AirflowHome,
+    task: int,
+    if_exists: str,
+    emu: RedivisEmulator,
+    files: list[Path],
+    theirs: dict[str, str],
+    output: str,
 ) -> None:
-    files = sources(tmp_path)
-    for name in SEEDED:
-        seed(limited, name)
-    theirs = {u["name"]: u["uri"] for u in limited.list_uploads(TABLE)}
-    result = fleet(
-        AirflowHome(tmp_path / "airflow"), limited, files, if_exists=if_exists, transport=transport
-    )
-    calls = api_calls(limited)
+    calls = api_calls(emu)
     print(f"if_exists={if_exists!r}, {len(SEEDED)} of {FLEET} names taken: {dict(calls)}")
+    states = {
+        int(i): str(state)
+        for i, state in home.query(
+            f"SELECT map_index, state FROM task_instance WHERE task_id = 'upload_{task}'"
+        )  # noqa: S608
+    }
+    taken = {files.index(f) for f in files if f.name in SEEDED}
     fresh = [f for f in files if f.name not in SEEDED]
     sent = sum(f.stat().st_size for f in (files if if_exists == "replace" else fresh))
     # Bytes went only for the uploads if_exists let through: a refused or skipped one sent none.
-    assert limited.bytes_received("session") == sent
+    assert emu.bytes_received("session") == sent, if_exists
     # The listing showed the seeded names: only those were asked of Redivis, once each.
-    assert calls["name"] == len(SEEDED)
-    assert calls["listing"] == 1
-    assert calls["table"] == 1
+    assert calls["name"] == len(SEEDED), if_exists
+    assert calls["listing"] == 1, if_exists
+    assert calls["table"] == 1, if_exists
     if if_exists == "fail":
-        assert not result.succeeded
-        assert result.output.count("already has an upload named") >= len(SEEDED)
-        assert {u["name"]: u["uri"] for u in limited.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
+        assert {i for i, state in states.items() if state != "success"} == taken, states
+        assert {states[i] for i in taken} == {"failed"}, states
+        assert output.count("already has an upload named") >= len(SEEDED)
+        assert {u["name"]: u["uri"] for u in emu.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
         assert calls["session"] == calls["create"] == len(fresh)
     elif if_exists == "skip":
-        assert result.succeeded, result.output[-6000:]
-        assert {u["name"]: u["uri"] for u in limited.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
+        assert set(states.values()) == {"success"}, states
+        assert {u["name"]: u["uri"] for u in emu.list_uploads(TABLE) if u["name"] in SEEDED} == theirs
         assert calls["session"] == calls["create"] == len(fresh)
     else:
-        assert result.succeeded, result.output[-6000:]
+        assert set(states.values()) == {"success"}, states
         assert calls["delete"] == len(SEEDED)
         assert calls["session"] == calls["create"] == FLEET
         for f in files:
-            assert_one_exact_upload(limited, f.name, f)
-        assert not set(theirs.values()) & {u["uri"] for u in limited.list_uploads(TABLE)}
+            assert_one_exact_upload(emu, f.name, f)
+        assert not set(theirs.values()) & {u["uri"] for u in emu.list_uploads(TABLE)}
     for f in fresh:
-        assert_one_exact_upload(limited, f.name, f)
+        assert_one_exact_upload(emu, f.name, f)
 
 
 def someone_takes(emu: RedivisEmulator, name: str) -> Fault:

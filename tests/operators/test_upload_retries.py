@@ -140,14 +140,19 @@ def run_dag_per_emulator(
     home: AirflowHome,
     tasks: list[tuple[RedivisEmulator, str]],
     *,
+    mapped_sources: list[list[str]] | None = None,
     dag_id: str = "per_emulator_dag",
     conn_extra: dict[str, object] | None = None,
 ):
     """One DAG run, an upload task per ``(emulator, operator kwargs)``: task ``upload_<i>`` on connection
     ``redivis_<i>``, against its own emulator (so that faults and counts stay its own). A scenario per task
-    costs one Airflow process, not one each; were a task retried, every emulator's faults are cleared."""
+    costs one Airflow process, not one each; were a task retried, every emulator's faults are cleared.
+    With ``mapped_sources``, task ``i`` is mapped over ``mapped_sources[i]``."""
     calls = "\n    ".join(
         f"RedivisResumableUploadOperator(task_id='upload_{i}', redivis_conn_id='redivis_{i}', **COMMON, {kwargs})"
+        if mapped_sources is None
+        else f"RedivisResumableUploadOperator.partial(task_id='upload_{i}', redivis_conn_id='redivis_{i}', "
+        f"**COMMON, {kwargs}).expand(source={mapped_sources[i]!r})"
         for i, (_, kwargs) in enumerate(tasks)
     )
     clear_all = "\n".join(
