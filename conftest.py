@@ -21,7 +21,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # ./dev/test runs these after the others, one at a time: they load the machine with many processes
-    # (a fleet of task processes) and time themselves against it, so neither they nor a test beside
-    # them may share the cores with another run.
-    config.addinivalue_line("markers", "solo: runs alone, after the parallel part of ./dev/test")
+    # ./dev/proofs runs these, one at a time, and ./dev/test leaves them out: they load the machine with
+    # many processes (a fleet of task processes) and time themselves against it, so neither they nor a
+    # test beside them may share the cores with another run.
+    config.addinivalue_line("markers", "solo: a timed proof that runs alone (./dev/proofs, not ./dev/test)")

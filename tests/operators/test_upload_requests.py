@@ -237,9 +237,8 @@ def check_if_exists(
     print(f"if_exists={if_exists!r}, {len(SEEDED)} of {FLEET} names taken: {dict(calls)}")
     states = {
         int(i): str(state)
-        for i, state in home.query(
-            f"SELECT map_index, state FROM task_instance WHERE task_id = 'upload_{task}'"
-        )  # noqa: S608
+        for task_id, i, state in home.query("SELECT task_id, map_index, state FROM task_instance")
+        if task_id == f"upload_{task}"
     }
     taken = {files.index(f) for f in files if f.name in SEEDED}
     fresh = [f for f in files if f.name not in SEEDED]
