@@ -99,11 +99,14 @@ def fleet(
     )
 
 
+def limited_emulator(data_dir: Path) -> RedivisEmulator:
+    """An emulator holding ``TABLE`` that enforces ``RATE_LIMIT`` (to be entered: ``with``, an ExitStack)."""
+    return RedivisEmulator(tables=[TABLE], data_dir=data_dir, processing_delay=0.05, rate_limit=RATE_LIMIT)
+
+
 @pytest.fixture
 def limited(tmp_path: Path):
-    with RedivisEmulator(
-        tables=[TABLE], data_dir=tmp_path / "emulator", processing_delay=0.05, rate_limit=RATE_LIMIT
-    ) as emu:
+    with limited_emulator(tmp_path / "emulator") as emu:
         yield emu
 
 
@@ -112,14 +115,7 @@ def test_a_single_upload_costs_its_name_its_session_its_create_and_the_tables_li
     with contextlib.ExitStack() as stack:
         cases = []
         for transport in TRANSPORTS:
-            emu = stack.enter_context(
-                RedivisEmulator(
-                    tables=[TABLE],
-                    data_dir=tmp_path / f"emulator-{transport}",
-                    processing_delay=0.05,
-                    rate_limit=RATE_LIMIT,
-                )
-            )
+            emu = stack.enter_context(limited_emulator(tmp_path / f"emulator-{transport}"))
             (source,) = sources(tmp_path / transport, 1)
             cases.append((transport, emu, source))
         result = run_dag_per_emulator(
@@ -196,14 +192,7 @@ def test_if_exists_acts_before_any_byte_in_a_mapped_fleet(tmp_path: Path) -> Non
     with contextlib.ExitStack() as stack:
         cases = []
         for if_exists, transport in IF_EXISTS_CASES:
-            emu = stack.enter_context(
-                RedivisEmulator(
-                    tables=[TABLE],
-                    data_dir=tmp_path / f"emulator-{if_exists}",
-                    processing_delay=0.05,
-                    rate_limit=RATE_LIMIT,
-                )
-            )
+            emu = stack.enter_context(limited_emulator(tmp_path / f"emulator-{if_exists}"))
             for name in SEEDED:
                 seed(emu, name)
             theirs = {u["name"]: u["uri"] for u in emu.list_uploads(TABLE)}
