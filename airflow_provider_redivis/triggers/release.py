@@ -11,7 +11,8 @@ baseline again; the docs say so.
 The cursor is written :data:`COMMIT_GRACE` seconds after the events are handed to the triggerer, which
 stores them within about a second: a triggerer that stops before storing them has not moved the cursor
 either, so they fire again after the restart (nothing is missed). Only a triggerer that stops inside
-that grace after storing an event fires it a second time.
+that grace after storing an event fires it a second time. Before the events go out, the cursor records
+them as in flight (``firing``), so that a restart inside the grace says which versions may repeat.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
         self.poll_interval = float(poll_interval)
         self.fire_on_existing = bool(fire_on_existing)
         self._memory_cursor: int | None = None
+        self._tag: str | None = None  # the tag of the version at the cursor, when known
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -131,13 +133,15 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
                     await self._save_cursor(watcher.cursor, None)
                     continue
                 fired = [v for v in check.new_versions if int(v["index"]) > watcher.cursor]
+                if not fired:
+                    continue
+                await self._save_cursor(watcher.cursor, self._tag, firing=[str(v.get("tag")) for v in fired])
                 for version in fired:
                     yield TriggerEvent(release_payload(self.dataset, check, version))
-                if fired:
-                    watcher.cursor = int(fired[-1]["index"])
-                    # Moved only once the triggerer has surely stored the events: see the module doc.
-                    await asyncio.sleep(COMMIT_GRACE)
-                    await self._save_cursor(watcher.cursor, str(fired[-1].get("tag")))
+                watcher.cursor = int(fired[-1]["index"])
+                # Moved only once the triggerer has surely stored the events: see the module doc.
+                await asyncio.sleep(COMMIT_GRACE)
+                await self._save_cursor(watcher.cursor, str(fired[-1].get("tag")))
 
     # -- the cursor ------------------------------------------------------------------------------
 
@@ -151,19 +155,32 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
         return found or [store]
 
     async def _load_cursor(self) -> int | None:
-        stored: list[int] = []
+        stored: list[dict[str, Any]] = []
         for accessor in self._accessors():
             value = await accessor.aget(self.cursor_key)
             if isinstance(value, dict) and isinstance(value.get("index"), int):
-                stored.append(value["index"])
-        if stored:
-            # Assets of one watcher are written together; if one write was lost, the furthest is the truth.
-            return max(stored)
-        return self._memory_cursor
+                stored.append(value)
+        if not stored:
+            return self._memory_cursor
+        # Assets of one watcher are written together; if one write was lost, the furthest is the truth.
+        furthest = max(stored, key=lambda value: int(value["index"]))
+        self._tag = furthest.get("tag")
+        if firing := furthest.get("firing"):
+            self.log.warning(
+                "The triggerer stopped within %.3g s of firing for %s version(s) %s, before it could record "
+                "them as stored. They fire again now, so that none is lost: if Airflow had stored them, "
+                "a DAG run for them repeats.",
+                COMMIT_GRACE,
+                self.dataset,
+                ", ".join(map(str, firing)),
+            )
+        return int(furthest["index"])
 
-    async def _save_cursor(self, index: int, tag: str | None) -> None:
-        self._memory_cursor = index
-        value = {"index": index, "tag": tag, "dataset": self.dataset}
+    async def _save_cursor(self, index: int, tag: str | None, firing: list[str] | None = None) -> None:
+        self._memory_cursor, self._tag = index, tag
+        value: dict[str, Any] = {"index": index, "tag": tag, "dataset": self.dataset}
+        if firing:
+            value["firing"] = firing  # handed to the triggerer, not yet surely stored
         for accessor in self._accessors():
             await accessor.aset(self.cursor_key, value)
 

@@ -244,3 +244,27 @@ async def test_looks_are_spaced_by_the_poll_interval(emulator: RedivisEmulator) 
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps
     assert min(gaps) >= 0.45
+
+
+@in_loop
+async def test_a_restart_inside_the_grace_fires_again_and_says_which_versions_may_repeat(
+    emulator: RedivisEmulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one window that repeats (docs/releases.md): the triggerer stops after handing an event over and
+    before the cursor moves. Nothing is lost, and the log names the versions that may run twice."""
+    monkeypatch.setattr(release_module, "COMMIT_GRACE", 30.0)  # the stop comes inside it
+    await release()
+    store = StateStore()
+    async with running(make(store)) as first:
+        await until("the baseline", lambda: bool(store.values))
+        await release()
+        await until("v2.0 fired", lambda: len(first) == 1)
+    (stored,) = store.values.values()
+    assert (stored["index"], stored["tag"], stored["firing"]) == (0, None, ["v2.0"])
+    capsys.readouterr()
+    async with running(make(store)) as second:
+        await until("v2.0 fired again", lambda: len(second) == 1)
+    assert second[0]["tag"] == "v2.0"
+    said = capsys.readouterr().out
+    assert "within 30 s of firing for test_owner.test_dataset version(s) v2.0" in said, said[-3000:]
+    assert "a DAG run for them repeats" in said
