@@ -158,17 +158,6 @@ def budget_windows(stamps: list[float], interval: float) -> list[dict[str, float
     return windows
 
 
-def task_instances(airflow: Any, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Every task instance of the run (the API answers at most 100 a page)."""
-    found: list[dict[str, Any]] = []
-    base = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-    while True:
-        page = airflow.api("GET", f"{base}?limit=100&offset={len(found)}")
-        found.extend(page["task_instances"])
-        if not page["task_instances"] or len(found) >= page["total_entries"]:
-            return found
-
-
 def budget_waits(logs: Path, dag_id: str) -> int:
     """How many of the run's task and trigger logs say a request waited for the budget."""
     folder = logs / f"dag_id={dag_id}"
@@ -198,7 +187,7 @@ def run_fleet(
     kinds = Counter(request_kind(r.method, r.path) for r in api)
     kinds_refused = Counter(request_kind(r.method, r.path) for r in api if r.rate_limited)
     windows = budget_windows([r.started_at for r in api], plan.interval)
-    tis = [ti for ti in task_instances(airflow, dag_id, run_id) if ti["task_id"] == "upload"]
+    tis = [ti for ti in airflow.task_instances(dag_id, run_id) if ti["task_id"] == "upload"]
     tries = Counter(f"try {ti['try_number']}, {ti['state']}" for ti in tis)
     first_try = sum(ti["try_number"] == 1 and ti["state"] == "success" for ti in tis)
     say(

@@ -443,8 +443,14 @@ class AirflowDeployment:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}")  # type: ignore[no-any-return]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        payload = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances")
-        return list(payload["task_instances"])
+        """Every task instance of the run, page after page (the API answers 50 by default, 100 at most)."""
+        found: list[dict[str, Any]] = []
+        base = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id)}/taskInstances"
+        while True:
+            page = self.api("GET", f"{base}?limit=100&offset={len(found)}")
+            found.extend(page["task_instances"])
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     @staticmethod
     def _ti_path(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
