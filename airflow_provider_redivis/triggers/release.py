@@ -141,7 +141,8 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_redivis.triggers import release_stream
 
-        subscriber = release_stream.join(self, await self._start(), self._interval())
+        cursor = await self._start()
+        subscriber = release_stream.join(self, cursor, self._tag, self._interval())
         self.log.info(
             "%s: on the triggerer's acknowledged shared stream, the cursor moves once Airflow has stored "
             "the events",
@@ -149,13 +150,22 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
         )
         try:
             async for look in shared_stream:
+                subscriber.took_look()  # first: before anything else can happen (release_stream's doc)
                 if look.error is not None:
                     self._look_failed(look.error)
                 if look.check is None:
                     continue
-                subscriber.cursor, fired = await self._take(subscriber.cursor, look.check)
-                if fired:  # stored once Airflow confirms it stored the events (ReleaseLooks.advance)
-                    subscriber.to_store[look.number] = (subscriber.cursor, str(fired[-1].get("tag")))
+                if subscriber.cursor is None:  # the baseline, stored at once
+                    subscriber.cursor, _ = await self._take(None, look.check)
+                    subscriber.stored = (subscriber.cursor, None)
+                    continue
+                if look.after is None or look.after > subscriber.cursor:
+                    continue  # made before this watcher joined: the next look lists from its cursor
+                fired = [v for v in look.check.new_versions if int(v["index"]) > subscriber.cursor]
+                if not fired:
+                    continue
+                subscriber.fire(look, fired)
+                await subscriber.write()  # in flight before they go out; confirmed in ReleaseLooks.advance
                 for version in fired:
                     yield TriggerEvent(release_payload(self.dataset, look.check, version))
         finally:
