@@ -164,10 +164,11 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
                 fired = [v for v in look.check.new_versions if int(v["index"]) > subscriber.cursor]
                 if not fired:
                     continue
-                subscriber.fire(look, fired)
+                entry = subscriber.fire(look, fired)
                 await subscriber.write()  # in flight before they go out; confirmed in ReleaseLooks.advance
                 for version in fired:
                     yield TriggerEvent(release_payload(self.dataset, look.check, version))
+                entry.handed_over = True  # resumed after the last yield: the runner took every event
         finally:
             release_stream.leave(subscriber)
 

@@ -18,6 +18,10 @@ Airflow has stored the events it derived. So:
   not say which: the ``Fired`` is doubtful and the stored cursor stops before it, until the watcher takes
   a look from the stream after that advance, which proves it was not the one that failed (Airflow hands a
   failed watcher its failure instead of any further look). A failed watcher never stores past it.
+- A look can also resolve when its watcher unsubscribes, cancelled after a ``yield`` and before Airflow's
+  runner bound the event (the runner awaits its log line in between): that event may never have gone out.
+  So a ``Fired`` counts only once the filter resumed after its last ``yield``; one that did not is dropped,
+  and the stored cursor never passes it.
 
 What remains is Airflow's own at-least-once window: a triggerer that stops after Airflow stored an event
 and before the confirmation reached the producer (one state sync, about a second) fires it again after
@@ -71,7 +75,11 @@ class Fired:
     index: int
     tag: str | None
     tags: list[str]
-    state: Literal["pending", "confirmed", "doubtful"] = "pending"
+    #: confirmed: Airflow stored the events; doubtful: a watcher failed on the look (see took_look);
+    #: dropped: the look resolved before its events were all handed over (the watcher was cancelled).
+    state: Literal["pending", "confirmed", "doubtful", "dropped"] = "pending"
+    #: Set once the filter resumed after its last yield: the runner took (and bound) every event.
+    handed_over: bool = False
 
 
 @dataclass(eq=False)
@@ -91,10 +99,12 @@ class Subscriber:
             if entry.state == "doubtful":
                 entry.state = "confirmed"
 
-    def fire(self, look: Look, versions: list[dict[str, Any]]) -> None:
+    def fire(self, look: Look, versions: list[dict[str, Any]]) -> Fired:
         index, tag = int(versions[-1]["index"]), str(versions[-1].get("tag"))
-        self.fired.append(Fired(look.key, index, tag, [str(v.get("tag")) for v in versions]))
+        entry = Fired(look.key, index, tag, [str(v.get("tag")) for v in versions])
+        self.fired.append(entry)
         self.cursor = index
+        return entry
 
     async def write(self) -> None:
         """Store the last confirmed (index, tag), with every version fired since as in flight."""
@@ -169,7 +179,13 @@ class ReleaseLooks(SharedStreamProducer):
         touched = []
         for subscriber in list(_SUBSCRIBERS.get(self.key, [])):
             for entry in subscriber.fired:
-                if entry.look in outcomes:
+                if entry.look not in outcomes:
+                    continue
+                if not entry.handed_over:
+                    # Cancelled between a yield and the runner binding the event: it may never have
+                    # gone out, yet the look resolved when the watcher unsubscribed. Never stored past.
+                    entry.state = "dropped"
+                else:
                     entry.state = "confirmed" if outcomes[entry.look] else "doubtful"
             if subscriber.fired and subscriber.fired[0].state == "confirmed":
                 touched.append(subscriber)  # the stored cursor can move (a doubtful look blocks it)

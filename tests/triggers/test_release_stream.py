@@ -64,6 +64,10 @@ class Watching:
     payloads: list[dict[str, Any]] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     error: BaseException | None = None
+    #: Held (cleared), the runner waits between taking an event and binding it, as Airflow's runner awaits
+    #: its log line there; ``taken`` counts the events it took.
+    before_bind: asyncio.Event | None = None
+    taken: int = 0
 
     def cursor(self) -> dict[str, Any]:
         (value,) = self.store.values.values()
@@ -88,7 +92,10 @@ class Triggerer:
         stream = self.manager.subscribe(trigger_id=trigger_id, trigger=trigger, key=key)
         try:
             async for event in trigger.filter_shared_stream(stream):
-                seq = self.manager.bind_pending_event(trigger_id=trigger_id, key=key)  # no await in between
+                seen.taken += 1
+                if seen.before_bind is not None:
+                    await seen.before_bind.wait()
+                seq = self.manager.bind_pending_event(trigger_id=trigger_id, key=key)
                 seen.payloads.append(event.payload)
                 if seq is not None:  # None: the stream already failed this watcher on the look
                     seen.seqs.append(seq)
@@ -353,3 +360,28 @@ async def test_the_cursor_is_stored_without_waiting_for_another_look(emulator: R
         runner.confirm(*a.seqs)
         await until("the cursor on v2.0", lambda: a.cursor()["index"] == 1)
         assert dataset_gets(emulator) == before + 1  # the next look is 30 s away
+
+
+@in_loop
+async def test_a_watcher_cancelled_before_its_event_is_bound_stores_no_cursor_past_it(
+    emulator: RedivisEmulator,
+) -> None:
+    """Airflow's runner awaits (its log line) between taking an event and binding it; a watcher cancelled
+    there (triggerer shutdown, watcher removed) resolves the look on unsubscribing, clean, though the event
+    never went out. Its cursor must not be stored past that version."""
+    await release()
+    store = StateStore()
+    async with running_triggerer() as runner:
+        seen = runner.start(make(store))
+        seen.before_bind = asyncio.Event()
+        await until("the baseline", lambda: bool(store.values))
+        await release()  # v2.0
+        await until("v2.0 taken, not bound", lambda: seen.taken == 1)
+        assert seen.task is not None
+        seen.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await seen.task
+        await asyncio.sleep(0.5)  # the group stops and its pump drains what resolved
+    assert seen.seqs == []
+    assert seen.cursor()["index"] == 0, seen.cursor()
+    assert seen.cursor().get("firing") == ["v2.0"]
