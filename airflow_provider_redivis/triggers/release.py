@@ -8,11 +8,12 @@ look after the restart lists what came after the cursor. Without a store (Airflo
 run outside a watcher) the cursor lives in memory only, and a restart takes the current version as its
 baseline again; the docs say so.
 
-The cursor is written :data:`COMMIT_GRACE` seconds after the events are handed to the triggerer, which
-stores them within about a second: a triggerer that stops before storing them has not moved the cursor
-either, so they fire again after the restart (nothing is missed). Only a triggerer that stops inside
-that grace after storing an event fires it a second time. Before the events go out, the cursor records
-them as in flight (``firing``), so that a restart inside the grace says which versions may repeat.
+The cursor moves past fired versions only once Airflow has stored their events. On Airflow 3.3 the
+triggerer says so: the watchers of a dataset run on an acknowledged shared stream (``release_stream``).
+Elsewhere (``run``) the cursor moves :data:`COMMIT_GRACE` seconds after the events are handed over, which
+the triggerer stores within about a second. Either way a triggerer that stops in between fires the
+versions again after the restart (nothing is missed); before they go out the cursor records them as in
+flight (``firing``), so such a restart says which versions' DAG runs may repeat.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ except ImportError:  # Airflow 2 has no event-driven scheduling; the class still
     from airflow.triggers.base import BaseTrigger as BaseEventTrigger  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Hashable
 
     from airflow.providers.common.compat.sdk import Asset
+    from airflow.triggers.shared_stream import SharedStreamProducer
 
     from airflow_provider_redivis.hooks.versions import ReleaseCheck
 
@@ -104,44 +106,107 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
         return f"redivis_release_cursor:{self.redivis_conn_id}:{self.dataset}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        interval = max(self.poll_interval, least_poll_interval())
+        """Airflow 3.0-3.2 (no shared streams), and a trigger run outside a triggerer's watcher."""
+        cursor = await self._start()
+        async with watching(
+            self.redivis_conn_id, self.dataset, poll_interval=self._interval(), cursor=cursor
+        ) as watcher:
+            while True:
+                try:
+                    check = await watcher.next_check()
+                except Exception as exc:
+                    self._look_failed(exc)
+                    continue
+                watcher.cursor, fired = await self._take(watcher.cursor, check)
+                for version in fired:
+                    yield TriggerEvent(release_payload(self.dataset, check, version))
+                if fired:
+                    # Moved only once the triggerer has surely stored the events: see the module doc.
+                    await asyncio.sleep(COMMIT_GRACE)
+                    await self.store_cursor(watcher.cursor, str(fired[-1].get("tag")))
+
+    # -- Airflow 3.3: the acknowledged shared stream (release_stream.py) ---------------------------
+
+    def shared_stream_key(self) -> Hashable:
+        from airflow_provider_redivis.triggers.release_stream import stream_key
+
+        return stream_key(self.redivis_conn_id, self.dataset)
+
+    @classmethod
+    def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> SharedStreamProducer:
+        from airflow_provider_redivis.triggers.release_stream import ReleaseLooks
+
+        return ReleaseLooks(kwargs)
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_redivis.triggers import release_stream
+
+        cursor = await self._start()
+        subscriber = release_stream.join(self, cursor, self._tag, self._interval())
+        self.log.info(
+            "%s: on the triggerer's acknowledged shared stream, the cursor moves once Airflow has stored "
+            "the events",
+            self.dataset,
+        )
+        try:
+            async for look in shared_stream:
+                subscriber.took_look()  # first: before anything else can happen (release_stream's doc)
+                if look.error is not None:
+                    self._look_failed(look.error)
+                if look.check is None:
+                    continue
+                if subscriber.cursor is None:  # the baseline, stored at once
+                    subscriber.cursor, _ = await self._take(None, look.check)
+                    subscriber.stored = (subscriber.cursor, None)
+                    continue
+                if look.after is None or look.after > subscriber.cursor:
+                    continue  # made before this watcher joined: the next look lists from its cursor
+                fired = [v for v in look.check.new_versions if int(v["index"]) > subscriber.cursor]
+                if not fired:
+                    continue
+                entry = subscriber.fire(look, fired)
+                await subscriber.write()  # in flight before they go out; confirmed in ReleaseLooks.advance
+                for version in fired:
+                    yield TriggerEvent(release_payload(self.dataset, look.check, version))
+                entry.handed_over = True  # resumed after the last yield: the runner took every event
+        finally:
+            release_stream.leave(subscriber)
+
+    # -- what a look means -----------------------------------------------------------------------
+
+    def _interval(self) -> float:
+        return max(self.poll_interval, least_poll_interval())
+
+    async def _start(self) -> int | None:
         cursor = await self._load_cursor()
         if cursor is None and self.fire_on_existing:
             cursor = -1  # every released version is new
         self.log.info(
             "Watching the releases of %s: a look every %.3g s; %s",
             self.dataset,
-            interval,
+            self._interval(),
             f"firing for versions past index {cursor}"
             if cursor is not None
             else "the current version is the baseline",
         )
-        async with watching(
-            self.redivis_conn_id, self.dataset, poll_interval=interval, cursor=cursor
-        ) as watcher:
-            while True:
-                try:
-                    check = await watcher.next_check()
-                except Exception as exc:
-                    self.log.warning(
-                        "Looking at %s's releases failed; looking again later: %s", self.dataset, exc
-                    )
-                    continue
-                if watcher.cursor is None:
-                    watcher.cursor = -1 if check.current_index is None else check.current_index
-                    self.log.info("Baseline for %s: version index %s", self.dataset, watcher.cursor)
-                    await self._save_cursor(watcher.cursor, None)
-                    continue
-                fired = [v for v in check.new_versions if int(v["index"]) > watcher.cursor]
-                if not fired:
-                    continue
-                await self._save_cursor(watcher.cursor, self._tag, firing=[str(v.get("tag")) for v in fired])
-                for version in fired:
-                    yield TriggerEvent(release_payload(self.dataset, check, version))
-                watcher.cursor = int(fired[-1]["index"])
-                # Moved only once the triggerer has surely stored the events: see the module doc.
-                await asyncio.sleep(COMMIT_GRACE)
-                await self._save_cursor(watcher.cursor, str(fired[-1].get("tag")))
+        return cursor
+
+    def _look_failed(self, exc: Exception) -> None:
+        self.log.warning("Looking at %s's releases failed; looking again later: %s", self.dataset, exc)
+
+    async def _take(self, cursor: int | None, check: ReleaseCheck) -> tuple[int, list[dict[str, Any]]]:
+        """The cursor after ``check`` and the versions to fire for, oldest first. A first look sets (and
+        stores) the baseline; versions to fire for are recorded in the store as in flight first."""
+        if cursor is None:
+            baseline = -1 if check.current_index is None else check.current_index
+            self.log.info("Baseline for %s: version index %s", self.dataset, baseline)
+            await self.store_cursor(baseline, None)
+            return baseline, []
+        fired = [v for v in check.new_versions if int(v["index"]) > cursor]
+        if not fired:
+            return cursor, []
+        await self.store_cursor(cursor, self._tag, firing=[str(v.get("tag")) for v in fired])
+        return int(fired[-1]["index"]), fired
 
     # -- the cursor ------------------------------------------------------------------------------
 
@@ -167,16 +232,16 @@ class RedivisDatasetReleaseTrigger(BaseEventTrigger):
         self._tag = furthest.get("tag")
         if firing := furthest.get("firing"):
             self.log.warning(
-                "The triggerer stopped within %.3g s of firing for %s version(s) %s, before it could record "
-                "them as stored. They fire again now, so that none is lost: if Airflow had stored them, "
-                "a DAG run for them repeats.",
-                COMMIT_GRACE,
+                "The triggerer stopped after firing for %s version(s) %s and before it knew Airflow had "
+                "stored them. They fire again now, so that none is lost: if Airflow had stored them, a DAG "
+                "run for them repeats.",
                 self.dataset,
                 ", ".join(map(str, firing)),
             )
         return int(furthest["index"])
 
-    async def _save_cursor(self, index: int, tag: str | None, firing: list[str] | None = None) -> None:
+    async def store_cursor(self, index: int, tag: str | None, firing: list[str] | None = None) -> None:
+        """Store the cursor in every watched asset's state store (and in memory)."""
         self._memory_cursor, self._tag = index, tag
         value: dict[str, Any] = {"index": index, "tag": tag, "dataset": self.dataset}
         if firing:

@@ -1,7 +1,9 @@
 """Watchers of one dataset share their looks at it: one GET of the dataset per interval, however many.
 
-Every trigger of a triggerer runs in one event loop. The first :class:`RedivisDatasetReleaseTrigger`
-watching a dataset starts a :class:`DatasetPoller` for (connection, dataset); the ones after it join.
+Every trigger of a triggerer runs in one event loop. The first trigger watching a dataset (a
+``RedivisReleaseWaitTrigger``, or a ``RedivisDatasetReleaseTrigger`` where Airflow has no shared streams:
+3.3 runs those on ``release_stream``) starts a :class:`DatasetPoller` for (connection, dataset); the ones
+after it join.
 The poller asks :meth:`~airflow_provider_redivis.hooks.versions.VersionsAPI.releases_after` (one GET of
 the dataset; a listing of its versions only when something new was released) from the lowest cursor
 among its watchers, hands every watcher the same answer, and ends when the last watcher leaves. Looks

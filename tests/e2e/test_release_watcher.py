@@ -48,20 +48,24 @@ def release_next() -> str:
     return str(hook.wait_for_release(DATASET, started, poll_interval=0.05, timeout=10)["tag"])
 
 
-def cursor(airflow: AirflowDeployment) -> int | None:
-    """The watcher's cursor (a version index) in the asset's state store; None before it has one."""
+def cursor(airflow: AirflowDeployment) -> dict[str, Any] | None:
+    """The watcher's cursor (its version index, tag, and versions in flight) in the asset's state store;
+    None before it has one."""
     assets = airflow.api("GET", f"/api/v2/assets?uri_pattern={ASSET_URI}")["assets"]
     if not assets:
         return None
     entries = airflow.api("GET", f"/api/v2/assets/{assets[0]['id']}/state-store")["asset_state_store"]
-    found = [e["value"]["index"] for e in entries if e["key"].startswith("redivis_release_cursor:")]
-    return found[0] if found else None
+    found = [e["value"] for e in entries if e["key"].startswith("redivis_release_cursor:")]
+    return dict(found[0]) if found else None
 
 
 def wait_for_cursor(airflow: AirflowDeployment, index: int, *, timeout: float = 60) -> None:
+    """Until the cursor is stored at ``index`` with nothing in flight: Airflow stored what was fired."""
+
     def probe() -> bool | None:
         airflow.check_services()
-        return True if cursor(airflow) == index else None
+        value = cursor(airflow)
+        return True if value is not None and value["index"] == index and "firing" not in value else None
 
     wait_for(f"the watcher's cursor at {index}", probe, timeout=timeout, on_timeout=airflow.diagnostics())
 
@@ -121,3 +125,6 @@ def test_a_release_runs_the_dag_once_and_a_restart_neither_repeats_nor_loses_one
         looked = len(emulator.requests)
         wait_for("more looks", lambda: True if len(emulator.requests) >= looked + 5 else None, timeout=30)
         assert [tags_of(airflow, r) for r in runs(airflow)] == [["v2.0"], ["v3.0"]]
+    # Airflow 3.3 ran the watcher on its acknowledged shared stream (the cursor moved on its confirmation).
+    triggerer_log = (deployment.service_logs / "triggerer.log").read_text(errors="replace")
+    assert "on the triggerer's acknowledged shared stream" in triggerer_log, triggerer_log[-3000:]

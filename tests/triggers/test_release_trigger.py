@@ -197,7 +197,7 @@ async def test_a_stop_before_the_cursor_moved_fires_again_instead_of_missing(
         await until("the cursor moved", lambda: next(iter(store.values.values()))["index"] == 1)
     assert payloads[0]["tag"] == "v2.0"
     said = capsys.readouterr().out
-    assert "of firing for test_owner.test_dataset version(s) v2.0" in said, said[-3000:]
+    assert "firing for test_owner.test_dataset version(s) v2.0" in said, said[-3000:]
     assert "a DAG run for them repeats" in said
     assert "firing" not in next(iter(store.values.values()))
 
