@@ -183,18 +183,24 @@ async def test_watchers_share_one_look_and_a_restart_after_the_confirmation_repe
         await until("v3.0 fired", lambda: all([p["tag"] for p in w.payloads] == ["v3.0"] for w in again))
 
 
+async def fire_two(runner: Triggerer) -> Watching:
+    """A watcher on v1.0 that has fired v2.0 and v3.0, neither confirmed yet."""
+    await release()
+    a = runner.start(make(StateStore()))
+    await until("the baseline", lambda: bool(a.store.values))
+    await release()
+    await until("v2.0 fired", lambda: len(a.payloads) == 1)
+    await release()
+    await until("v3.0 fired", lambda: len(a.payloads) == 2)
+    return a
+
+
 @in_loop
 async def test_two_releases_before_the_first_is_confirmed_stay_in_flight_on_the_confirmed_cursor(
     emulator: RedivisEmulator,
 ) -> None:
-    await release()
     async with running_triggerer() as runner:
-        a = runner.start(make(StateStore()))
-        await until("the baseline", lambda: bool(a.store.values))
-        await release()
-        await until("v2.0 fired", lambda: len(a.payloads) == 1)
-        await release()
-        await until("v3.0 fired", lambda: len(a.payloads) == 2)
+        a = await fire_two(runner)
         # Neither confirmed: a crash now must fire both again, so the cursor stays on v1.0 listing both.
         assert a.cursor() == {"index": 0, "tag": None, "dataset": DATASET, "firing": ["v2.0", "v3.0"]}
         runner.confirm(a.seqs[1])  # v3.0 stored first: v2.0 still is not, so the cursor stays
@@ -209,14 +215,8 @@ async def test_two_releases_before_the_first_is_confirmed_stay_in_flight_on_the_
 async def test_the_marker_sits_on_the_last_confirmed_version_and_lists_the_rest(
     emulator: RedivisEmulator,
 ) -> None:
-    await release()
     async with running_triggerer() as runner:
-        a = runner.start(make(StateStore()))
-        await until("the baseline", lambda: bool(a.store.values))
-        await release()
-        await until("v2.0 fired", lambda: len(a.payloads) == 1)
-        await release()
-        await until("v3.0 fired", lambda: len(a.payloads) == 2)
+        a = await fire_two(runner)
         runner.confirm(a.seqs[0])
         await until("the cursor on v2.0", lambda: a.cursor()["index"] == 1)
         assert a.cursor() == {"index": 1, "tag": "v2.0", "dataset": DATASET, "firing": ["v3.0"]}
