@@ -100,6 +100,41 @@ def emulator(tmp_path: Path):
         yield emu
 
 
+def upload_task(task_id: str, operator_kwargs: str, mapped_sources: list[str] | None = None) -> str:
+    """The DAG file's expression for one upload task, mapped over ``mapped_sources`` when given."""
+    if mapped_sources is None:
+        return f"RedivisResumableUploadOperator(task_id={task_id!r}, **COMMON, {operator_kwargs})"
+    return (
+        f"RedivisResumableUploadOperator.partial(task_id={task_id!r}, **COMMON, {operator_kwargs})"
+        f".expand(source={mapped_sources!r})"
+    )
+
+
+def write_upload_dag(
+    home: AirflowHome,
+    dag_id: str,
+    admin: RedivisEmulator,
+    tasks: list[str],
+    *,
+    between_tries: str,
+    between_tries_doc: str,
+) -> Path:
+    """DAG_TEMPLATE with ``tasks`` (one expression each), its ``_admin`` on ``admin``'s emulator."""
+    return home.write_dag(
+        dag_id,
+        DAG_TEMPLATE.format(
+            admin=admin.base_url,
+            admin_token=admin.admin_token,
+            dag_id=dag_id,
+            table=TABLE,
+            chunk=CHUNK,
+            between_tries_body=between_tries,
+            between_tries_doc=between_tries_doc,
+            task="\n    ".join(tasks),
+        ),
+    )
+
+
 def run_dag(
     home: AirflowHome,
     emu: RedivisEmulator,
@@ -114,23 +149,13 @@ def run_dag(
 ):
     if transport is not None:
         operator_kwargs += f", transport={transport!r}"
-    dag_file = home.write_dag(
+    dag_file = write_upload_dag(
+        home,
         dag_id,
-        DAG_TEMPLATE.format(
-            admin=emu.base_url,
-            admin_token=emu.admin_token,
-            dag_id=dag_id,
-            table=TABLE,
-            chunk=CHUNK,
-            between_tries_body=between_tries,
-            between_tries_doc="change the world as the test needs",
-            task=(
-                f"RedivisResumableUploadOperator(task_id='upload', **COMMON, {operator_kwargs})"
-                if mapped_sources is None
-                else f"RedivisResumableUploadOperator.partial(task_id='upload', **COMMON, {operator_kwargs})"
-                f".expand(source={mapped_sources!r})"
-            ),
-        ),
+        emu,
+        [upload_task("upload", operator_kwargs, mapped_sources)],
+        between_tries=between_tries,
+        between_tries_doc="change the world as the test needs",
     )
     connection = redivis_connection(emu.base_url, emu.token, **(conn_extra or CONN_EXTRA))
     return home.dag_test(dag_file, dag_id, connections={"redivis_default": connection}, **extra_env)
@@ -148,29 +173,25 @@ def run_dag_per_emulator(
     ``redivis_<i>``, against its own emulator (so that faults and counts stay its own). A scenario per task
     costs one Airflow process, not one each; were a task retried, every emulator's faults are cleared.
     With ``mapped_sources``, task ``i`` is mapped over ``mapped_sources[i]``."""
-    calls = "\n    ".join(
-        f"RedivisResumableUploadOperator(task_id='upload_{i}', redivis_conn_id='redivis_{i}', **COMMON, {kwargs})"
-        if mapped_sources is None
-        else f"RedivisResumableUploadOperator.partial(task_id='upload_{i}', redivis_conn_id='redivis_{i}', "
-        f"**COMMON, {kwargs}).expand(source={mapped_sources[i]!r})"
+    calls = [
+        upload_task(
+            f"upload_{i}",
+            f"redivis_conn_id='redivis_{i}', {kwargs}",
+            None if mapped_sources is None else mapped_sources[i],
+        )
         for i, (_, kwargs) in enumerate(tasks)
-    )
+    ]
     clear_all = "\n".join(
         f"    _admin_of({emu.base_url!r}, {emu.admin_token!r}, 'DELETE', '/_emulator/faults')"
         for emu, _ in tasks
     )
-    dag_file = home.write_dag(
+    dag_file = write_upload_dag(
+        home,
         dag_id,
-        DAG_TEMPLATE.format(
-            admin=tasks[0][0].base_url,
-            admin_token=tasks[0][0].admin_token,
-            dag_id=dag_id,
-            table=TABLE,
-            chunk=CHUNK,
-            between_tries_body=clear_all,
-            between_tries_doc="clear every emulator's faults",
-            task=calls,
-        ),
+        tasks[0][0],
+        calls,
+        between_tries=clear_all,
+        between_tries_doc="clear every emulator's faults",
     )
     connections = {
         f"redivis_{i}": redivis_connection(emu.base_url, emu.token, **(conn_extra or CONN_EXTRA))
