@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from redivis_emulator import RedivisEmulator
 
-    from airflow_provider_redivis.triggers.release import RedivisDatasetReleaseTrigger
-
 
 class GatedStore(StateStore):
     """A state store whose reads or writes can be held (``reads``/``writes`` cleared) or made to fail."""
